@@ -1,0 +1,177 @@
+//! 16-bit grayscale TIFF slices through the `tiff` crate.
+//!
+//! Only what the method defines is accepted: one unsigned 16-bit sample per pixel, black is
+//! zero, a single image, at least as large as the lung ROI. Everything else is a specific
+//! [`DecodeError`]. The decoder's [`Limits`] are set so that a forged header cannot make it
+//! allocate more than one maximal slice.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use tiff::decoder::{Decoder, DecodingResult, Limits};
+use tiff::tags::{PhotometricInterpretation, SampleFormat, Tag};
+use tiff::{ColorType, TiffError};
+
+use super::{io, DecodeError, IngestError, Slice};
+use crate::select::{ROI_COLS, ROI_ROWS};
+
+/// Smallest acceptable width: the ROI's columns must lie inside the image.
+pub const MIN_WIDTH: u32 = ROI_COLS.end as u32;
+/// Smallest acceptable height: the ROI's rows must lie inside the image.
+pub const MIN_HEIGHT: u32 = ROI_ROWS.end as u32;
+/// Largest accepted side. CT reconstructions are 512 (sometimes 768 or 1024) pixels wide.
+pub const MAX_SIDE: u32 = 1024;
+/// Largest file accepted as a slice; bigger files are refused before any byte is decoded.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+const MAX_PIXEL_BYTES: usize = (MAX_SIDE as usize) * (MAX_SIDE as usize) * 2;
+
+fn limits() -> Limits {
+    let mut l = Limits::default();
+    // One maximal slice, and not a byte more, for the decoded image and any strip buffer.
+    l.decoding_buffer_size = MAX_PIXEL_BYTES;
+    l.intermediate_buffer_size = MAX_PIXEL_BYTES;
+    // Strip tables of a 1024-row image need 8 KiB; 64 KiB leaves room for honest metadata.
+    l.ifd_value_size = 64 * 1024;
+    l
+}
+
+/// Decodes slices one at a time into a buffer it reuses, so a series walk holds one slice.
+#[derive(Default)]
+pub struct SliceDecoder {
+    buf: Vec<u16>,
+}
+
+impl SliceDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decode the slice at `path`. The returned [`Slice`] borrows this decoder's buffer.
+    pub fn decode(&mut self, path: &Path) -> Result<Slice<'_>, IngestError> {
+        let dec = |reason| IngestError::Decode { path: path.to_path_buf(), reason };
+        // Look before opening: opening a fifo would block until someone writes to it.
+        let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
+        if !meta.is_file() {
+            return Err(IngestError::NotARegularFile { path: path.to_path_buf(), kind: file_kind(&meta) });
+        }
+        if meta.len() == 0 {
+            return Err(dec(DecodeError::EmptyFile));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(dec(DecodeError::Limits(format!(
+                "file is {} bytes, more than the {} bytes a slice may have",
+                meta.len(),
+                MAX_FILE_BYTES
+            ))));
+        }
+        let mut file = File::open(path).map_err(|e| io(path, e))?;
+        let mut magic = [0u8; 4];
+        let n = read_up_to(&mut file, &mut magic).map_err(|e| io(path, e))?;
+        if n < 4 || !(magic == *b"II*\0" || magic == *b"MM\0*" || magic == *b"II+\0" || magic == *b"MM\0+") {
+            return Err(dec(DecodeError::NotTiff));
+        }
+        file.seek(SeekFrom::Start(0)).map_err(|e| io(path, e))?;
+        let (width, height) = self.decode_into(BufReader::new(file)).map_err(dec)?;
+        Ok(Slice { width, height, pixels: &self.buf })
+    }
+
+    fn decode_into<R: Read + Seek>(&mut self, reader: R) -> Result<(usize, usize), DecodeError> {
+        let mut d = Decoder::new(reader).map_err(map_err)?.with_limits(limits());
+        let (w, h) = d.dimensions().map_err(map_err)?;
+        if w > MAX_SIDE || h > MAX_SIDE {
+            return Err(DecodeError::TooLarge { width: w, height: h });
+        }
+        if w < MIN_WIDTH || h < MIN_HEIGHT {
+            return Err(DecodeError::TooSmall { width: w, height: h });
+        }
+        match d.colortype().map_err(map_err)? {
+            ColorType::Gray(16) => {}
+            other => return Err(DecodeError::PixelFormat(describe(other))),
+        }
+        let fmt = d.find_tag_unsigned::<u16>(Tag::SampleFormat).map_err(map_err)?.unwrap_or(1);
+        match SampleFormat::from_u16(fmt) {
+            Some(SampleFormat::Uint) => {}
+            Some(SampleFormat::Int) => return Err(DecodeError::PixelFormat("16-bit signed integer".into())),
+            Some(SampleFormat::IEEEFP) => return Err(DecodeError::PixelFormat("16-bit floating point".into())),
+            _ => return Err(DecodeError::PixelFormat(format!("sample format code {fmt}"))),
+        }
+        let photometric = d.find_tag_unsigned::<u16>(Tag::PhotometricInterpretation).map_err(map_err)?;
+        if photometric.and_then(PhotometricInterpretation::from_u16) != Some(PhotometricInterpretation::BlackIsZero) {
+            return Err(DecodeError::PixelFormat(format!(
+                "photometric interpretation {photometric:?} (need BlackIsZero, code 1)"
+            )));
+        }
+        if d.more_images() {
+            return Err(DecodeError::Unsupported("multi-page TIFF (a slice file must hold one image)".into()));
+        }
+        let mut result = DecodingResult::U16(std::mem::take(&mut self.buf));
+        let read = d.read_image_to_buffer(&mut result).map_err(map_err);
+        let pixels = match result {
+            DecodingResult::U16(v) => v,
+            _ => Vec::new(),
+        };
+        self.buf = pixels;
+        read?;
+        let need = w as usize * h as usize;
+        if self.buf.len() != need {
+            return Err(DecodeError::Corrupt(format!("decoded {} pixels, expected {need}", self.buf.len())));
+        }
+        Ok((w as usize, h as usize))
+    }
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn map_err(e: TiffError) -> DecodeError {
+    match e {
+        TiffError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            DecodeError::Corrupt("file ends before the image data does (truncated)".into())
+        }
+        TiffError::IoError(e) => DecodeError::Corrupt(e.to_string()),
+        TiffError::FormatError(e) => DecodeError::Corrupt(e.to_string()),
+        TiffError::UnsupportedError(e) => DecodeError::Unsupported(e.to_string()),
+        TiffError::LimitsExceeded => DecodeError::Limits("the declared image or metadata is too large".into()),
+        TiffError::IntSizeError => DecodeError::Limits("sizes overflow the platform's integers".into()),
+        other => DecodeError::Corrupt(other.to_string()),
+    }
+}
+
+fn describe(c: ColorType) -> String {
+    match c {
+        ColorType::Gray(b) => format!("{b}-bit grayscale"),
+        ColorType::RGB(b) => format!("{b}-bit RGB"),
+        ColorType::RGBA(b) => format!("{b}-bit RGBA"),
+        ColorType::Palette(b) => format!("{b}-bit palette"),
+        ColorType::GrayA(b) => format!("{b}-bit grayscale with alpha"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn file_kind(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_fifo() {
+        "fifo"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_dir() {
+        "folder"
+    } else {
+        "special file"
+    }
+}

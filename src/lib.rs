@@ -1,0 +1,29 @@
+//! ctsentinel — a bedside CT appliance that reimplements the COVID-CTset method
+//! (Rahimzadeh, Attar, Sakhaei 2020): pick the open-lung slices of each series, classify them
+//! with an int8 network in `tract`, and decide per patient.
+//!
+//! The library holds all the logic; `src/main.rs` only parses the command line. Modules mirror
+//! the pipeline, and data flows one way:
+//!
+//! ```text
+//! ingest ──► select ──► classify ──► decide ──► present
+//!    ▲                                            │
+//!    └──────────────── service ◄──────────────────┘
+//! ```
+//!
+//! Every layer has its own error type; only the binary turns them into `anyhow` and exit codes.
+//!
+//! **Research use only, not a diagnosis.**
+#![forbid(unsafe_code)]
+
+pub mod classify;
+pub mod decide;
+pub mod ingest;
+pub mod pipeline;
+pub mod present;
+pub mod report;
+pub mod select;
+pub mod service;
+
+/// The notice that every result carries, verbatim (it is part of the JSON contracts).
+pub const NOTICE: &str = "research use only, not a diagnosis";
