@@ -1,0 +1,1 @@
+"""ctsentinel model chain: data, the paper's networks, training, int8 export, evaluation."""

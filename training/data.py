@@ -1,0 +1,185 @@
+"""Training data: map every source into the one documented representation, split, and pack.
+
+The `train8/` sources were windowed to 8 bits by their publishers with unknown windows (MosMed
+about -2200..+1000 HU, the others roughly lung windows). We estimate each source's effective
+window from the histogram of all its images: the *air* peak (outside the body and in the lungs,
+-1000 HU) and the *soft-tissue* peak (muscle and blood, about +40 HU) are two landmarks that
+fix the linear map value8 = a * HU + b. With it, a 256-entry lookup table takes every 8-bit
+value to HU and through the model's window (`hu_window`, see preprocess.py). The 16-bit slices
+of `ct16/` go through the same window directly (HU = stored - 1024), so training and bedside
+inputs match.
+
+Splits are recorded in a file: MosMed has one slice per study, so a stratified random split is a
+patient split; ucsd and sarscov2 carry no patient ids, and consecutive file numbers come from
+the same patient, so they are split by blocks of consecutive indices (an approximation of a
+patient split, stated in the card). ct16 patients are whole units.
+"""
+from __future__ import annotations
+
+import csv
+from collections import Counter
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import preprocess
+
+AIR_HU = -1000.0
+SOFT_TISSUE_HU = 40.0
+# Landmark search ranges in 8-bit values; 0..9 and 250..255 hold padding and saturation.
+AIR_RANGE = (10, 140)
+TISSUE_RANGE = (140, 250)
+
+
+def histogram_landmarks(hist: np.ndarray) -> tuple[float, float]:
+    """Air and soft-tissue peak positions (8-bit values) of a 256-bin histogram."""
+    sm = np.convolve(hist.astype(np.float64), np.ones(5) / 5, mode="same")
+    air = AIR_RANGE[0] + int(np.argmax(sm[AIR_RANGE[0]:AIR_RANGE[1]]))
+    tissue = TISSUE_RANGE[0] + int(np.argmax(sm[TISSUE_RANGE[0]:TISSUE_RANGE[1]]))
+    return float(air), float(tissue)
+
+
+@dataclass(frozen=True)
+class SourceWindow:
+    """The effective window of an 8-bit source: value8 = slope * HU + offset."""
+    air_value: float
+    tissue_value: float
+
+    @property
+    def slope(self) -> float:
+        return (self.tissue_value - self.air_value) / (SOFT_TISSUE_HU - AIR_HU)
+
+    @property
+    def offset(self) -> float:
+        return self.air_value - self.slope * AIR_HU
+
+    def hu_range(self) -> tuple[float, float]:
+        """HU of 8-bit values 0 and 255: the publisher's window."""
+        return (-self.offset / self.slope, (255.0 - self.offset) / self.slope)
+
+    def lut(self, pre: dict) -> np.ndarray:
+        """256-entry table: 8-bit value -> the model's [0, 1] representation."""
+        hu = (np.arange(256, dtype=np.float32) - np.float32(self.offset)) / np.float32(self.slope)
+        stored = hu - np.float32(preprocess.HU_INTERCEPT)
+        lo = pre["center"] - pre["width"] / 2.0
+        return np.clip((stored + preprocess.HU_INTERCEPT - lo) / pre["width"], 0.0, 1.0).astype(np.float32)
+
+
+def read_labels(train8: Path) -> list[dict]:
+    with open(train8 / "labels.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def load_gray(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L"))
+
+
+def estimate_windows(train8: Path, rows: list[dict] | None = None) -> dict[str, SourceWindow]:
+    rows = rows or read_labels(train8)
+    hists: dict[str, np.ndarray] = {}
+    for r in rows:
+        a = load_gray(train8 / r["path"])
+        hists.setdefault(r["source"], np.zeros(256))
+        hists[r["source"]] += np.bincount(a.ravel(), minlength=256)
+    return {s: SourceWindow(*histogram_landmarks(h)) for s, h in sorted(hists.items())}
+
+
+def is_covid(label: str) -> int:
+    if label not in ("covid", "normal", "noncovid"):
+        raise ValueError(f"unknown label {label!r}")
+    return int(label == "covid")
+
+
+def index_of(name: str) -> int:
+    return int(re.findall(r"(\d+)\.\w+$", name)[0])
+
+
+def split_train8(rows: list[dict], holdout: float, seed: int, block: int = 50) -> dict[str, str]:
+    """path -> 'train' | 'heldout'. See the module doc for why blocks."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["source"], r["label"]), []).append(r)
+    for (source, _label), rs in sorted(groups.items()):
+        if source == "mosmed":
+            idx = rng.permutation(len(rs))
+            n = int(round(holdout * len(rs)))
+            held = {rs[i]["path"] for i in idx[:n]}
+        else:
+            blocks = sorted({index_of(r["path"]) // block for r in rs})
+            n = max(1, int(round(holdout * len(blocks))))
+            chosen = set(rng.choice(blocks, size=n, replace=False).tolist())
+            held = {r["path"] for r in rs if index_of(r["path"]) // block in chosen}
+        for r in rs:
+            out[r["path"]] = "heldout" if r["path"] in held else "train"
+    return out
+
+
+def ct16_slices(ct16: Path) -> list[dict]:
+    """Every ct16 slice with a binary label: COVID-patient slices use the radiologist's
+    per-slice infection label; slices of the other patients are non-COVID."""
+    manifest = json.loads((ct16 / "manifest.json").read_text())
+    infection = manifest.get("slice_infection", {})
+    out = []
+    for s in manifest["series"]:
+        d = ct16 / s["label"] / s["patient"] / s["series"]
+        files = sorted(d.glob("*.tif"), key=lambda p: index_of(p.name))
+        labels = infection.get(s["patient"])
+        if s["label"] == "covid" and labels is None:
+            raise ValueError(f"{d}: COVID series without radiologist slice labels")
+        for f in files:
+            y = int(labels[f"{s['series']}/{f.name}"]) if s["label"] == "covid" else 0
+            out.append({"path": str(f.relative_to(ct16)), "patient": s["patient"], "label": y, "kind": s["label"]})
+    return out
+
+
+def encode_jpeg(plane01: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.round(plane01 * 255.0).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float, out: Path,
+               quality: int = 90, use_ct16: bool = True) -> dict:
+    """Map every image into the model representation at `size`, JPEG-encode it (the GPU
+    machine's transfer limit), and write one .npz with images, labels, sources and splits."""
+    train8 = data_root / "train8"
+    rows = read_labels(train8)
+    windows = estimate_windows(train8, rows)
+    split = split_train8(rows, holdout, seed)
+    luts = {s: w.lut(pre) for s, w in windows.items()}
+    blobs, labels, sources, splits, names = [], [], [], [], []
+    for r in rows:
+        plane = luts[r["source"]][load_gray(train8 / r["path"])]
+        plane = preprocess.box_resize(plane, size, size)
+        blobs.append(encode_jpeg(plane, quality)); labels.append(is_covid(r["label"]))
+        sources.append(r["source"]); splits.append(split[r["path"]]); names.append(r["path"])
+    if use_ct16:
+        import tifffile
+        for r in ct16_slices(data_root / "ct16"):
+            plane = preprocess.preprocess_stored(tifffile.imread(data_root / "ct16" / r["path"]), pre, size)
+            blobs.append(encode_jpeg(plane, quality)); labels.append(r["label"])
+            sources.append("ct16"); splits.append("train"); names.append("ct16/" + r["path"])
+    lens = np.array([len(b) for b in blobs], dtype=np.int64)
+    np.savez(out, blob=np.frombuffer(b"".join(blobs), dtype=np.uint8), lens=lens,
+             label=np.array(labels, dtype=np.int64), source=np.array(sources), split=np.array(splits),
+             name=np.array(names))
+    meta = {"windows": {s: {"air_value": w.air_value, "tissue_value": w.tissue_value,
+                            "hu_range": [round(x, 1) for x in w.hu_range()]} for s, w in windows.items()},
+            "counts": dict(sorted(Counter(f"{a}/{b}/{c}" for a, b, c in zip(sources, splits, labels)).items())),
+            "images": len(blobs), "bytes": int(lens.sum())}
+    return meta
+
+
+def load_pack(path: Path) -> dict:
+    z = np.load(path)
+    offs = np.concatenate([[0], np.cumsum(z["lens"])])
+    blob = z["blob"].tobytes()
+    imgs = np.stack([np.asarray(Image.open(io.BytesIO(blob[offs[i]:offs[i + 1]]))) for i in range(len(z["lens"]))])
+    return {"images": imgs, "label": z["label"], "source": z["source"], "split": z["split"], "name": z["name"]}
