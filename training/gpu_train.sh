@@ -7,7 +7,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 PACK=${PACK:-.data/pack256.npz}
-CFG=training/configs/fpn256.toml
+CFG=${CFG:-training/configs/fpn256.toml}
 EPOCHS=${EPOCHS:-100}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
