@@ -43,15 +43,24 @@ fn kernel(c: &mut Criterion) {
     let px = one_slice();
     let mut g = c.benchmark_group("roi_count");
     g.throughput(Throughput::Elements(u64::from(ROI_PIXELS)));
-    g.bench_function("vectorised", |b| b.iter(|| count_below(black_box(&px), 512, ROI_ROWS, ROI_COLS, black_box(DARK_BELOW))));
-    g.bench_function("naive", |b| b.iter(|| count_below_naive(black_box(&px), 512, ROI_ROWS, ROI_COLS, black_box(DARK_BELOW))));
+    g.bench_function("vectorised", |b| {
+        b.iter(|| count_below(black_box(&px), 512, ROI_ROWS, ROI_COLS, black_box(DARK_BELOW)))
+    });
+    g.bench_function("naive", |b| {
+        b.iter(|| count_below_naive(black_box(&px), 512, ROI_ROWS, ROI_COLS, black_box(DARK_BELOW)))
+    });
     g.finish();
 }
 
 fn end_to_end(c: &mut Criterion) {
     let Some(ct16) = shared_ct16() else { return };
     let mut series = Vec::new();
-    for p in ["covid/ctmd_P001", "normal/ctmd_normal001", "cap/ctmd_cap001", "lungcancer/ldx_A0001"] {
+    for p in [
+        "covid/ctmd_P001",
+        "normal/ctmd_normal001",
+        "cap/ctmd_cap001",
+        "lungcancer/ldx_A0001",
+    ] {
         series.extend(ingest::discover(&ct16.join(p)).expect("shared series"));
     }
     let mut g = c.benchmark_group("select_series");

@@ -8,10 +8,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use ctsentinel::classify::{self, Classifier};
 use ctsentinel::{pipeline, present};
 
 #[derive(Parser)]
-#[command(name = "ctsentinel", version, about = "Chest-CT COVID-19 appliance (research use only, not a diagnosis)")]
+#[command(
+    name = "ctsentinel",
+    version,
+    about = "Chest-CT COVID-19 appliance (research use only, not a diagnosis)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,6 +32,63 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Scan a patient or series folder: select, classify the selected slices, give the verdict.
+    Scan {
+        /// A patient folder (holding series folders) or one series folder.
+        dir: PathBuf,
+        /// Print the JSON contract instead of the summary.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Classify single images with no selection (16-bit TIFF slices; 8-bit grayscale PNG/JPEG
+    /// already in the model card's window).
+    Classify {
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Model card (.toml) or a folder holding exactly one. Default: $CTSENTINEL_MODELS, else
+    /// ./models, else /usr/share/ctsentinel/models.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Threads for inference (default: available cores, at most 4).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<Classifier> {
+        let path = match &self.model {
+            Some(p) => p.clone(),
+            None => default_models(),
+        };
+        let mut options = classify::Options::default();
+        if let Some(t) = self.threads {
+            options.threads = t.max(1);
+        }
+        Classifier::load(&path, options).with_context(|| format!("cannot load the model from {}", path.display()))
+    }
+}
+
+fn default_models() -> PathBuf {
+    if let Some(p) = std::env::var_os("CTSENTINEL_MODELS") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from("models");
+    if local.is_dir() {
+        local
+    } else {
+        PathBuf::from("/usr/share/ctsentinel/models")
+    }
 }
 
 /// Exit code for input the user can fix (missing folder, undecodable slice).
@@ -62,12 +124,59 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .with_context(|| format!("cannot select slices in {}", dir.display()))
                 .map_err(Failure::Input)?;
             if json {
-                let text = serde_json::to_string_pretty(&report).context("serialising report").map_err(Failure::Internal)?;
+                let text = serde_json::to_string_pretty(&report)
+                    .context("serialising report")
+                    .map_err(Failure::Internal)?;
                 println!("{text}");
             } else {
                 print!("{}", present::select_table(&report));
             }
-            Ok(if report.any_rejected() { ExitCode::from(EXIT_INPUT) } else { ExitCode::SUCCESS })
+            Ok(if report.any_rejected() {
+                ExitCode::from(EXIT_INPUT)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Scan { dir, json, model } => {
+            let mut classifier = model.load().map_err(Failure::Internal)?;
+            let report = pipeline::scan_folder(&dir, &mut classifier, &mut |p| log::debug!("{p:?}"))
+                .with_context(|| format!("cannot scan {}", dir.display()))
+                .map_err(Failure::Input)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report)
+                        .context("serialising report")
+                        .map_err(Failure::Internal)?
+                );
+            } else {
+                print!("{}", present::scan_summary(&report));
+            }
+            let rejected = report.series.iter().any(|s| s.rejected.is_some());
+            Ok(if rejected {
+                ExitCode::from(EXIT_INPUT)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Classify { images, json, model } => {
+            let mut classifier = model.load().map_err(Failure::Internal)?;
+            let report = pipeline::classify_images(&images, &mut classifier);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report)
+                        .context("serialising report")
+                        .map_err(Failure::Internal)?
+                );
+            } else {
+                print!("{}", present::classify_table(&report));
+            }
+            Ok(if report.any_failed() {
+                ExitCode::from(EXIT_INPUT)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

@@ -1,13 +1,23 @@
-//! Drives the pipeline over one folder: ingest → select (→ classify → decide). Shared by the
+//! Drives the pipeline over one folder: ingest → select → classify → decide. Shared by the
 //! CLI and the service so both run exactly the same steps.
 //!
-//! Memory stays bounded: slices are decoded one at a time into one reused buffer and only their
-//! counts are kept.
+//! Memory stays bounded: slices are decoded one at a time into one reused buffer. Selection
+//! needs every slice's count before it can keep any, so a scan walks each series twice: once
+//! to count (only counts are kept), once to classify the selected slices. Decoding is a few
+//! milliseconds against a model run of tens to hundreds, so streaming costs little and a
+//! thin series of 500 slices never sits decoded in memory.
 
+use std::io::Read as _;
 use std::path::Path;
+use std::time::Instant;
 
+use crate::classify::Classifier;
+use crate::decide::{self, Verdict};
 use crate::ingest::{self, IngestError, Series, SliceDecoder};
-use crate::report::{SelectReport, SeriesSelection, SliceSelection};
+use crate::report::{
+    ClassifyReport, ImageClass, ScanReport, SelectReport, SeriesScan, SeriesSelection, SliceScan, SliceSelection,
+    Timing,
+};
 use crate::select;
 
 /// Run selection on every series under `dir` (a patient or series folder).
@@ -18,7 +28,9 @@ use crate::select;
 pub fn select_folder(dir: &Path) -> Result<SelectReport, IngestError> {
     let mut decoder = SliceDecoder::new();
     let series = ingest::discover(dir)?;
-    Ok(SelectReport { series: series.iter().map(|s| select_series(s, &mut decoder)).collect() })
+    Ok(SelectReport {
+        series: series.iter().map(|s| select_series(s, &mut decoder)).collect(),
+    })
 }
 
 /// Decode and count every slice of one series, then apply the paper's rule.
@@ -49,12 +61,20 @@ pub fn select_series(series: &Series, decoder: &mut SliceDecoder) -> SeriesSelec
         rejected: None,
     };
     if !errors.is_empty() {
-        out.rejected = Some(format!("{} of {} files unreadable: {}", errors.len(), series.files.len(), errors.join("; ")));
+        out.rejected = Some(format!(
+            "{} of {} files unreadable: {}",
+            errors.len(),
+            series.files.len(),
+            errors.join("; ")
+        ));
         return out;
     }
     let counts: Vec<u32> = slices.iter().map(|s| s.dark_pixels).collect();
     let Some(selection) = select::select(&counts) else {
-        out.rejected = Some(format!("{}: no slice files in this series folder", series.path.display()));
+        out.rejected = Some(format!(
+            "{}: no slice files in this series folder",
+            series.path.display()
+        ));
         return out;
     };
     for (s, keep) in slices.iter_mut().zip(&selection.keep) {
@@ -64,4 +84,222 @@ pub fn select_series(series: &Series, decoder: &mut SliceDecoder) -> SeriesSelec
     out.selected = selection.selected();
     out.slices = slices;
     out
+}
+
+/// What a scan reports while it runs (for the display and the log); never blocks the scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress<'a> {
+    /// A series' slices were counted and selected.
+    Selected {
+        series: &'a str,
+        selected: usize,
+        slices: usize,
+    },
+    /// One more selected slice was classified.
+    Classified { series: &'a str, done: usize, of: usize },
+}
+
+/// Scan a patient or series folder: select, classify the selected slices, decide.
+///
+/// A series that cannot be read completely is reported as rejected and makes the patient
+/// verdict `undetermined` (a verdict on part of a patient's scan is not given as if it were
+/// the whole). The error is only for a `dir` that is not a patient or series folder.
+pub fn scan_folder(
+    dir: &Path,
+    classifier: &mut Classifier,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<ScanReport, IngestError> {
+    let start = Instant::now();
+    let series = ingest::discover(dir)?;
+    let mut decoder = SliceDecoder::new();
+    let fraction = classifier.card().decision.patient_covid_fraction;
+    let mut timing = Timing::default();
+    let mut out = Vec::with_capacity(series.len());
+    for s in &series {
+        let t = Instant::now();
+        let sel = select_series(s, &mut decoder);
+        timing.select += t.elapsed().as_millis() as u64;
+        progress(Progress::Selected {
+            series: &s.id,
+            selected: sel.selected,
+            slices: sel.slices.len(),
+        });
+        let t = Instant::now();
+        out.push(classify_series(s, sel, &mut decoder, classifier, fraction, progress));
+        timing.classify += t.elapsed().as_millis() as u64;
+    }
+    let patient = series
+        .first()
+        .map(|s| s.patient.clone())
+        .unwrap_or_else(|| ingest::name_of(dir));
+    let selected: usize = out.iter().map(|s| s.selected).sum();
+    let covid: usize = out.iter().map(|s| s.covid).sum();
+    let rejected: Vec<String> = out
+        .iter()
+        .filter(|s| s.rejected.is_some())
+        .map(|s| s.id.clone())
+        .collect();
+    let decision = if rejected.is_empty() {
+        decide::decide(selected, covid, fraction)
+    } else {
+        decide::undetermined(format!(
+            "series {} could not be read completely; no verdict on a partial scan",
+            rejected.join(", ")
+        ))
+    };
+    timing.total = start.elapsed().as_millis() as u64;
+    Ok(ScanReport {
+        patient,
+        verdict: decision.verdict,
+        covid_fraction: decision.covid_fraction,
+        selected_slices: selected,
+        covid_slices: covid,
+        reason: decision.reason,
+        rule: rule_text(classifier),
+        series: out,
+        model: classifier.identity(),
+        notice: crate::NOTICE.to_string(),
+        timing_ms: timing,
+    })
+}
+
+fn rule_text(c: &Classifier) -> String {
+    let card = c.card();
+    format!(
+        "COVID iff at least {:.0}% of the selected slices (all series together) have P(COVID) >= {}",
+        card.decision.patient_covid_fraction * 100.0,
+        card.output.threshold
+    )
+}
+
+/// Classify the selected slices of one selected series (second, streaming pass).
+fn classify_series(
+    s: &Series,
+    sel: SeriesSelection,
+    decoder: &mut SliceDecoder,
+    classifier: &mut Classifier,
+    fraction: f64,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> SeriesScan {
+    let mut out = SeriesScan {
+        path: sel.path,
+        id: s.id.clone(),
+        threshold: sel.threshold,
+        selected: sel.selected,
+        covid: 0,
+        verdict: Verdict::Undetermined,
+        covid_fraction: None,
+        rejected: sel.rejected,
+        slices: Vec::with_capacity(sel.slices.len()),
+    };
+    if let Some(reason) = &out.rejected {
+        out.selected = 0;
+        let d = decide::undetermined(reason.clone());
+        out.covid_fraction = d.covid_fraction;
+        return out;
+    }
+    let mut done = 0;
+    for (path, slice) in s.files.iter().zip(sel.slices) {
+        let mut p_covid = None;
+        if slice.selected {
+            match decoder.decode(path) {
+                Ok(px) => match classifier.p_covid_stored(px.pixels, px.width, px.height) {
+                    Ok(p) => p_covid = Some(p),
+                    Err(e) => {
+                        out.rejected = Some(format!("{}: {e}", path.display()));
+                        break;
+                    }
+                },
+                Err(e) => {
+                    // Decoded in the first pass, not now: the file changed under us.
+                    out.rejected = Some(format!("{e} (the file changed during the scan)"));
+                    break;
+                }
+            }
+            done += 1;
+            progress(Progress::Classified {
+                series: &s.id,
+                done,
+                of: out.selected,
+            });
+        }
+        if p_covid.is_some_and(|p| classifier.is_covid(p)) {
+            out.covid += 1;
+        }
+        out.slices.push(SliceScan {
+            file: slice.file,
+            dark_pixels: slice.dark_pixels,
+            selected: slice.selected,
+            p_covid,
+        });
+    }
+    if out.rejected.is_some() {
+        out.slices.clear();
+        out.selected = 0;
+        out.covid = 0;
+        return out;
+    }
+    let d = decide::decide(out.selected, out.covid, fraction);
+    out.verdict = d.verdict;
+    out.covid_fraction = d.covid_fraction;
+    out
+}
+
+/// Classify single images with no selection: 16-bit TIFF slices (preprocessed per the card)
+/// and 8-bit grayscale PNG/JPEG (taken as already in the card's 8-bit window). A file that
+/// cannot be read gets its error in the report; the others are still classified.
+pub fn classify_images(paths: &[std::path::PathBuf], classifier: &mut Classifier) -> ClassifyReport {
+    let mut decoder = SliceDecoder::new();
+    let images = paths
+        .iter()
+        .map(|path| {
+            let file = path.display().to_string();
+            match classify_image(path, &mut decoder, classifier) {
+                Ok(p) => ImageClass {
+                    file,
+                    p_covid: Some(p),
+                    label: Some(if classifier.is_covid(p) { "covid" } else { "normal" }.to_string()),
+                    error: None,
+                },
+                Err(e) => {
+                    log::error!("{e}");
+                    ImageClass {
+                        file,
+                        p_covid: None,
+                        label: None,
+                        error: Some(e),
+                    }
+                }
+            }
+        })
+        .collect();
+    ClassifyReport {
+        images,
+        model: classifier.identity(),
+        notice: crate::NOTICE.to_string(),
+    }
+}
+
+fn classify_image(path: &Path, decoder: &mut SliceDecoder, classifier: &mut Classifier) -> Result<f32, String> {
+    if is_tiff(path) {
+        let s = decoder.decode(path).map_err(|e| e.to_string())?;
+        classifier
+            .p_covid_stored(s.pixels, s.width, s.height)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    } else {
+        let g = ingest::decode_gray8(path).map_err(|e| e.to_string())?;
+        let plane = classifier.plane_from_8bit(&g.pixels, g.width, g.height);
+        classifier
+            .p_covid_plane(plane)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+fn is_tiff(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+        && matches!(&magic, b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+")
 }

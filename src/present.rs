@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use crate::report::SelectReport;
+use crate::decide::Verdict;
+use crate::report::{ClassifyReport, ScanReport, SelectReport};
 
 /// A short human-readable table of a selection report.
 pub fn select_table(r: &SelectReport) -> String {
@@ -23,9 +24,107 @@ pub fn select_table(r: &SelectReport) -> String {
         );
         let _ = writeln!(out, "  {:<24} {:>11}  {}", "file", "dark pixels", "selected");
         for sl in &s.slices {
-            let size = if (sl.width, sl.height) == (512, 512) { String::new() } else { format!("  ({}x{})", sl.width, sl.height) };
-            let _ = writeln!(out, "  {:<24} {:>11}  {}{}", sl.file, sl.dark_pixels, if sl.selected { "yes" } else { "-" }, size);
+            let size = if (sl.width, sl.height) == (512, 512) {
+                String::new()
+            } else {
+                format!("  ({}x{})", sl.width, sl.height)
+            };
+            let _ = writeln!(
+                out,
+                "  {:<24} {:>11}  {}{}",
+                sl.file,
+                sl.dark_pixels,
+                if sl.selected { "yes" } else { "-" },
+                size
+            );
         }
     }
+    out
+}
+
+/// One-screen summary of a scan, notice first and last so it cannot be missed.
+pub fn scan_summary(r: &ScanReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "*** {} ***", crate::NOTICE.to_uppercase());
+    let _ = writeln!(out, "patient   {}", r.patient);
+    let verdict = match r.verdict {
+        Verdict::Covid => "COVID-19 PATTERN (covid)",
+        Verdict::Normal => "NO COVID-19 PATTERN (normal)",
+        Verdict::Undetermined => "UNDETERMINED",
+    };
+    let _ = writeln!(out, "verdict   {verdict}");
+    match r.covid_fraction {
+        Some(f) => {
+            let _ = writeln!(
+                out,
+                "slices    {} of {} selected slices classified COVID ({:.1}%)",
+                r.covid_slices,
+                r.selected_slices,
+                f * 100.0
+            );
+        }
+        None => {
+            let _ = writeln!(out, "reason    {}", r.reason.as_deref().unwrap_or("-"));
+        }
+    }
+    let _ = writeln!(out, "rule      {}", r.rule);
+    for s in &r.series {
+        match &s.rejected {
+            Some(reason) => {
+                let _ = writeln!(out, "  series {:<10} REJECTED: {reason}", s.id);
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  series {:<10} {:>3} of {:>3} slices selected, {:>3} COVID  -> {}",
+                    s.id,
+                    s.selected,
+                    s.slices.len(),
+                    s.covid,
+                    s.verdict
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "model     {} {} (sha256 {})",
+        r.model.name,
+        r.model.version,
+        &r.model.sha256[..16.min(r.model.sha256.len())]
+    );
+    let _ = writeln!(
+        out,
+        "time      {:.1} s (selection {:.1} s, classification {:.1} s)",
+        r.timing_ms.total as f64 / 1e3,
+        r.timing_ms.select as f64 / 1e3,
+        r.timing_ms.classify as f64 / 1e3
+    );
+    let _ = writeln!(out, "*** {} ***", crate::NOTICE.to_uppercase());
+    out
+}
+
+/// A table of classified images.
+pub fn classify_table(r: &ClassifyReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "*** {} ***", crate::NOTICE.to_uppercase());
+    for i in &r.images {
+        match (&i.error, i.p_covid, &i.label) {
+            (Some(e), _, _) => {
+                let _ = writeln!(out, "{:<40} ERROR {e}", i.file);
+            }
+            (None, Some(p), Some(l)) => {
+                let _ = writeln!(out, "{:<40} p_covid {p:.3}  {l}", i.file);
+            }
+            _ => {}
+        }
+    }
+    let _ = writeln!(
+        out,
+        "model {} {} (sha256 {})",
+        r.model.name,
+        r.model.version,
+        &r.model.sha256[..16.min(r.model.sha256.len())]
+    );
     out
 }

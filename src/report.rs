@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::classify::ModelIdentity;
+use crate::decide::Verdict;
+
 /// `ctsentinel select <DIR> --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SelectReport {
@@ -36,5 +39,80 @@ impl SelectReport {
     /// True when any series was rejected (the CLI then exits with the input-error code).
     pub fn any_rejected(&self) -> bool {
         self.series.iter().any(|s| s.rejected.is_some())
+    }
+}
+
+/// `ctsentinel scan <DIR> --json`: the patient verdict and everything it rests on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanReport {
+    pub patient: String,
+    pub verdict: Verdict,
+    /// COVID slices / selected slices over all series; `null` when undetermined.
+    pub covid_fraction: Option<f64>,
+    pub selected_slices: usize,
+    pub covid_slices: usize,
+    /// Why the verdict is `undetermined`, else `null`.
+    pub reason: Option<String>,
+    /// The rule that turned slices into the verdict, from the model card.
+    pub rule: String,
+    pub series: Vec<SeriesScan>,
+    pub model: ModelIdentity,
+    pub notice: String,
+    pub timing_ms: Timing,
+}
+
+/// One series of a scan: its selection, its classified slices and its own verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesScan {
+    pub path: String,
+    pub id: String,
+    /// `(max - min) / 1.5` over the series' dark-pixel counts; `null` when rejected.
+    pub threshold: Option<f64>,
+    pub selected: usize,
+    pub covid: usize,
+    pub verdict: Verdict,
+    pub covid_fraction: Option<f64>,
+    /// Why the series could not be used (every failing file with its reason), else `null`.
+    pub rejected: Option<String>,
+    pub slices: Vec<SliceScan>,
+}
+
+/// One slice: selection count, and the model's P(COVID) when it was selected (else `null`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SliceScan {
+    pub file: String,
+    pub dark_pixels: u32,
+    pub selected: bool,
+    pub p_covid: Option<f32>,
+}
+
+/// Wall-clock milliseconds spent in each stage of a scan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub select: u64,
+    pub classify: u64,
+    pub total: u64,
+}
+
+/// `ctsentinel classify <IMAGE>... --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassifyReport {
+    pub images: Vec<ImageClass>,
+    pub model: ModelIdentity,
+    pub notice: String,
+}
+
+/// One classified image; `error` instead of a probability when it could not be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageClass {
+    pub file: String,
+    pub p_covid: Option<f32>,
+    pub label: Option<String>,
+    pub error: Option<String>,
+}
+
+impl ClassifyReport {
+    pub fn any_failed(&self) -> bool {
+        self.images.iter().any(|i| i.error.is_some())
     }
 }

@@ -63,51 +63,100 @@ fn truncated_slice_is_corrupt() {
     let mut spec = gray16_512();
     spec.data.truncate(1000);
     let r = reason(&spec.bytes());
-    assert!(matches!(r, DecodeError::Corrupt(ref m) if m.contains("truncated")), "{r:?}");
+    assert!(
+        matches!(r, DecodeError::Corrupt(ref m) if m.contains("truncated")),
+        "{r:?}"
+    );
     // Cut inside the header.
-    assert!(matches!(reason(&full[..6]), DecodeError::Corrupt(_)), "{:?}", reason(&full[..6]));
+    assert!(
+        matches!(reason(&full[..6]), DecodeError::Corrupt(_)),
+        "{:?}",
+        reason(&full[..6])
+    );
     // Cut off the IFD entirely.
     assert!(matches!(reason(&full[..full.len() - 50]), DecodeError::Corrupt(_)));
 }
 
 #[test]
 fn eight_bit_slice_is_refused() {
-    let spec = TiffSpec { bits: 8, data: vec![0; 512 * 512], ..gray16_512() };
+    let spec = TiffSpec {
+        bits: 8,
+        data: vec![0; 512 * 512],
+        ..gray16_512()
+    };
     assert!(matches!(reason(&spec.bytes()), DecodeError::PixelFormat(m) if m.contains("8-bit")));
 }
 
 #[test]
 fn rgb_slice_is_refused() {
-    let spec = TiffSpec { samples: 3, photometric: 2, data: vec![0; 512 * 512 * 6], ..gray16_512() };
+    let spec = TiffSpec {
+        samples: 3,
+        photometric: 2,
+        data: vec![0; 512 * 512 * 6],
+        ..gray16_512()
+    };
     assert!(matches!(reason(&spec.bytes()), DecodeError::PixelFormat(m) if m.contains("RGB")));
 }
 
 #[test]
 fn signed_and_float_samples_are_refused() {
-    let signed = TiffSpec { sample_format: 2, ..gray16_512() };
+    let signed = TiffSpec {
+        sample_format: 2,
+        ..gray16_512()
+    };
     assert!(matches!(reason(&signed.bytes()), DecodeError::PixelFormat(m) if m.contains("signed")));
-    let float = TiffSpec { bits: 32, sample_format: 3, data: vec![0; 512 * 512 * 4], ..gray16_512() };
+    let float = TiffSpec {
+        bits: 32,
+        sample_format: 3,
+        data: vec![0; 512 * 512 * 4],
+        ..gray16_512()
+    };
     assert!(matches!(reason(&float.bytes()), DecodeError::PixelFormat(_)));
 }
 
 #[test]
 fn white_is_zero_is_refused() {
-    let spec = TiffSpec { photometric: 0, ..gray16_512() };
+    let spec = TiffSpec {
+        photometric: 0,
+        ..gray16_512()
+    };
     assert!(matches!(reason(&spec.bytes()), DecodeError::PixelFormat(m) if m.contains("BlackIsZero")));
 }
 
 #[test]
 fn huge_declared_dimensions_are_refused_before_allocating() {
-    let spec = TiffSpec { width: 100_000, height: 100_000, data: vec![0; 64], ..gray16_512() };
-    assert_eq!(reason(&spec.bytes()), DecodeError::TooLarge { width: 100_000, height: 100_000 });
-    let spec = TiffSpec { width: u32::MAX, height: 2, data: vec![0; 64], ..gray16_512() };
+    let spec = TiffSpec {
+        width: 100_000,
+        height: 100_000,
+        data: vec![0; 64],
+        ..gray16_512()
+    };
+    assert_eq!(
+        reason(&spec.bytes()),
+        DecodeError::TooLarge {
+            width: 100_000,
+            height: 100_000
+        }
+    );
+    let spec = TiffSpec {
+        width: u32::MAX,
+        height: 2,
+        data: vec![0; 64],
+        ..gray16_512()
+    };
     assert!(matches!(reason(&spec.bytes()), DecodeError::TooLarge { .. }));
 }
 
 #[test]
 fn image_smaller_than_roi_is_refused() {
     let spec = TiffSpec::gray16(369, 512, &vec![0; 369 * 512]);
-    assert_eq!(reason(&spec.bytes()), DecodeError::TooSmall { width: 369, height: 512 });
+    assert_eq!(
+        reason(&spec.bytes()),
+        DecodeError::TooSmall {
+            width: 369,
+            height: 512
+        }
+    );
     let spec = TiffSpec::gray16(370, 340, &vec![0; 370 * 340]);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("x.tif");
@@ -117,7 +166,10 @@ fn image_smaller_than_roi_is_refused() {
 
 #[test]
 fn multi_page_tiff_is_refused() {
-    let spec = TiffSpec { second_page: true, ..gray16_512() };
+    let spec = TiffSpec {
+        second_page: true,
+        ..gray16_512()
+    };
     assert!(matches!(reason(&spec.bytes()), DecodeError::Unsupported(m) if m.contains("multi-page")));
 }
 
@@ -125,13 +177,20 @@ fn multi_page_tiff_is_refused() {
 fn fifo_is_refused_without_blocking() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("IM00001.tif");
-    let ok = Command::new("mkfifo").arg(&p).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new("mkfifo")
+        .arg(&p)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if !ok {
         eprintln!("mkfifo unavailable; fifo case not exercised");
         return;
     }
     let err = SliceDecoder::new().decode(&p).unwrap_err();
-    assert!(matches!(err, IngestError::NotARegularFile { kind: "fifo", .. }), "{err:?}");
+    assert!(
+        matches!(err, IngestError::NotARegularFile { kind: "fifo", .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -143,19 +202,36 @@ fn rejected_series_names_every_bad_file_and_exits_2() {
     common::write_gray16(&s.join("IM00001.tif"), 512, 512, &px);
     std::fs::write(s.join("IM00002.tif"), b"").unwrap();
     std::fs::write(s.join("IM00003.tif"), b"not a tiff at all").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ctsentinel")).arg("select").arg(dir.path().join("pat")).arg("--json").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+        .arg("select")
+        .arg(dir.path().join("pat"))
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rejected = v["series"][0]["rejected"].as_str().unwrap();
-    assert!(rejected.contains("IM00002.tif") && rejected.contains("empty file"), "{rejected}");
-    assert!(rejected.contains("IM00003.tif") && rejected.contains("not a TIFF"), "{rejected}");
-    assert!(v["series"][0]["slices"].as_array().unwrap().is_empty(), "no half-processed series");
+    assert!(
+        rejected.contains("IM00002.tif") && rejected.contains("empty file"),
+        "{rejected}"
+    );
+    assert!(
+        rejected.contains("IM00003.tif") && rejected.contains("not a TIFF"),
+        "{rejected}"
+    );
+    assert!(
+        v["series"][0]["slices"].as_array().unwrap().is_empty(),
+        "no half-processed series"
+    );
     assert!(v["series"][0]["threshold"].is_null());
 }
 
 #[test]
 fn missing_folder_exits_2_with_message() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ctsentinel")).args(["select", "/nonexistent/ctsentinel-test"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+        .args(["select", "/nonexistent/ctsentinel-test"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ctsentinel-test"));
 }
@@ -180,6 +256,12 @@ fn synthetic_series_selects_the_dark_slices() {
     }
     let r = ctsentinel::pipeline::select_folder(Path::new(dir.path())).unwrap();
     let s = &r.series[0];
-    assert_eq!(s.slices.iter().map(|x| x.dark_pixels).collect::<Vec<_>>(), [0, 10_000, 20_000]);
-    assert_eq!(s.slices.iter().map(|x| x.selected).collect::<Vec<_>>(), [false, false, true]);
+    assert_eq!(
+        s.slices.iter().map(|x| x.dark_pixels).collect::<Vec<_>>(),
+        [0, 10_000, 20_000]
+    );
+    assert_eq!(
+        s.slices.iter().map(|x| x.selected).collect::<Vec<_>>(),
+        [false, false, true]
+    );
 }

@@ -12,12 +12,14 @@
 //! Decoding is streaming: [`SliceDecoder`] owns one reusable pixel buffer, so walking a series
 //! never holds more than one decoded slice.
 
+mod image8;
 mod tiff;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub use self::tiff::{SliceDecoder, MAX_SIDE, MIN_HEIGHT, MIN_WIDTH};
+pub use self::image8::{decode_gray8, Gray8, MAX_SIDE_8BIT};
+pub use self::tiff::{SliceDecoder, MAX_FILE_BYTES, MAX_SIDE, MIN_HEIGHT, MIN_WIDTH};
 
 /// One decoded slice, borrowed from the decoder's reusable buffer.
 #[derive(Debug, Clone, Copy)]
@@ -88,22 +90,33 @@ pub enum DecodeError {
 pub fn discover(dir: &Path) -> Result<Vec<Series>, IngestError> {
     let meta = fs::metadata(dir).map_err(|e| io(dir, e))?;
     if !meta.is_dir() {
-        return Err(IngestError::NotADirectory { path: dir.to_path_buf() });
+        return Err(IngestError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
     }
     let (files, dirs) = list(dir)?;
     if dirs.is_empty() {
         if files.is_empty() {
-            return Err(IngestError::EmptyFolder { path: dir.to_path_buf() });
+            return Err(IngestError::EmptyFolder {
+                path: dir.to_path_buf(),
+            });
         }
         let patient = dir
             .canonicalize()
             .ok()
-            .and_then(|p| p.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()))
+            .and_then(|p| {
+                p.parent()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
             .unwrap_or_default();
         return Ok(vec![series(patient, dir, files)]);
     }
     for stray in &files {
-        log::warn!("{}: file in a patient folder is not part of any series; ignored", stray.display());
+        log::warn!(
+            "{}: file in a patient folder is not part of any series; ignored",
+            stray.display()
+        );
     }
     let patient = name_of(&dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()));
     let mut out = Vec::with_capacity(dirs.len());
@@ -121,7 +134,12 @@ pub fn discover(dir: &Path) -> Result<Vec<Series>, IngestError> {
 
 fn series(patient: String, dir: &Path, mut files: Vec<PathBuf>) -> Series {
     files.sort_by(|a, b| natural_key(&name_of(a)).cmp(&natural_key(&name_of(b))));
-    Series { patient, id: name_of(dir), path: dir.to_path_buf(), files }
+    Series {
+        patient,
+        id: name_of(dir),
+        path: dir.to_path_buf(),
+        files,
+    }
 }
 
 /// Regular-ish files (slice candidates) and sub-folders of `dir`, each unsorted.
@@ -161,7 +179,10 @@ pub fn natural_key(name: &str) -> (u8, u128, String) {
     let end = bytes.iter().rposition(u8::is_ascii_digit);
     match end {
         Some(end) => {
-            let start = bytes[..=end].iter().rposition(|b| !b.is_ascii_digit()).map_or(0, |i| i + 1);
+            let start = bytes[..=end]
+                .iter()
+                .rposition(|b| !b.is_ascii_digit())
+                .map_or(0, |i| i + 1);
             // Absurdly long digit runs saturate instead of overflowing.
             let n = name[start..=end].parse::<u128>().unwrap_or(u128::MAX);
             (0, n, name.to_owned())
@@ -171,11 +192,16 @@ pub fn natural_key(name: &str) -> (u8, u128, String) {
 }
 
 pub(crate) fn name_of(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
 }
 
 pub(crate) fn io(path: &Path, source: std::io::Error) -> IngestError {
-    IngestError::Io { path: path.to_path_buf(), source }
+    IngestError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -233,6 +259,9 @@ mod tests {
         let f = tmp.path().join("a.tif");
         fs::write(&f, b"x").unwrap();
         assert!(matches!(discover(&f), Err(IngestError::NotADirectory { .. })));
-        assert!(matches!(discover(&tmp.path().join("missing")), Err(IngestError::Io { .. })));
+        assert!(matches!(
+            discover(&tmp.path().join("missing")),
+            Err(IngestError::Io { .. })
+        ));
     }
 }

@@ -50,11 +50,17 @@ impl SliceDecoder {
 
     /// Decode the slice at `path`. The returned [`Slice`] borrows this decoder's buffer.
     pub fn decode(&mut self, path: &Path) -> Result<Slice<'_>, IngestError> {
-        let dec = |reason| IngestError::Decode { path: path.to_path_buf(), reason };
+        let dec = |reason| IngestError::Decode {
+            path: path.to_path_buf(),
+            reason,
+        };
         // Look before opening: opening a fifo would block until someone writes to it.
         let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
         if !meta.is_file() {
-            return Err(IngestError::NotARegularFile { path: path.to_path_buf(), kind: file_kind(&meta) });
+            return Err(IngestError::NotARegularFile {
+                path: path.to_path_buf(),
+                kind: file_kind(&meta),
+            });
         }
         if meta.len() == 0 {
             return Err(dec(DecodeError::EmptyFile));
@@ -74,7 +80,11 @@ impl SliceDecoder {
         }
         file.seek(SeekFrom::Start(0)).map_err(|e| io(path, e))?;
         let (width, height) = self.decode_into(BufReader::new(file)).map_err(dec)?;
-        Ok(Slice { width, height, pixels: &self.buf })
+        Ok(Slice {
+            width,
+            height,
+            pixels: &self.buf,
+        })
     }
 
     fn decode_into<R: Read + Seek>(&mut self, reader: R) -> Result<(usize, usize), DecodeError> {
@@ -90,21 +100,28 @@ impl SliceDecoder {
             ColorType::Gray(16) => {}
             other => return Err(DecodeError::PixelFormat(describe(other))),
         }
-        let fmt = d.find_tag_unsigned::<u16>(Tag::SampleFormat).map_err(map_err)?.unwrap_or(1);
+        let fmt = d
+            .find_tag_unsigned::<u16>(Tag::SampleFormat)
+            .map_err(map_err)?
+            .unwrap_or(1);
         match SampleFormat::from_u16(fmt) {
             Some(SampleFormat::Uint) => {}
             Some(SampleFormat::Int) => return Err(DecodeError::PixelFormat("16-bit signed integer".into())),
             Some(SampleFormat::IEEEFP) => return Err(DecodeError::PixelFormat("16-bit floating point".into())),
             _ => return Err(DecodeError::PixelFormat(format!("sample format code {fmt}"))),
         }
-        let photometric = d.find_tag_unsigned::<u16>(Tag::PhotometricInterpretation).map_err(map_err)?;
+        let photometric = d
+            .find_tag_unsigned::<u16>(Tag::PhotometricInterpretation)
+            .map_err(map_err)?;
         if photometric.and_then(PhotometricInterpretation::from_u16) != Some(PhotometricInterpretation::BlackIsZero) {
             return Err(DecodeError::PixelFormat(format!(
                 "photometric interpretation {photometric:?} (need BlackIsZero, code 1)"
             )));
         }
         if d.more_images() {
-            return Err(DecodeError::Unsupported("multi-page TIFF (a slice file must hold one image)".into()));
+            return Err(DecodeError::Unsupported(
+                "multi-page TIFF (a slice file must hold one image)".into(),
+            ));
         }
         let mut result = DecodingResult::U16(std::mem::take(&mut self.buf));
         let read = d.read_image_to_buffer(&mut result).map_err(map_err);
@@ -116,7 +133,10 @@ impl SliceDecoder {
         read?;
         let need = w as usize * h as usize;
         if self.buf.len() != need {
-            return Err(DecodeError::Corrupt(format!("decoded {} pixels, expected {need}", self.buf.len())));
+            return Err(DecodeError::Corrupt(format!(
+                "decoded {} pixels, expected {need}",
+                self.buf.len()
+            )));
         }
         Ok((w as usize, h as usize))
     }

@@ -40,7 +40,11 @@ pub fn count_below(pixels: &[u16], width: usize, rows: Range<usize>, cols: Range
             }
             pending += 1;
         }
-        total += chunks.remainder().iter().map(|&v| u32::from(v < threshold)).sum::<u32>();
+        total += chunks
+            .remainder()
+            .iter()
+            .map(|&v| u32::from(v < threshold))
+            .sum::<u32>();
     }
     total + flush(&mut acc)
 }

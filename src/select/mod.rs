@@ -76,7 +76,10 @@ impl Selection {
 /// Apply the paper's rule to the dark-pixel counts of one series, in slice order.
 pub fn select(counts: &[u32]) -> Option<Selection> {
     let threshold = Threshold::of(counts)?;
-    Some(Selection { threshold, keep: counts.iter().map(|&c| threshold.keeps(c)).collect() })
+    Some(Selection {
+        threshold,
+        keep: counts.iter().map(|&c| threshold.keeps(c)).collect(),
+    })
 }
 
 #[cfg(test)]

@@ -28,18 +28,23 @@ pub fn shared_or_skip(test: &str) -> Option<PathBuf> {
 /// The repository's Python venv interpreter when it has numpy + tifffile, for independent
 /// references. CI sets `CTSENTINEL_REQUIRE_PYTHON=1`, turning a missing venv into a failure.
 pub fn reference_python(test: &str) -> Option<PathBuf> {
+    reference_python_with(test, "numpy, tifffile")
+}
+
+/// Like [`reference_python`], for references that also need other modules (e.g. onnxruntime).
+pub fn reference_python_with(test: &str, modules: &str) -> Option<PathBuf> {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     let ok = std::process::Command::new(&py)
-        .args(["-c", "import numpy, tifffile"])
+        .args(["-c", &format!("import {modules}")])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok {
         assert!(
             std::env::var_os("CTSENTINEL_REQUIRE_PYTHON").is_none(),
-            "{test}: .venv with numpy+tifffile required (CTSENTINEL_REQUIRE_PYTHON is set); run scripts/setup-venv.sh"
+            "{test}: .venv with {modules} required (CTSENTINEL_REQUIRE_PYTHON is set); run scripts/setup-venv.sh"
         );
-        eprintln!("\n!!! SKIPPED part of {test}: no .venv with numpy+tifffile (run scripts/setup-venv.sh) !!!\n");
+        eprintln!("\n!!! SKIPPED part of {test}: no .venv with {modules} (run scripts/setup-venv.sh) !!!\n");
         return None;
     }
     Some(py)
@@ -100,7 +105,12 @@ impl TiffSpec {
             let mut e: Vec<(u16, u16, u32, u32)> = vec![
                 (256, 4, 1, self.width),
                 (257, 4, 1, self.height),
-                (258, 3, self.samples as u32, if self.samples > 1 { bps_off } else { self.bits as u32 }),
+                (
+                    258,
+                    3,
+                    self.samples as u32,
+                    if self.samples > 1 { bps_off } else { self.bits as u32 },
+                ),
                 (259, 3, 1, 1),
                 (262, 3, 1, self.photometric as u32),
                 (273, 4, 1, data_off),
@@ -127,7 +137,11 @@ impl TiffSpec {
             b
         };
         let first_len = entries(0).len() as u32;
-        let next = if self.second_page { out.len() as u32 + first_len } else { 0 };
+        let next = if self.second_page {
+            out.len() as u32 + first_len
+        } else {
+            0
+        };
         out.extend(entries(next));
         if self.second_page {
             out.extend(entries(0));
@@ -139,4 +153,14 @@ impl TiffSpec {
 /// Write `pixels` as a valid 16-bit slice at `path`.
 pub fn write_gray16(path: &Path, width: u32, height: u32, pixels: &[u16]) {
     std::fs::write(path, TiffSpec::gray16(width, height, pixels).bytes()).unwrap();
+}
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped model folder.
+pub fn models() -> PathBuf {
+    repo().join("models")
 }

@@ -1,0 +1,70 @@
+//! Inference benchmark, tract side (driven by `bench/compare_infer.sh`, which interleaves it
+//! with ONNX Runtime's `bench/infer_ort.py` on the same model files and slices).
+//! `bench_infer CARD_DIR THREADS ITERS` prints one JSON line: median milliseconds per slice for
+//! the int8 model and the fp32 reference, each loaded through its own card.
+use std::time::Instant;
+
+use ctsentinel::classify::{Classifier, ModelCard, Options};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let a: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(a.len() == 4, "usage: bench_infer CARD THREADS ITERS");
+    let threads: usize = a[2].parse()?;
+    let iters: usize = a[3].parse()?;
+    let card = ModelCard::load(a[1].as_ref())?;
+    // The fp32 reference gets a card of its own in a temporary folder, so both go through the
+    // same Classifier (same preprocessing, same plan options).
+    let tmp = tempfile::tempdir()?;
+    let fp32 = card
+        .model
+        .reference_fp32_file
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("card names no fp32 reference"))?;
+    let text = std::fs::read_to_string(&a[1])?
+        .replace(
+            &format!("file = \"{}\"", card.model.file),
+            &format!("file = \"{fp32}\""),
+        )
+        .replace(
+            &card.model.sha256,
+            card.model.reference_fp32_sha256.as_deref().unwrap_or_default(),
+        );
+    std::fs::write(tmp.path().join("card.toml"), text)?;
+    std::os::unix::fs::symlink(std::fs::canonicalize(card.dir.join(&fp32))?, tmp.path().join(&fp32))?;
+    let n = card.input.size;
+    // A chest-like phantom (air, body, two dark lungs); cost does not depend on the values.
+    let plane: Vec<f32> = (0..n * n)
+        .map(|i| {
+            let (y, x) = ((i / n) as f32 - n as f32 / 2.0, (i % n) as f32 - n as f32 / 2.0);
+            if (x * x + y * y).sqrt() > 0.43 * n as f32 {
+                0.15
+            } else if (x.abs() - 0.2 * n as f32).abs() < 0.12 * n as f32 {
+                0.2
+            } else {
+                0.75
+            }
+        })
+        .collect();
+    let mut out = serde_json::Map::new();
+    for (name, path) in [
+        ("tract_int8", std::path::PathBuf::from(&a[1])),
+        ("tract_fp32", tmp.path().join("card.toml")),
+    ] {
+        let c = Classifier::load(&path, Options { threads })?;
+        c.p_covid_plane(plane.clone())?; // warm-up
+        let ms: Vec<f64> = (0..iters)
+            .map(|_| {
+                let t = Instant::now();
+                c.p_covid_plane(plane.clone()).map(|_| t.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<Result<_, _>>()?;
+        out.insert(name.into(), median(ms).into());
+    }
+    println!("{}", serde_json::Value::Object(out));
+    Ok(())
+}

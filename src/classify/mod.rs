@@ -1,0 +1,228 @@
+//! Classify: one slice in, the model's COVID probability out.
+//!
+//! Why a module of its own: it is the only place that knows about the model — its card, its
+//! integrity, the tract runtime and the input representation. `select` and `decide` stay free
+//! of it, and the CLI, the service and the self-test all classify through [`Classifier`], so
+//! there is exactly one preprocessing path.
+//!
+//! Start-up does the expensive work once: read the model file, check its SHA-256 against the
+//! card (a mismatch is refused before tract parses a byte), parse, fix the input shape to one
+//! slice, optimise. Each slice then reuses the same plan.
+
+pub mod card;
+pub mod preprocess;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
+use tract_onnx::prelude::*;
+
+pub use card::{find_card, ModelCard, ModelIdentity};
+pub use preprocess::Preprocessing;
+
+/// Why a model could not be loaded or a slice not classified.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("model card {path}: {reason}")]
+    Card { path: PathBuf, reason: String },
+    #[error("model file {path}: cannot read: {source}")]
+    ModelIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("model file {path}: SHA-256 {actual} does not match the card's {expected}; refusing to run a model that is not the one the card describes")]
+    HashMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("model file {path}: tract cannot load it: {reason}")]
+    Model { path: PathBuf, reason: String },
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("model output is not a probability pair: {0}")]
+    BadOutput(String),
+    #[error("{path}: {reason}")]
+    Image { path: PathBuf, reason: String },
+}
+
+/// Runtime choices that do not change results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Threads for tract's matrix products (1 = single-threaded).
+    pub threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(4),
+        }
+    }
+}
+
+/// A loaded, verified, optimised model and its card.
+pub struct Classifier {
+    card: ModelCard,
+    plan: Arc<TypedSimplePlan>,
+    executor: Executor,
+    plane: Vec<f32>,
+}
+
+/// Hex SHA-256 of a byte slice.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Classifier {
+    /// Load the card at `card_path` (or the single card in that folder) and its model.
+    pub fn load(card_path: &Path, options: Options) -> Result<Self, ClassifyError> {
+        let card = ModelCard::load(&find_card(card_path)?)?;
+        let path = card.model_path();
+        // Hash exactly the bytes tract will parse: no window between check and use.
+        let bytes = std::fs::read(&path).map_err(|source| ClassifyError::ModelIo {
+            path: path.clone(),
+            source,
+        })?;
+        let actual = sha256_hex(&bytes);
+        if !actual.eq_ignore_ascii_case(&card.model.sha256) {
+            return Err(ClassifyError::HashMismatch {
+                path,
+                expected: card.model.sha256.clone(),
+                actual,
+            });
+        }
+        let plan = optimise(&bytes, card.input.size).map_err(|e| ClassifyError::Model {
+            path: path.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let executor = if options.threads > 1 {
+            Executor::multithread(options.threads)
+        } else {
+            Executor::SingleThread
+        };
+        log::info!(
+            "model {} {} loaded from {} ({} threads)",
+            card.model.name,
+            card.model.version,
+            path.display(),
+            options.threads
+        );
+        Ok(Self {
+            card,
+            plan,
+            executor,
+            plane: Vec::new(),
+        })
+    }
+
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    pub fn identity(&self) -> ModelIdentity {
+        self.card.identity()
+    }
+
+    /// Side of the square input plane.
+    pub fn input_size(&self) -> usize {
+        self.card.input.size
+    }
+
+    /// The model input plane of a 16-bit slice (stored values), per the card.
+    pub fn plane_from_stored(&mut self, pixels: &[u16], width: usize, height: usize) -> Vec<f32> {
+        self.card.preprocessing.window_stored(pixels, &mut self.plane);
+        let n = self.input_size();
+        preprocess::box_resize(&self.plane, height, width, n, n)
+    }
+
+    /// The model input plane of an 8-bit image already in the card's 8-bit representation.
+    pub fn plane_from_8bit(&mut self, gray: &[u8], width: usize, height: usize) -> Vec<f32> {
+        preprocess::window_8bit(gray, &mut self.plane);
+        let n = self.input_size();
+        preprocess::box_resize(&self.plane, height, width, n, n)
+    }
+
+    /// P(COVID) of one 16-bit slice.
+    pub fn p_covid_stored(&mut self, pixels: &[u16], width: usize, height: usize) -> Result<f32, ClassifyError> {
+        let plane = self.plane_from_stored(pixels, width, height);
+        self.p_covid_plane(plane)
+    }
+
+    /// P(COVID) of one model input plane (`input_size²` values, row-major).
+    pub fn p_covid_plane(&self, plane: Vec<f32>) -> Result<f32, ClassifyError> {
+        let n = self.input_size();
+        let x = Tensor::from_shape(&[1, 1, n, n], &plane).map_err(|e| ClassifyError::Inference(format!("{e:#}")))?;
+        let out = multithread_tract_scope(self.executor.clone(), || self.plan.run(tvec!(x.into_tvalue())))
+            .map_err(|e| ClassifyError::Inference(format!("{e:#}")))?;
+        let view = out
+            .first()
+            .ok_or_else(|| ClassifyError::BadOutput("no output".into()))?
+            .to_plain_array_view::<f32>()
+            .map_err(|e| ClassifyError::BadOutput(format!("{e:#}")))?;
+        let probs: Vec<f32> = view.iter().copied().collect();
+        check_probabilities(&probs)?;
+        Ok(probs[self.card.output.covid_index])
+    }
+
+    /// The card's slice threshold: COVID iff `p >= threshold`.
+    pub fn is_covid(&self, p_covid: f32) -> bool {
+        p_covid >= self.card.output.threshold
+    }
+}
+
+/// A softmax pair: two finite values in [0, 1] summing to 1 (within rounding). Anything else
+/// means a broken model or runtime, and must not become a verdict.
+fn check_probabilities(p: &[f32]) -> Result<(), ClassifyError> {
+    if p.len() != 2 {
+        return Err(ClassifyError::BadOutput(format!("expected 2 values, got {}", p.len())));
+    }
+    let sum: f32 = p.iter().sum();
+    if p.iter().any(|v| !v.is_finite() || *v < 0.0 || *v > 1.0) || (sum - 1.0).abs() > 1e-3 {
+        return Err(ClassifyError::BadOutput(format!("{p:?} (sum {sum})")));
+    }
+    Ok(())
+}
+
+fn optimise(bytes: &[u8], size: usize) -> TractResult<Arc<TypedSimplePlan>> {
+    let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
+    // The export declares a symbolic batch; fix it to one slice so tract can plan every shape.
+    let batch = model.sym("batch");
+    model.set_input_fact(
+        0,
+        f32::fact([batch.to_dim(), 1.to_dim(), size.to_dim(), size.to_dim()]).into(),
+    )?;
+    let one = std::collections::HashMap::from([(batch, 1.to_dim())]);
+    model.into_typed()?.set_symbols(&one)?.into_optimized()?.into_runnable()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probabilities_must_be_a_finite_pair_summing_to_one() {
+        assert!(check_probabilities(&[0.25, 0.75]).is_ok());
+        assert!(
+            check_probabilities(&[1.0, 1.0]).is_err(),
+            "quantized-softmax failure mode"
+        );
+        assert!(check_probabilities(&[f32::NAN, 1.0]).is_err());
+        assert!(check_probabilities(&[0.5]).is_err());
+        assert!(check_probabilities(&[-0.1, 1.1]).is_err());
+    }
+
+    #[test]
+    fn sha256_hex_matches_a_known_digest() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! The shipped model: it really runs in int8 in tract, it is refused when tampered with, and
+//! tract's outputs agree with ONNX Runtime on the same file (the parity the model chain's
+//! evaluation report relies on).
+
+mod common;
+
+use std::path::Path;
+
+use ctsentinel::classify::{Classifier, ClassifyError, ModelCard, Options};
+use tract_onnx::prelude::*;
+
+fn optimised(path: &Path) -> TypedModel {
+    let mut model = tract_onnx::onnx().model_for_path(path).unwrap();
+    let batch = model.sym("batch");
+    model
+        .set_input_fact(
+            0,
+            f32::fact([batch.to_dim(), 1.to_dim(), 256.to_dim(), 256.to_dim()]).into(),
+        )
+        .unwrap();
+    let one = std::collections::HashMap::from([(batch, 1.to_dim())]);
+    model
+        .into_typed()
+        .unwrap()
+        .set_symbols(&one)
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+}
+
+/// (matrix products with integer operands, with float operands) in the optimised graph.
+/// Convolutions become im2col + matrix products in tract, so these are all the heavy ops.
+fn matmuls_by_operand_type(model: &TypedModel) -> (usize, usize) {
+    let (mut int, mut float) = (0, 0);
+    for node in model.nodes() {
+        let name = node.op().name().to_lowercase();
+        if !(name.contains("matmul") || name.contains("conv")) {
+            continue;
+        }
+        let float_inputs = node
+            .inputs
+            .iter()
+            .filter(|i| model.outlet_fact(**i).unwrap().datum_type.is_float())
+            .count();
+        if float_inputs == 0 {
+            int += 1;
+        } else {
+            float += 1;
+        }
+    }
+    (int, float)
+}
+
+#[test]
+fn int8_model_runs_every_convolution_and_matmul_on_integers_in_tract() {
+    let card = ModelCard::load(&common::models().join("ctsentinel-fpn256.toml")).unwrap();
+    let int8 = optimised(&card.model_path());
+    let (int, float) = matmuls_by_operand_type(&int8);
+    assert_eq!(float, 0, "float matrix products left in the int8 model");
+    assert!(
+        int >= 61,
+        "expected the 61 convolutions and the head matmuls in int8, found {int}"
+    );
+    // The predicate is not vacuous: the fp32 reference has float products and no integer ones.
+    let fp32 = optimised(&card.dir.join(card.model.reference_fp32_file.as_deref().unwrap()));
+    let (int, float) = matmuls_by_operand_type(&fp32);
+    assert_eq!(int, 0);
+    assert!(float >= 61);
+    // Softmax must stay float: tract turns a quantized softmax into a lookup that returns ~1.
+    assert!(int8.nodes().iter().any(|n| n.op().name() == "Softmax"
+        && n.inputs
+            .iter()
+            .all(|i| int8.outlet_fact(*i).unwrap().datum_type == f32::datum_type())));
+}
+
+#[test]
+fn shipped_model_loads_and_gives_a_probability_pair() {
+    let c = Classifier::load(&common::models(), Options { threads: 1 }).unwrap();
+    assert_eq!(c.input_size(), 256);
+    let n = c.input_size();
+    // A synthetic plane: air outside a soft-tissue disc with dark lungs.
+    let plane: Vec<f32> = (0..n * n)
+        .map(|i| {
+            let (y, x) = ((i / n) as f32 - 128.0, (i % n) as f32 - 128.0);
+            let r = (x * x + y * y).sqrt();
+            if r > 110.0 {
+                0.15
+            } else if (x.abs() - 50.0).abs() < 30.0 && y.abs() < 60.0 {
+                0.2
+            } else {
+                0.75
+            }
+        })
+        .collect();
+    let p = c.p_covid_plane(plane).unwrap();
+    assert!((0.0..=1.0).contains(&p), "{p}");
+}
+
+fn copy_models_to(dir: &Path) -> std::path::PathBuf {
+    let card = ModelCard::load(&common::models().join("ctsentinel-fpn256.toml")).unwrap();
+    let to = dir.join("ctsentinel-fpn256.toml");
+    std::fs::copy(common::models().join("ctsentinel-fpn256.toml"), &to).unwrap();
+    std::fs::copy(card.model_path(), dir.join(&card.model.file)).unwrap();
+    to
+}
+
+#[test]
+fn tampered_model_is_refused_before_it_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let card_path = copy_models_to(dir.path());
+    let card = ModelCard::load(&card_path).unwrap();
+    let mut bytes = std::fs::read(card.model_path()).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(card.model_path(), &bytes).unwrap();
+    match Classifier::load(&card_path, Options { threads: 1 }) {
+        Err(ClassifyError::HashMismatch { expected, actual, .. }) => {
+            assert_eq!(expected, card.model.sha256);
+            assert_ne!(actual, expected);
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a tampered model was accepted"),
+    }
+}
+
+#[test]
+fn missing_model_file_and_broken_cards_are_specific_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let card_path = copy_models_to(dir.path());
+    let text = std::fs::read_to_string(&card_path).unwrap();
+    let card = ModelCard::load(&card_path).unwrap();
+    std::fs::remove_file(card.model_path()).unwrap();
+    assert!(matches!(
+        Classifier::load(&card_path, Options { threads: 1 }),
+        Err(ClassifyError::ModelIo { .. })
+    ));
+
+    for (from, to, why) in [
+        (
+            "notice = \"research use only, not a diagnosis\"",
+            "notice = \"diagnostic\"",
+            "notice",
+        ),
+        ("covid_index = 1", "covid_index = 0", "classes"),
+        (
+            "patient_covid_fraction = 0.1",
+            "patient_covid_fraction = 1.5",
+            "patient_covid_fraction",
+        ),
+        (
+            "file = \"ctsentinel-fpn256.int8.onnx\"",
+            "file = \"../../etc/passwd\"",
+            "plain file name",
+        ),
+    ] {
+        assert!(text.contains(from), "card no longer has {from:?}");
+        std::fs::write(&card_path, text.replace(from, to)).unwrap();
+        let err = ModelCard::load(&card_path).unwrap_err().to_string();
+        assert!(err.contains(why), "{why}: {err}");
+    }
+}
+
+#[test]
+fn tract_int8_agrees_with_onnx_runtime_on_real_slices() {
+    let Some(data) = common::shared_or_skip("tract_int8_agrees_with_onnx_runtime_on_real_slices") else {
+        return;
+    };
+    let Some(py) = common::reference_python_with(
+        "tract_int8_agrees_with_onnx_runtime_on_real_slices",
+        "numpy, tifffile, onnxruntime, PIL",
+    ) else {
+        return;
+    };
+    let series = data.join("ct16/covid/ctmd_P001/SR_1");
+    let files: Vec<_> = [10, 20, 25, 30, 40]
+        .iter()
+        .map(|i| series.join(format!("IM{i:05}.tif")))
+        .collect();
+    let card_path = common::models().join("ctsentinel-fpn256.toml");
+    let card = ModelCard::load(&card_path).unwrap();
+    let out = std::process::Command::new(py)
+        .arg(common::repo().join("tests/reference/classify_ref.py"))
+        .arg(&card_path)
+        .arg(card.model_path())
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut c = Classifier::load(&card_path, Options { threads: 2 }).unwrap();
+    let report = ctsentinel::pipeline::classify_images(&files, &mut c);
+    for img in &report.images {
+        let ours = img.p_covid.unwrap();
+        let theirs = reference[&img.file].as_f64().unwrap() as f32;
+        // Both run the same int8 graph, but the runtimes' integer kernels round requantization
+        // differently (ONNX Runtime's u8*s8 x86 path can also saturate), so compare log-odds
+        // with a tolerance that is the same near 0.5 and near 1: measured differences are < 0.1.
+        let logit = |p: f32| (p / (1.0 - p)).ln();
+        assert!(
+            (logit(ours) - logit(theirs)).abs() < 0.25,
+            "{}: tract {ours} vs onnxruntime {theirs}",
+            img.file
+        );
+    }
+}
