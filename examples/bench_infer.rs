@@ -1,7 +1,8 @@
 //! Inference benchmark, tract side (driven by `bench/compare_infer.sh`, which interleaves it
 //! with ONNX Runtime's `bench/infer_ort.py` on the same model files and slices).
-//! `bench_infer CARD_DIR THREADS ITERS` prints one JSON line: median milliseconds per slice for
-//! the int8 model and the fp32 reference, each loaded through its own card.
+//! `bench_infer CARD THREADS ITERS` prints one JSON line: median milliseconds per slice for the
+//! int8 model and the fp32 reference, each loaded through its own card; with THREADS > 1 also
+//! per slice when THREADS slices run in parallel (`*_parallel_slices`, the `scan` path).
 use std::time::Instant;
 
 use ctsentinel::classify::{Classifier, ModelCard, Options};
@@ -64,6 +65,18 @@ fn main() -> anyhow::Result<()> {
             })
             .collect::<Result<_, _>>()?;
         out.insert(name.into(), median(ms).into());
+        if threads > 1 {
+            // Slices in parallel, one single-threaded run per worker (what `scan` does).
+            let k = 4 * threads;
+            let ms: Vec<f64> = (0..iters.div_ceil(4).max(2))
+                .map(|_| {
+                    let t = Instant::now();
+                    c.p_covid_planes(vec![plane.clone(); k])
+                        .map(|_| t.elapsed().as_secs_f64() * 1e3 / k as f64)
+                })
+                .collect::<Result<_, _>>()?;
+            out.insert(format!("{name}_parallel_slices"), median(ms).into());
+        }
     }
     println!("{}", serde_json::Value::Object(out));
     Ok(())

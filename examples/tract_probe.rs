@@ -1,8 +1,9 @@
 //! Development probe: load an ONNX model in tract, optimise it, list what the convolutions and
-//! matrix products compute in, and time single-slice inference.
+//! matrix products compute in, time single-slice inference, and profile time per operator type
+//! with tract's own evaluation hook (`SimpleState::run_plan_with_eval`).
 //! `cargo run --release --example tract_probe -- models/ctsentinel-fpn256.int8.onnx [runs]`
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 
 fn main() -> TractResult<()> {
@@ -40,6 +41,32 @@ fn main() -> TractResult<()> {
             "run {:?} -> {:?}",
             t.elapsed(),
             out[0].to_plain_array_view::<f32>()?.as_slice()
+        );
+    }
+    // Time per operator type, summed over `runs` runs.
+    let mut per_op: BTreeMap<String, (Duration, usize)> = BTreeMap::new();
+    let mut state = tract_onnx::tract_core::plan::SimpleState::new(&plan)?;
+    let t = Instant::now();
+    for _ in 0..runs {
+        state.run_plan_with_eval(tvec!(x.clone().into_tvalue()), |ctx, st, node, input| {
+            let t = Instant::now();
+            let r = tract_onnx::tract_core::plan::eval(ctx, st, node, input);
+            let e = per_op.entry(node.op().name().to_string()).or_default();
+            e.0 += t.elapsed();
+            e.1 += 1;
+            r
+        })?;
+    }
+    let total = t.elapsed();
+    let mut v: Vec<_> = per_op.into_iter().collect();
+    v.sort_by_key(|(_, (d, _))| std::cmp::Reverse(*d));
+    println!("profile over {runs} runs ({:?} per run):", total / runs as u32);
+    for (name, (d, n)) in v.iter().take(12) {
+        println!(
+            "  {:>5.1}%  {:>8.2} ms/run  {:>4} calls/run  {name}",
+            100.0 * d.as_secs_f64() / total.as_secs_f64(),
+            d.as_secs_f64() * 1e3 / runs as f64,
+            n / runs
         );
     }
     Ok(())

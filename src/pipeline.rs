@@ -198,40 +198,60 @@ fn classify_series(
         out.covid_fraction = d.covid_fraction;
         return out;
     }
+    // Selected slices are decoded and preprocessed in order, and classified a few at a time
+    // across the classifier's workers: at most `batch` input planes (256 KiB each) are held.
+    let batch = 2 * classifier.parallel_slices();
+    let mut pending: Vec<(usize, Vec<f32>)> = Vec::with_capacity(batch);
     let mut done = 0;
-    for (path, slice) in s.files.iter().zip(sel.slices) {
-        let mut p_covid = None;
-        if slice.selected {
-            match decoder.decode(path) {
-                Ok(px) => match classifier.p_covid_stored(px.pixels, px.width, px.height) {
-                    Ok(p) => p_covid = Some(p),
-                    Err(e) => {
-                        out.rejected = Some(format!("{}: {e}", path.display()));
-                        break;
-                    }
-                },
-                Err(e) => {
-                    // Decoded in the first pass, not now: the file changed under us.
-                    out.rejected = Some(format!("{e} (the file changed during the scan)"));
-                    break;
+    let of = out.selected;
+    let mut flush = |pending: &mut Vec<(usize, Vec<f32>)>, out: &mut SeriesScan, classifier: &Classifier| {
+        let (idx, planes): (Vec<usize>, Vec<Vec<f32>>) = pending.drain(..).unzip();
+        match classifier.p_covid_planes(planes) {
+            Ok(ps) => {
+                for (i, p) in idx.into_iter().zip(ps) {
+                    out.slices[i].p_covid = Some(p);
+                    out.covid += usize::from(classifier.is_covid(p));
+                    done += 1;
                 }
+                progress(Progress::Classified {
+                    series: &s.id,
+                    done,
+                    of,
+                });
+                true
             }
-            done += 1;
-            progress(Progress::Classified {
-                series: &s.id,
-                done,
-                of: out.selected,
-            });
+            Err(e) => {
+                out.rejected = Some(format!("{}: {e}", s.path.display()));
+                false
+            }
         }
-        if p_covid.is_some_and(|p| classifier.is_covid(p)) {
-            out.covid += 1;
-        }
+    };
+    for (path, slice) in s.files.iter().zip(sel.slices) {
+        let index = out.slices.len();
+        let selected = slice.selected;
         out.slices.push(SliceScan {
             file: slice.file,
             dark_pixels: slice.dark_pixels,
-            selected: slice.selected,
-            p_covid,
+            selected,
+            p_covid: None,
         });
+        if !selected {
+            continue;
+        }
+        match decoder.decode(path) {
+            Ok(px) => pending.push((index, classifier.plane_from_stored(px.pixels, px.width, px.height))),
+            Err(e) => {
+                // Decoded in the first pass, not now: the file changed under us.
+                out.rejected = Some(format!("{e} (the file changed during the scan)"));
+                break;
+            }
+        }
+        if pending.len() == batch && !flush(&mut pending, &mut out, classifier) {
+            break;
+        }
+    }
+    if out.rejected.is_none() && !pending.is_empty() {
+        flush(&mut pending, &mut out, classifier);
     }
     if out.rejected.is_some() {
         out.slices.clear();

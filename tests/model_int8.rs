@@ -172,10 +172,29 @@ fn tract_int8_agrees_with_onnx_runtime_on_real_slices() {
         return;
     };
     let series = data.join("ct16/covid/ctmd_P001/SR_1");
-    let files: Vec<_> = [10, 20, 25, 30, 40]
+    let mut files: Vec<_> = [10, 20, 25, 30, 40]
         .iter()
         .map(|i| series.join(format!("IM{i:05}.tif")))
         .collect();
+    // 8-bit training images through `classify`'s 8-bit path (value/255), one per source. They
+    // are JPEGs, and JPEG decoders differ in IDCT rounding (the image crate vs PIL's libjpeg moved
+    // one MosMed slice from p 0.079 to 0.052), which is not what this test is about: both sides
+    // read the same pixels from a lossless PNG copy.
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["mosmed/covid", "ucsd/noncovid", "sarscov2/covid"] {
+        let dir = data.join("train8").join(f);
+        let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        let png = tmp
+            .path()
+            .join(names[names.len() / 2].with_extension("png").file_name().unwrap());
+        image::open(&names[names.len() / 2])
+            .unwrap()
+            .into_luma8()
+            .save(&png)
+            .unwrap();
+        files.push(png);
+    }
     let card_path = common::models().join("ctsentinel-fpn256.toml");
     let card = ModelCard::load(&card_path).unwrap();
     let out = std::process::Command::new(py)
@@ -201,5 +220,21 @@ fn tract_int8_agrees_with_onnx_runtime_on_real_slices() {
             "{}: tract {ours} vs onnxruntime {theirs}",
             img.file
         );
+    }
+}
+
+#[test]
+fn slices_classified_in_parallel_equal_one_by_one_in_order() {
+    let c = Classifier::load(&common::models(), Options { threads: 2 }).unwrap();
+    let n = c.input_size();
+    let planes: Vec<Vec<f32>> = (0..5)
+        .map(|k| (0..n * n).map(|i| ((i * (k + 3)) % 251) as f32 / 250.0).collect())
+        .collect();
+    let one_by_one: Vec<f32> = planes.iter().map(|p| c.p_covid_plane(p.clone()).unwrap()).collect();
+    let parallel = c.p_covid_planes(planes).unwrap();
+    assert_eq!(parallel.len(), 5);
+    for (a, b) in one_by_one.iter().zip(&parallel) {
+        // Integer kernels: thread count must not change a single bit of the int8 result path.
+        assert!((a - b).abs() < 1e-6, "{one_by_one:?} vs {parallel:?}");
     }
 }

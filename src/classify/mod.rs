@@ -68,10 +68,17 @@ impl Default for Options {
 }
 
 /// A loaded, verified, optimised model and its card.
+///
+/// Two ways to use several cores, chosen by measurement (`bench/compare_infer.sh`,
+/// `examples/tract_probe.rs`): tract's multithreaded matrix products help the fp32 model but
+/// barely the int8 one (quantize / im2col steps between the products are single-threaded), so
+/// [`Classifier::p_covid_planes`] runs whole slices in parallel, one single-threaded plan run
+/// per worker, sharing the one optimised plan. A lone slice uses the multithreaded executor.
 pub struct Classifier {
     card: ModelCard,
     plan: Arc<TypedSimplePlan>,
     executor: Executor,
+    threads: usize,
     plane: Vec<f32>,
 }
 
@@ -118,6 +125,7 @@ impl Classifier {
             card,
             plan,
             executor,
+            threads: options.threads.max(1),
             plane: Vec::new(),
         })
     }
@@ -155,11 +163,65 @@ impl Classifier {
         self.p_covid_plane(plane)
     }
 
+    /// How many slices [`Classifier::p_covid_planes`] runs at once.
+    pub fn parallel_slices(&self) -> usize {
+        self.threads
+    }
+
     /// P(COVID) of one model input plane (`input_size²` values, row-major).
     pub fn p_covid_plane(&self, plane: Vec<f32>) -> Result<f32, ClassifyError> {
+        self.run_plane(plane, self.executor.clone())
+    }
+
+    /// P(COVID) of several planes, in order, spread over the classifier's threads.
+    pub fn p_covid_planes(&self, planes: Vec<Vec<f32>>) -> Result<Vec<f32>, ClassifyError> {
+        if self.threads <= 1 || planes.len() <= 1 {
+            return planes.into_iter().map(|p| self.p_covid_plane(p)).collect();
+        }
+        let workers = self.threads.min(planes.len());
+        let mut shares: Vec<Vec<(usize, Vec<f32>)>> = (0..workers).map(|_| Vec::new()).collect();
+        for (i, p) in planes.into_iter().enumerate() {
+            shares[i % workers].push((i, p));
+        }
+        let results: Vec<Result<Vec<(usize, f32)>, ClassifyError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = shares
+                .into_iter()
+                .map(|share| {
+                    scope.spawn(move || {
+                        share
+                            .into_iter()
+                            .map(|(i, p)| self.run_plane(p, Executor::SingleThread).map(|v| (i, v)))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(ClassifyError::Inference("a worker thread panicked".into())))
+                })
+                .collect()
+        });
+        let mut out = Vec::new();
+        for r in results {
+            out.extend(r?);
+        }
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out.into_iter().map(|(_, v)| v).collect())
+    }
+
+    fn run_plane(&self, plane: Vec<f32>, executor: Executor) -> Result<f32, ClassifyError> {
         let n = self.input_size();
+        if plane.len() != n * n {
+            return Err(ClassifyError::Inference(format!(
+                "plane has {} values, the model takes {}",
+                plane.len(),
+                n * n
+            )));
+        }
         let x = Tensor::from_shape(&[1, 1, n, n], &plane).map_err(|e| ClassifyError::Inference(format!("{e:#}")))?;
-        let out = multithread_tract_scope(self.executor.clone(), || self.plan.run(tvec!(x.into_tvalue())))
+        let out = multithread_tract_scope(executor, || self.plan.run(tvec!(x.into_tvalue())))
             .map_err(|e| ClassifyError::Inference(format!("{e:#}")))?;
         let view = out
             .first()
