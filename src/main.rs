@@ -52,6 +52,16 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Power-up self-test: model integrity, selection kernel, known answers of the model.
+    Selftest(SelfTestArgs),
+}
+
+#[derive(clap::Args)]
+struct SelfTestArgs {
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 #[derive(clap::Args)]
@@ -66,16 +76,22 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> anyhow::Result<Classifier> {
-        let path = match &self.model {
-            Some(p) => p.clone(),
-            None => default_models(),
-        };
+    fn path(&self) -> PathBuf {
+        self.model.clone().unwrap_or_else(default_models)
+    }
+
+    fn options(&self) -> classify::Options {
         let mut options = classify::Options::default();
         if let Some(t) = self.threads {
             options.threads = t.max(1);
         }
-        Classifier::load(&path, options).with_context(|| format!("cannot load the model from {}", path.display()))
+        options
+    }
+
+    fn load(&self) -> anyhow::Result<Classifier> {
+        let path = self.path();
+        Classifier::load(&path, self.options())
+            .with_context(|| format!("cannot load the model from {}", path.display()))
     }
 }
 
@@ -157,6 +173,25 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 ExitCode::from(EXIT_INPUT)
             } else {
                 ExitCode::SUCCESS
+            })
+        }
+        Command::Selftest(args) => {
+            let json = args.json;
+            let report = ctsentinel::service::selftest::run(&args.model.path(), args.model.options());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report)
+                        .context("serialising report")
+                        .map_err(Failure::Internal)?
+                );
+            } else {
+                print!("{}", present::selftest_summary(&report));
+            }
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_INTERNAL)
             })
         }
         Command::Classify { images, json, model } => {

@@ -128,3 +128,29 @@ pub fn classify_table(r: &ClassifyReport) -> String {
     );
     out
 }
+
+/// Self-test result, one line per check.
+pub fn selftest_summary(r: &crate::service::selftest::SelfTestReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "self-test {}",
+        if r.ok {
+            "PASSED"
+        } else {
+            "FAILED: do not use this box until fixed"
+        }
+    );
+    for c in &r.checks {
+        let _ = writeln!(
+            out,
+            "  [{}] {:<18} {} ({} ms)",
+            if c.ok { " ok " } else { "FAIL" },
+            c.name,
+            c.detail,
+            c.ms
+        );
+    }
+    let _ = writeln!(out, "{}", crate::NOTICE);
+    out
+}

@@ -1,0 +1,92 @@
+//! `ctsentinel selftest`: passes on the shipped model, and fails loudly (exit 1, the failing
+//! check named) when the model or its known answers are not what was shipped.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn selftest(models: &Path) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+        .args(["selftest", "--json", "--threads", "2", "--model"])
+        .arg(models)
+        .output()
+        .unwrap();
+    (out.status.code().unwrap(), serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn check<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+}
+
+fn copy_models(to: &Path) {
+    for f in [
+        "ctsentinel-fpn256.toml",
+        "ctsentinel-fpn256.int8.onnx",
+        "ctsentinel-fpn256.kat.json",
+    ] {
+        std::fs::copy(common::models().join(f), to.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn selftest_passes_on_the_shipped_model() {
+    let (code, v) = selftest(&common::models());
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["ok"], true);
+    for name in ["selection_kernel", "model_integrity", "known_answers"] {
+        assert_eq!(check(&v, name)["ok"], true, "{name}: {v:#}");
+    }
+    assert_eq!(v["notice"], "research use only, not a diagnosis");
+}
+
+#[test]
+fn selftest_fails_when_the_known_answers_disagree() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_models(dir.path());
+    let kat_path = dir.path().join("ctsentinel-fpn256.kat.json");
+    let mut kat: Value = serde_json::from_str(&std::fs::read_to_string(&kat_path).unwrap()).unwrap();
+    // Claim the most COVID-like phantom was clearly normal.
+    let last = kat["p_covid"].as_array().unwrap().len() - 1;
+    kat["p_covid"][last][1] = 0.01.into();
+    std::fs::write(&kat_path, kat.to_string()).unwrap();
+    let (code, v) = selftest(dir.path());
+    assert_eq!(code, 1);
+    assert_eq!(v["ok"], false);
+    assert_eq!(check(&v, "known_answers")["ok"], false);
+    assert!(
+        check(&v, "known_answers")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expected 0.0100"),
+        "{v:#}"
+    );
+    assert_eq!(check(&v, "model_integrity")["ok"], true);
+}
+
+#[test]
+fn selftest_fails_on_a_tampered_model_and_still_reports_every_check() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_models(dir.path());
+    let model = dir.path().join("ctsentinel-fpn256.int8.onnx");
+    let mut bytes = std::fs::read(&model).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&model, bytes).unwrap();
+    let (code, v) = selftest(dir.path());
+    assert_eq!(code, 1);
+    assert_eq!(check(&v, "model_integrity")["ok"], false);
+    assert!(check(&v, "model_integrity")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("SHA-256"));
+    assert_eq!(check(&v, "known_answers")["ok"], false);
+    assert_eq!(check(&v, "selection_kernel")["ok"], true);
+    assert!(v["model"].is_null(), "no identity claimed for a refused model");
+}
