@@ -39,6 +39,9 @@ enum Command {
         /// Print the JSON contract instead of the summary.
         #[arg(long)]
         json: bool,
+        /// Also write the JSON contract to this file, atomically (temp file, fsync, rename).
+        #[arg(long)]
+        out: Option<PathBuf>,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -153,18 +156,21 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Scan { dir, json, model } => {
+        Command::Scan { dir, json, out, model } => {
             let mut classifier = model.load().map_err(Failure::Internal)?;
             let report = pipeline::scan_folder(&dir, &mut classifier, &mut |p| log::debug!("{p:?}"))
                 .with_context(|| format!("cannot scan {}", dir.display()))
                 .map_err(Failure::Input)?;
+            let text = serde_json::to_string_pretty(&report)
+                .context("serialising report")
+                .map_err(Failure::Internal)?;
+            if let Some(out) = &out {
+                present::write_atomic(out, format!("{text}\n").as_bytes())
+                    .with_context(|| format!("cannot write {}", out.display()))
+                    .map_err(Failure::Internal)?;
+            }
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report)
-                        .context("serialising report")
-                        .map_err(Failure::Internal)?
-                );
+                println!("{text}");
             } else {
                 print!("{}", present::scan_summary(&report));
             }

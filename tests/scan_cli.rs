@@ -213,3 +213,30 @@ fn classify_takes_16_bit_tiff_and_8_bit_gray_png_and_refuses_colour() {
     assert!(imgs[2]["p_covid"].is_null());
     assert!(imgs[2]["error"].as_str().unwrap().contains("grayscale"), "{}", imgs[2]);
 }
+
+#[test]
+fn scan_out_writes_the_same_json_contract_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("p/SR_1");
+    std::fs::create_dir_all(&series).unwrap();
+    for i in 1..=3 {
+        slice(&series, &format!("IM{i}.tif"), 1100, 4000 * i);
+    }
+    let out = dir.path().join("result.json");
+    let (code, v, err) = run(&[
+        "scan".as_ref(),
+        series.as_os_str(),
+        "--json".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(written, v);
+    check_contract(&written);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 2, "only p/ and result.json: {leftovers:?}");
+}
