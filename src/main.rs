@@ -136,6 +136,12 @@ enum Failure {
     Internal(anyhow::Error),
 }
 
+fn to_json<T: serde::Serialize>(report: &T) -> Result<String, Failure> {
+    serde_json::to_string_pretty(report)
+        .context("serialising report")
+        .map_err(Failure::Internal)
+}
+
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Select { dir, json } => {
@@ -143,10 +149,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .with_context(|| format!("cannot select slices in {}", dir.display()))
                 .map_err(Failure::Input)?;
             if json {
-                let text = serde_json::to_string_pretty(&report)
-                    .context("serialising report")
-                    .map_err(Failure::Internal)?;
-                println!("{text}");
+                println!("{}", to_json(&report)?);
             } else {
                 print!("{}", present::select_table(&report));
             }
@@ -161,9 +164,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let report = pipeline::scan_folder(&dir, &mut classifier, &mut |p| log::debug!("{p:?}"))
                 .with_context(|| format!("cannot scan {}", dir.display()))
                 .map_err(Failure::Input)?;
-            let text = serde_json::to_string_pretty(&report)
-                .context("serialising report")
-                .map_err(Failure::Internal)?;
+            let text = to_json(&report)?;
             if let Some(out) = &out {
                 present::write_atomic(out, format!("{text}\n").as_bytes())
                     .with_context(|| format!("cannot write {}", out.display()))
@@ -185,12 +186,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let json = args.json;
             let report = ctsentinel::service::selftest::run(&args.model.path(), args.model.options());
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report)
-                        .context("serialising report")
-                        .map_err(Failure::Internal)?
-                );
+                println!("{}", to_json(&report)?);
             } else {
                 print!("{}", present::selftest_summary(&report));
             }
@@ -204,12 +200,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let mut classifier = model.load().map_err(Failure::Internal)?;
             let report = pipeline::classify_images(&images, &mut classifier);
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report)
-                        .context("serialising report")
-                        .map_err(Failure::Internal)?
-                );
+                println!("{}", to_json(&report)?);
             } else {
                 print!("{}", present::classify_table(&report));
             }

@@ -7,7 +7,6 @@
 //! milliseconds against a model run of tens to hundreds, so streaming costs little and a
 //! thin series of 500 slices never sits decoded in memory.
 
-use std::io::Read as _;
 use std::path::Path;
 use std::time::Instant;
 
@@ -301,7 +300,7 @@ pub fn classify_images(paths: &[std::path::PathBuf], classifier: &mut Classifier
 }
 
 fn classify_image(path: &Path, decoder: &mut SliceDecoder, classifier: &mut Classifier) -> Result<f32, String> {
-    if is_tiff(path) {
+    if ingest::is_tiff_file(path) {
         let s = decoder.decode(path).map_err(|e| e.to_string())?;
         classifier
             .p_covid_stored(s.pixels, s.width, s.height)
@@ -313,13 +312,4 @@ fn classify_image(path: &Path, decoder: &mut SliceDecoder, classifier: &mut Clas
             .p_covid_plane(plane)
             .map_err(|e| format!("{}: {e}", path.display()))
     }
-}
-
-fn is_tiff(path: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    std::fs::metadata(path).is_ok_and(|m| m.is_file())
-        && std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .is_ok()
-        && matches!(&magic, b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+")
 }

@@ -26,20 +26,12 @@ import numpy as np
 
 from . import config as config_mod
 from . import data, metrics, preprocess
+from .export import sha256
 
 NOTICE = "research use only, not a diagnosis"
 CLASSES = ["normal", "covid"]  # output index order of the softmax; index 1 = COVID
 PATIENT_FRACTION = 0.10  # the paper's rule: COVID iff >= 10% of selected slices are COVID
 HIST_BINS = 32
-
-
-def sha256(path: Path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- the paper's selection rule (numpy, for the patient table; the appliance has its own) ---

@@ -75,7 +75,7 @@ impl SliceDecoder {
         let mut file = File::open(path).map_err(|e| io(path, e))?;
         let mut magic = [0u8; 4];
         let n = read_up_to(&mut file, &mut magic).map_err(|e| io(path, e))?;
-        if n < 4 || !(magic == *b"II*\0" || magic == *b"MM\0*" || magic == *b"II+\0" || magic == *b"MM\0+") {
+        if n < 4 || !is_tiff_signature(&magic) {
             return Err(dec(DecodeError::NotTiff));
         }
         file.seek(SeekFrom::Start(0)).map_err(|e| io(path, e))?;
@@ -140,6 +140,19 @@ impl SliceDecoder {
         }
         Ok((w as usize, h as usize))
     }
+}
+
+/// The four bytes that open a TIFF (little/big endian, classic/BigTIFF).
+fn is_tiff_signature(magic: &[u8; 4]) -> bool {
+    matches!(magic, b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+")
+}
+
+/// True when `path` is a regular file that starts with a TIFF signature (no other check).
+pub fn is_tiff_file(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+        && File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && is_tiff_signature(&magic)
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
