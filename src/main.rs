@@ -57,6 +57,14 @@ enum Command {
     },
     /// Power-up self-test: model integrity, selection kernel, known answers of the model.
     Selftest(SelfTestArgs),
+    /// Run the appliance: self-test, then watch the drop folders and process each series once.
+    Watch {
+        #[arg(long)]
+        config: PathBuf,
+        /// Folder of board profiles (default: beside the config, ./boards, /usr/share/ctsentinel/boards).
+        #[arg(long)]
+        boards: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -116,8 +124,15 @@ const EXIT_INPUT: u8 = 2;
 const EXIT_INTERNAL: u8 = 1;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    // The service logs at its configured level (journald keeps it); commands only warn.
+    let default_level = match &cli.command {
+        Command::Watch { config, boards } => ctsentinel::service::config::Config::load(config, boards.as_deref())
+            .map(|c| c.log_level)
+            .unwrap_or_else(|_| "info".into()),
+        _ => "warn".into(),
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level)).init();
     match run(cli) {
         Ok(code) => code,
         Err(Failure::Input(e)) => {
@@ -134,6 +149,41 @@ fn main() -> ExitCode {
 enum Failure {
     Input(anyhow::Error),
     Internal(anyhow::Error),
+}
+
+/// The service loop: self-test first (no verdict without it), then poll forever.
+fn watch(config: &std::path::Path, boards: Option<&std::path::Path>) -> Result<ExitCode, Failure> {
+    use ctsentinel::service::{config::Config, selftest, watch};
+    let cfg = Config::load(config, boards)
+        .context("invalid configuration")
+        .map_err(Failure::Input)?;
+    log::info!(
+        "board {}, drop {:?}, state {}",
+        cfg.board.name,
+        cfg.drop,
+        cfg.state.display()
+    );
+    let options = classify::Options { threads: cfg.threads };
+    let report = selftest::run(&cfg.models, options);
+    eprint!("{}", present::selftest_summary(&report));
+    if !report.passed {
+        return Err(Failure::Internal(anyhow::anyhow!(
+            "self-test failed; not starting (no verdict may be shown)"
+        )));
+    }
+    let classifier = Classifier::load(&cfg.models, options)
+        .context("loading the model")
+        .map_err(Failure::Internal)?;
+    let poll = cfg.poll_interval;
+    let mut service = watch::Service::new(cfg, classifier, watch::StatVfs)
+        .context("starting the service")
+        .map_err(Failure::Internal)?;
+    let start = std::time::Instant::now();
+    loop {
+        service.tick(start.elapsed());
+        service.drain_events();
+        std::thread::sleep(poll);
+    }
 }
 
 fn to_json<T: serde::Serialize>(report: &T) -> Result<String, Failure> {
@@ -190,12 +240,13 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             } else {
                 print!("{}", present::selftest_summary(&report));
             }
-            Ok(if report.ok {
+            Ok(if report.passed {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_INTERNAL)
             })
         }
+        Command::Watch { config, boards } => watch(&config, boards.as_deref()),
         Command::Classify { images, json, model } => {
             let mut classifier = model.load().map_err(Failure::Internal)?;
             let report = pipeline::classify_images(&images, &mut classifier);

@@ -22,7 +22,7 @@ pub fn select_table(r: &SelectReport) -> String {
             s.selected,
             s.slices.len()
         );
-        let _ = writeln!(out, "  {:<24} {:>11}  {}", "file", "dark pixels", "selected");
+        let _ = writeln!(out, "  {:<24} {:>11}  selected", "file", "dark pixels");
         for sl in &s.slices {
             let size = if (sl.width, sl.height) == (512, 512) {
                 String::new()
@@ -135,7 +135,7 @@ pub fn selftest_summary(r: &crate::service::selftest::SelfTestReport) -> String 
     let _ = writeln!(
         out,
         "self-test {}",
-        if r.ok {
+        if r.passed {
             "PASSED"
         } else {
             "FAILED: do not use this box until fixed"
@@ -145,7 +145,7 @@ pub fn selftest_summary(r: &crate::service::selftest::SelfTestReport) -> String 
         let _ = writeln!(
             out,
             "  [{}] {:<18} {} ({} ms)",
-            if c.ok { " ok " } else { "FAIL" },
+            if c.passed { " ok " } else { "FAIL" },
             c.name,
             c.detail,
             c.ms

@@ -6,7 +6,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::TiffSpec;
 use serde_json::Value;
 
 fn run(args: &[&std::ffi::OsStr]) -> (i32, Value, String) {
@@ -107,13 +106,8 @@ fn scan_of_real_patients_follows_the_contract_and_the_10_percent_rule() {
 }
 
 fn slice(dir: &Path, name: &str, value: u16, dark: usize) -> PathBuf {
-    // A 512x512 slice of `value` with `dark` pixels of air inside the lung ROI.
-    let mut px = vec![value; 512 * 512];
-    for i in 0..dark {
-        px[(240 + i / 250) * 512 + 120 + i % 250] = 24;
-    }
     let p = dir.join(name);
-    std::fs::write(&p, TiffSpec::gray16(512, 512, &px).bytes()).unwrap();
+    common::write_slice(&p, value, dark);
     p
 }
 

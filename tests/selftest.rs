@@ -40,9 +40,9 @@ fn copy_models(to: &Path) {
 fn selftest_passes_on_the_shipped_model() {
     let (code, v) = selftest(&common::models());
     assert_eq!(code, 0, "{v:#}");
-    assert_eq!(v["ok"], true);
+    assert_eq!(v["passed"], true);
     for name in ["selection_kernel", "model_integrity", "known_answers"] {
-        assert_eq!(check(&v, name)["ok"], true, "{name}: {v:#}");
+        assert_eq!(check(&v, name)["passed"], true, "{name}: {v:#}");
     }
     assert_eq!(v["notice"], "research use only, not a diagnosis");
 }
@@ -59,8 +59,8 @@ fn selftest_fails_when_the_known_answers_disagree() {
     std::fs::write(&kat_path, kat.to_string()).unwrap();
     let (code, v) = selftest(dir.path());
     assert_eq!(code, 1);
-    assert_eq!(v["ok"], false);
-    assert_eq!(check(&v, "known_answers")["ok"], false);
+    assert_eq!(v["passed"], false);
+    assert_eq!(check(&v, "known_answers")["passed"], false);
     assert!(
         check(&v, "known_answers")["detail"]
             .as_str()
@@ -68,7 +68,7 @@ fn selftest_fails_when_the_known_answers_disagree() {
             .contains("expected 0.0100"),
         "{v:#}"
     );
-    assert_eq!(check(&v, "model_integrity")["ok"], true);
+    assert_eq!(check(&v, "model_integrity")["passed"], true);
 }
 
 #[test]
@@ -81,12 +81,12 @@ fn selftest_fails_on_a_tampered_model_and_still_reports_every_check() {
     std::fs::write(&model, bytes).unwrap();
     let (code, v) = selftest(dir.path());
     assert_eq!(code, 1);
-    assert_eq!(check(&v, "model_integrity")["ok"], false);
+    assert_eq!(check(&v, "model_integrity")["passed"], false);
     assert!(check(&v, "model_integrity")["detail"]
         .as_str()
         .unwrap()
         .contains("SHA-256"));
-    assert_eq!(check(&v, "known_answers")["ok"], false);
-    assert_eq!(check(&v, "selection_kernel")["ok"], true);
+    assert_eq!(check(&v, "known_answers")["passed"], false);
+    assert_eq!(check(&v, "selection_kernel")["passed"], true);
     assert!(v["model"].is_null(), "no identity claimed for a refused model");
 }

@@ -133,7 +133,7 @@ pub fn discover(dir: &Path) -> Result<Vec<Series>, IngestError> {
 }
 
 fn series(patient: String, dir: &Path, mut files: Vec<PathBuf>) -> Series {
-    files.sort_by(|a, b| natural_key(&name_of(a)).cmp(&natural_key(&name_of(b))));
+    files.sort_by_key(|p| natural_key(&name_of(p)));
     Series {
         patient,
         id: name_of(dir),
@@ -162,7 +162,7 @@ fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), IngestError> {
             Err(e) => return Err(io(&path, e)),
         }
     }
-    dirs.sort_by(|a, b| natural_key(&name_of(a)).cmp(&natural_key(&name_of(b))));
+    dirs.sort_by_key(|p| natural_key(&name_of(p)));
     Ok((files, dirs))
 }
 
@@ -191,7 +191,7 @@ pub fn natural_key(name: &str) -> (u8, u128, String) {
     }
 }
 
-pub(crate) fn name_of(p: &Path) -> String {
+pub fn name_of(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| p.display().to_string())

@@ -77,7 +77,7 @@ pub struct KnownAnswers {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Check {
     pub name: String,
-    pub ok: bool,
+    pub passed: bool,
     pub detail: String,
     pub ms: u64,
 }
@@ -85,7 +85,7 @@ pub struct Check {
 /// `ctsentinel selftest --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SelfTestReport {
-    pub ok: bool,
+    pub passed: bool,
     pub checks: Vec<Check>,
     pub model: Option<ModelIdentity>,
     pub notice: String,
@@ -98,13 +98,13 @@ fn timed(name: &str, f: impl FnOnce() -> Result<String, String>) -> Check {
     match r {
         Ok(detail) => Check {
             name: name.into(),
-            ok: true,
+            passed: true,
             detail,
             ms,
         },
         Err(detail) => Check {
             name: name.into(),
-            ok: false,
+            passed: false,
             detail,
             ms,
         },
@@ -144,13 +144,13 @@ pub fn run(models: &Path, options: Options) -> SelfTestReport {
     } else {
         checks.push(Check {
             name: "known_answers".into(),
-            ok: false,
+            passed: false,
             detail: "skipped: no model".into(),
             ms: 0,
         });
     }
     SelfTestReport {
-        ok: checks.iter().all(|c| c.ok),
+        passed: checks.iter().all(|c| c.passed),
         checks,
         model: classifier.as_ref().map(Classifier::identity),
         notice: crate::NOTICE.to_string(),

@@ -164,3 +164,12 @@ pub fn repo() -> &'static Path {
 pub fn models() -> PathBuf {
     repo().join("models")
 }
+
+/// A 512x512 16-bit slice of `value` with `dark` air pixels inside the lung ROI.
+pub fn write_slice(path: &Path, value: u16, dark: usize) {
+    let mut px = vec![value; 512 * 512];
+    for i in 0..dark {
+        px[(240 + i / 250) * 512 + 120 + i % 250] = 24;
+    }
+    std::fs::write(path, TiffSpec::gray16(512, 512, &px).bytes()).unwrap();
+}

@@ -1,0 +1,239 @@
+//! Service configuration: one TOML file (`ctsentinel watch --config FILE`) plus the board
+//! profile it names (`boards/<board>.toml`), read once and validated into [`Config`]. Every
+//! problem is a [`ConfigError`] naming the file and the key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// The file as written (see `boards/ctsentinel.example.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    board: String,
+    drop: Vec<PathBuf>,
+    state: PathBuf,
+    models: Option<PathBuf>,
+    #[serde(default = "default_poll")]
+    poll_interval_s: f64,
+    #[serde(default = "default_stability")]
+    stability_s: f64,
+    #[serde(default = "default_min_free")]
+    min_free_mb: u64,
+    display: Option<String>,
+    #[serde(default = "default_log")]
+    log_level: String,
+    threads: Option<usize>,
+}
+
+fn default_poll() -> f64 {
+    5.0
+}
+fn default_stability() -> f64 {
+    60.0
+}
+fn default_min_free() -> u64 {
+    512
+}
+fn default_log() -> String {
+    "info".into()
+}
+
+/// A board profile: `boards/<name>.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    pub name: String,
+    pub description: String,
+    /// Inference threads (cores to use).
+    pub threads: usize,
+    pub display: DisplayProfile,
+    /// Default models folder on this board.
+    pub models: PathBuf,
+}
+
+/// The attached screen: backend and, for panels, wiring.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisplayProfile {
+    /// `none`, `png`, `framebuffer` or `spi`.
+    pub backend: String,
+    pub width: u32,
+    pub height: u32,
+    /// `/dev/fb0` for a framebuffer, `/dev/spidev0.0` for a panel, a folder for `png`.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// SPI panels: controller (`st7789`, `ili9341`, `ili9486`) and GPIO lines.
+    #[serde(default)]
+    pub controller: Option<String>,
+    #[serde(default)]
+    pub gpio_chip: Option<String>,
+    #[serde(default)]
+    pub dc_line: Option<u32>,
+    #[serde(default)]
+    pub reset_line: Option<u32>,
+}
+
+/// The validated configuration the service runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub board: Board,
+    pub drop: Vec<PathBuf>,
+    /// Journal and results live here: `<state>/journal`, `<state>/results/...`.
+    pub state: PathBuf,
+    pub models: PathBuf,
+    pub poll_interval: Duration,
+    pub stability: Duration,
+    pub min_free_bytes: u64,
+    pub display_backend: String,
+    pub log_level: String,
+    pub threads: usize,
+}
+
+const BACKENDS: [&str; 4] = ["none", "png", "framebuffer", "spi"];
+
+impl Config {
+    pub fn results(&self) -> PathBuf {
+        self.state.join("results")
+    }
+
+    pub fn quarantine(&self) -> PathBuf {
+        self.results().join("quarantine")
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.state.join("journal")
+    }
+
+    /// Read `path` and the board profile it names from `boards` (default: `boards/` beside the
+    /// config file's folder, then `/usr/share/ctsentinel/boards`).
+    pub fn load(path: &Path, boards: Option<&Path>) -> Result<Config, ConfigError> {
+        let bad = |reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if raw.board.is_empty()
+            || !raw
+                .board
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(bad(format!("board {:?} must be a profile name like rpi5", raw.board)));
+        }
+        let board_path = board_file(path, boards, &raw.board);
+        let board = load_board(&board_path)?;
+        if raw.drop.is_empty() {
+            return Err(bad("drop: at least one drop folder is needed".into()));
+        }
+        for d in &raw.drop {
+            if d.starts_with(&raw.state) || raw.state.starts_with(d) {
+                return Err(bad(format!(
+                    "drop folder {} and state folder {} must not contain each other",
+                    d.display(),
+                    raw.state.display()
+                )));
+            }
+        }
+        if !(0.05..=3600.0).contains(&raw.poll_interval_s) {
+            return Err(bad(format!(
+                "poll_interval_s = {} must lie in 0.05..=3600",
+                raw.poll_interval_s
+            )));
+        }
+        if !(0.0..=86400.0).contains(&raw.stability_s) {
+            return Err(bad(format!("stability_s = {} must lie in 0..=86400", raw.stability_s)));
+        }
+        let display_backend = raw.display.unwrap_or_else(|| board.display.backend.clone());
+        if !BACKENDS.contains(&display_backend.as_str()) {
+            return Err(bad(format!("display {display_backend:?} must be one of {BACKENDS:?}")));
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&raw.log_level.as_str()) {
+            return Err(bad(format!(
+                "log_level {:?} must be error, warn, info, debug or trace",
+                raw.log_level
+            )));
+        }
+        let threads = raw.threads.unwrap_or(board.threads);
+        if !(1..=64).contains(&threads) {
+            return Err(bad(format!("threads = {threads} must lie in 1..=64")));
+        }
+        Ok(Config {
+            models: raw.models.unwrap_or_else(|| board.models.clone()),
+            board,
+            drop: raw.drop,
+            state: raw.state,
+            poll_interval: Duration::from_secs_f64(raw.poll_interval_s),
+            stability: Duration::from_secs_f64(raw.stability_s),
+            min_free_bytes: raw.min_free_mb * 1024 * 1024,
+            display_backend,
+            log_level: raw.log_level,
+            threads,
+        })
+    }
+}
+
+fn board_file(config: &Path, boards: Option<&Path>, name: &str) -> PathBuf {
+    let file = format!("{name}.toml");
+    if let Some(b) = boards {
+        return b.join(file);
+    }
+    let beside = config.parent().unwrap_or(Path::new(".")).join(&file);
+    if beside.is_file() {
+        return beside;
+    }
+    let repo = Path::new("boards").join(&file);
+    if repo.is_file() {
+        return repo;
+    }
+    Path::new("/usr/share/ctsentinel/boards").join(file)
+}
+
+/// Read and check one board profile.
+pub fn load_board(path: &Path) -> Result<Board, ConfigError> {
+    let bad = |reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let b: Board = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if !BACKENDS.contains(&b.display.backend.as_str()) {
+        return Err(bad(format!(
+            "display.backend {:?} must be one of {BACKENDS:?}",
+            b.display.backend
+        )));
+    }
+    if !(16..=4096).contains(&b.display.width) || !(16..=4096).contains(&b.display.height) {
+        return Err(bad(format!(
+            "display size {}x{} is not a panel size",
+            b.display.width, b.display.height
+        )));
+    }
+    if b.display.backend == "spi" && (b.display.controller.is_none() || b.display.dc_line.is_none()) {
+        return Err(bad("an spi display needs controller and dc_line".into()));
+    }
+    if !(1..=64).contains(&b.threads) {
+        return Err(bad(format!("threads = {} must lie in 1..=64", b.threads)));
+    }
+    Ok(b)
+}
