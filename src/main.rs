@@ -71,6 +71,9 @@ enum Command {
 struct SelfTestArgs {
     #[arg(long)]
     json: bool,
+    /// Also check a service configuration: folders, free disk, display backend.
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -164,7 +167,7 @@ fn watch(config: &std::path::Path, boards: Option<&std::path::Path>) -> Result<E
         cfg.state.display()
     );
     let options = classify::Options { threads: cfg.threads };
-    let report = selftest::run(&cfg.models, options);
+    let report = selftest::run_configured(&cfg, &watch::StatVfs);
     eprint!("{}", present::selftest_summary(&report));
     if !report.passed {
         return Err(Failure::Internal(anyhow::anyhow!(
@@ -234,7 +237,15 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Selftest(args) => {
             let json = args.json;
-            let report = ctsentinel::service::selftest::run(&args.model.path(), args.model.options());
+            let report = match &args.config {
+                Some(path) => {
+                    let cfg = ctsentinel::service::config::Config::load(path, None)
+                        .context("invalid configuration")
+                        .map_err(Failure::Input)?;
+                    ctsentinel::service::selftest::run_configured(&cfg, &ctsentinel::service::watch::StatVfs)
+                }
+                None => ctsentinel::service::selftest::run(&args.model.path(), args.model.options()),
+            };
             if json {
                 println!("{}", to_json(&report)?);
             } else {

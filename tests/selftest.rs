@@ -90,3 +90,42 @@ fn selftest_fails_on_a_tampered_model_and_still_reports_every_check() {
     assert_eq!(check(&v, "selection_kernel")["passed"], true);
     assert!(v["model"].is_null(), "no identity claimed for a refused model");
 }
+
+#[test]
+fn configured_selftest_checks_folders_and_fails_on_a_missing_drop_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        dir.path().join("generic-x86_64.toml"),
+        std::fs::read(common::repo().join("boards/generic-x86_64.toml")).unwrap(),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("drop")).unwrap();
+    let text = format!(
+        "board = \"generic-x86_64\"\ndrop = [\"{d}/drop\"]\nstate = \"{d}/state\"\nmodels = \"{m}\"\nmin_free_mb = 1\n",
+        d = dir.path().display(),
+        m = common::models().display()
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let run = |cfg: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+            .args(["selftest", "--json", "--config"])
+            .arg(cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        )
+    };
+    let (code, v) = run(&cfg);
+    assert_eq!(code, 0, "{v:#}");
+    for name in ["drop_folders", "state_folder", "free_disk", "display", "known_answers"] {
+        assert_eq!(check(&v, name)["passed"], true, "{name}: {v:#}");
+    }
+    std::fs::remove_dir(dir.path().join("drop")).unwrap();
+    let (code, v) = run(&cfg);
+    assert_eq!(code, 1);
+    assert_eq!(check(&v, "drop_folders")["passed"], false);
+    assert!(check(&v, "drop_folders")["detail"].as_str().unwrap().contains("drop"));
+}

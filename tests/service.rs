@@ -318,3 +318,111 @@ fn watch_end_to_end_writes_a_result_for_a_copied_series() {
         );
     }
 }
+
+#[test]
+fn kill_9_at_many_points_loses_nothing_duplicates_nothing_tears_nothing() {
+    let rig = Rig::new();
+    let p = rig.dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("stability_s = 10", "stability_s = 0.3")
+        .replace("poll_interval_s = 1", "poll_interval_s = 0.05");
+    std::fs::write(&p, text).unwrap();
+    for i in 0..10 {
+        synthetic_series(&rig.series(&format!("k{i}"), "SR_1"), 3);
+    }
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+            .args(["watch", "--config"])
+            .arg(&p)
+            .arg("--boards")
+            .arg(common::repo().join("boards"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // SIGKILL at spread-out moments: during start-up and self-test, between series, mid-series.
+    for ms in [300u64, 900, 1500, 1800, 2100, 2400, 2700, 3300] {
+        let mut child = spawn();
+        std::thread::sleep(Duration::from_millis(ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let mut child = spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while rig
+        .results()
+        .iter()
+        .filter(|r| r.extension().is_some_and(|e| e == "json"))
+        .count()
+        < 10
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500)); // let any stale-temporary sweep finish
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let results = rig.results();
+    assert_eq!(
+        results.len(),
+        10,
+        "exactly one file per series, no leftovers: {results:?}"
+    );
+    for r in &results {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(r).unwrap()).expect("whole JSON");
+        assert_eq!(v["series"][0]["slices"].as_array().unwrap().len(), 3, "{}", r.display());
+    }
+    let journal = std::fs::read_to_string(rig.dir.path().join("state/journal")).unwrap();
+    let done = journal.lines().filter(|l| l.contains("\"state\":\"done\"")).count();
+    assert!(done >= 10, "every series journaled done ({done})");
+}
+
+#[test]
+fn identical_scans_under_two_patient_folders_each_get_a_result() {
+    let rig = Rig::new();
+    let mut svc = rig.service();
+    synthetic_series(&rig.series("twin_a", "SR_1"), 2);
+    synthetic_series(&rig.series("twin_b", "SR_1"), 2);
+    svc.tick(secs(0));
+    assert_eq!(svc.tick(secs(20)), 2);
+    assert_eq!(rig.results().len(), 2);
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Soak: several hundred small series through the watcher with bounded memory. Slow (about a
+/// minute): `cargo test --test service -- --ignored`, run by .ci/run.
+#[test]
+#[ignore]
+fn soak_300_series_with_bounded_memory() {
+    let rig = Rig::new();
+    let mut svc = rig.service();
+    let mut t = 0;
+    let mut rss = Vec::new();
+    for batch in 0..6 {
+        for i in 0..50 {
+            let dir = rig.series(&format!("s{batch}_{i}"), "SR_1");
+            common::write_slice(&dir.join("IM1.tif"), 1100, 1000 + i);
+        }
+        svc.tick(secs(t));
+        t += 20;
+        assert_eq!(svc.tick(secs(t)), 50, "batch {batch}");
+        svc.drain_events();
+        rss.push(rss_kib());
+    }
+    assert_eq!(rig.results().len(), 300);
+    eprintln!("soak: RSS after each 50 series (KiB): {rss:?}");
+    // Growth after the first batch (model, plan and allocator warm) stays small: per-series
+    // state is a signature and a journal entry, not pixels.
+    assert!(
+        rss[5] < rss[0] + 64 * 1024,
+        "RSS grew from {} to {} KiB",
+        rss[0],
+        rss[5]
+    );
+}

@@ -157,6 +157,53 @@ pub fn run(models: &Path, options: Options) -> SelfTestReport {
     }
 }
 
+/// The checks of a configured appliance on top of [`run`]: drop folders readable, state folder
+/// writable, free disk above the floor, display backend known (its hardware is checked by the
+/// display task when it starts).
+pub fn run_configured(config: &super::config::Config, free: &dyn super::watch::FreeSpace) -> SelfTestReport {
+    let mut report = run(
+        &config.models,
+        Options {
+            threads: config.threads,
+        },
+    );
+    report.checks.push(timed("drop_folders", || {
+        for d in &config.drop {
+            std::fs::read_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        Ok(format!("{} drop folder(s) readable", config.drop.len()))
+    }));
+    report.checks.push(timed("state_folder", || {
+        std::fs::create_dir_all(config.results()).map_err(|e| format!("{}: {e}", config.results().display()))?;
+        let probe = config.state.join(".selftest-write");
+        crate::present::write_atomic(&probe, b"ok").map_err(|e| format!("{}: {e}", config.state.display()))?;
+        std::fs::remove_file(&probe).map_err(|e| format!("{}: {e}", probe.display()))?;
+        Ok(format!("{} writable", config.state.display()))
+    }));
+    report.checks.push(timed("free_disk", || {
+        let free = free
+            .free_bytes(&config.state)
+            .map_err(|e| format!("{}: {e}", config.state.display()))?;
+        if free < config.min_free_bytes {
+            return Err(format!(
+                "{} MiB free, floor {} MiB",
+                free >> 20,
+                config.min_free_bytes >> 20
+            ));
+        }
+        Ok(format!(
+            "{} MiB free (floor {} MiB)",
+            free >> 20,
+            config.min_free_bytes >> 20
+        ))
+    }));
+    report
+        .checks
+        .push(timed("display", || Ok(format!("backend {}", config.display_backend))));
+    report.passed = report.checks.iter().all(|c| c.passed);
+    report
+}
+
 /// Path of the known answers beside a card: `<name>.kat.json`.
 pub fn kat_path(card: &ModelCard) -> std::path::PathBuf {
     card.dir.join(format!("{}.kat.json", card.model.name))

@@ -124,6 +124,7 @@ impl<F: FreeSpace> Service<F> {
     pub fn new(config: Config, classifier: Classifier, free: F) -> Result<Self, ServiceError> {
         std::fs::create_dir_all(config.results()).map_err(io(&config.results()))?;
         let journal = Journal::open(&config.journal()).map_err(io(&config.journal()))?;
+        sweep_stale_temporaries(&config.results());
         Ok(Service {
             config,
             classifier,
@@ -263,7 +264,7 @@ impl<F: FreeSpace> Service<F> {
 
     /// Process one ready series exactly once. Ok(false) when the journal says it is done.
     fn process(&mut self, name: &str, dir: &Path, drop: &Path) -> Result<bool, ServiceError> {
-        let (key, files) = fingerprint(dir).map_err(io(dir))?;
+        let (key, files) = fingerprint(name, dir).map_err(io(dir))?;
         let mark_handled = |seen: &mut BTreeMap<PathBuf, Seen>| {
             if let Some(s) = seen.get_mut(dir) {
                 s.handled = Some(s.signature.clone());
@@ -397,6 +398,23 @@ fn log_event(e: &Event) {
     }
 }
 
+/// Remove the temporary files of result writes that a crash interrupted (`.<name>.tmp-<pid>`,
+/// see `present::write_atomic`); they were never results.
+fn sweep_stale_temporaries(results: &Path) {
+    let Ok(patients) = sorted_entries(results) else { return };
+    for dir in patients.into_iter().filter(|p| p.is_dir()) {
+        for f in sorted_entries(&dir).unwrap_or_default() {
+            let name = ingest::name_of(&f);
+            if name.starts_with('.') && name.contains(".tmp-") {
+                match std::fs::remove_file(&f) {
+                    Ok(()) => log::warn!("{}: removed the temporary file of an interrupted write", f.display()),
+                    Err(e) => log::error!("{}: cannot remove stale temporary file: {e}", f.display()),
+                }
+            }
+        }
+    }
+}
+
 /// Rename, or copy + fsync + remove when the quarantine is on another filesystem.
 fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
     match std::fs::rename(from, to) {
@@ -457,10 +475,12 @@ fn signature(dir: &Path) -> std::io::Result<(Signature, Vec<String>)> {
     Ok((sig, transient))
 }
 
-/// Content fingerprint: SHA-256 over every slice file's name, size and content hash.
-fn fingerprint(dir: &Path) -> std::io::Result<(String, Vec<PathBuf>)> {
+/// Content fingerprint: SHA-256 over the series' place (`<patient>/<series>`, which names its
+/// result file) and every slice file's name, size and content hash. Identical files copied in
+/// under another patient folder are a different series with a result of their own.
+fn fingerprint(series: &str, dir: &Path) -> std::io::Result<(String, Vec<PathBuf>)> {
     let mut files = Vec::new();
-    let mut acc = String::new();
+    let mut acc = format!("{series}\n");
     for p in sorted_entries(dir)? {
         let name = ingest::name_of(&p);
         if ingest::is_transient_name(&name) {
