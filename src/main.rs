@@ -57,6 +57,14 @@ enum Command {
     },
     /// Power-up self-test: model integrity, selection kernel, known answers of the model.
     Selftest(SelfTestArgs),
+    /// Render every bedside screen at 320x240 and 800x480 for review.
+    DisplayDemo {
+        /// Only `png` here; the service drives the framebuffer.
+        #[arg(long, default_value = "png")]
+        backend: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run the appliance: self-test, then watch the drop folders and process each series once.
     Watch {
         #[arg(long)]
@@ -156,7 +164,8 @@ enum Failure {
 
 /// The service loop: self-test first (no verdict without it), then poll forever.
 fn watch(config: &std::path::Path, boards: Option<&std::path::Path>) -> Result<ExitCode, Failure> {
-    use ctsentinel::service::{config::Config, selftest, watch};
+    use ctsentinel::present::display::Screen;
+    use ctsentinel::service::{config::Config, display_task, selftest, watch};
     let cfg = Config::load(config, boards)
         .context("invalid configuration")
         .map_err(Failure::Input)?;
@@ -166,14 +175,40 @@ fn watch(config: &std::path::Path, boards: Option<&std::path::Path>) -> Result<E
         cfg.drop,
         cfg.state.display()
     );
+    let (w, h) = (cfg.board.display.width, cfg.board.display.height);
+    let screen = display_task::spawn(display_task::backend(&cfg), w, h);
+    display_task::offer(&screen, Screen::Booting);
     let options = classify::Options { threads: cfg.threads };
     let report = selftest::run_configured(&cfg, &watch::StatVfs);
     eprint!("{}", present::selftest_summary(&report));
     if !report.passed {
+        let failed: Vec<String> = report
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        // Blocking send: the failure must reach the screen before the process ends.
+        let _ = screen.send(Screen::SelfTestFailed {
+            reason: failed.join("; "),
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
         return Err(Failure::Internal(anyhow::anyhow!(
             "self-test failed; not starting (no verdict may be shown)"
         )));
     }
+    let model = report
+        .model
+        .as_ref()
+        .map(|m| format!("{} {}", m.name, m.version))
+        .unwrap_or_default();
+    let drops: Vec<String> = cfg.drop.iter().map(|d| d.display().to_string()).collect();
+    let idle = Screen::Idle {
+        drop: drops.join(", "),
+        model,
+        last_result: None,
+    };
+    display_task::offer(&screen, idle.clone());
     let classifier = Classifier::load(&cfg.models, options)
         .context("loading the model")
         .map_err(Failure::Internal)?;
@@ -184,7 +219,10 @@ fn watch(config: &std::path::Path, boards: Option<&std::path::Path>) -> Result<E
     let start = std::time::Instant::now();
     loop {
         service.tick(start.elapsed());
-        service.drain_events();
+        let events = service.drain_events();
+        if let Some(s) = events.iter().rev().find_map(|e| display_task::screen_for(e, &idle)) {
+            display_task::offer(&screen, s);
+        }
         std::thread::sleep(poll);
     }
 }
@@ -258,6 +296,26 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             })
         }
         Command::Watch { config, boards } => watch(&config, boards.as_deref()),
+        Command::DisplayDemo { backend, out } => {
+            use ctsentinel::present::display;
+            if backend != "png" {
+                return Err(Failure::Input(anyhow::anyhow!(
+                    "display-demo renders PNG files only (--backend png)"
+                )));
+            }
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))
+                .map_err(Failure::Input)?;
+            for screen in display::sample_screens() {
+                for (w, h) in [(320, 240), (800, 480)] {
+                    let path = out.join(format!("{}_{w}x{h}.png", screen.name()));
+                    display::save_png(&display::render(&screen, w, h), &path)
+                        .map_err(|e| Failure::Internal(e.into()))?;
+                    println!("{}", path.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Classify { images, json, model } => {
             let mut classifier = model.load().map_err(Failure::Internal)?;
             let report = pipeline::classify_images(&images, &mut classifier);

@@ -280,7 +280,8 @@ fn watch_end_to_end_writes_a_result_for_a_copied_series() {
     let text = std::fs::read_to_string(&p)
         .unwrap()
         .replace("stability_s = 10", "stability_s = 1")
-        .replace("poll_interval_s = 1", "poll_interval_s = 0.2");
+        .replace("poll_interval_s = 1", "poll_interval_s = 0.2")
+        .replace("display = \"none\"", "display = \"png\"");
     std::fs::write(&p, text).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
         .args(["watch", "--config"])
@@ -305,8 +306,18 @@ fn watch_end_to_end_writes_a_result_for_a_copied_series() {
     while !result.exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
+    std::thread::sleep(Duration::from_millis(600)); // the display task shows the result
     let _ = child.kill();
     let _ = child.wait();
+    // The service drove the display: the PNG backend holds the result screen.
+    let shown = image::open(rig.dir.path().join("state/display/screen.png"))
+        .expect("a screen was shown")
+        .into_rgb8();
+    assert_eq!(
+        (shown.width(), shown.height()),
+        (800, 480),
+        "generic-x86_64 board panel size"
+    );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&result).expect("a result within 120 s")).unwrap();
     assert_eq!(v["notice"], "research use only, not a diagnosis");

@@ -3,6 +3,7 @@
 //! service runs before it shows any verdict, and which `ctsentinel selftest` runs on demand.
 
 pub mod config;
+pub mod display_task;
 pub mod journal;
 pub mod selftest;
 pub mod watch;

@@ -1,6 +1,8 @@
 //! Presentation: renders pipeline results for people (terminal tables, later the bedside
 //! display) and writes result files. It never decides anything.
 
+pub mod display;
+
 use std::fmt::Write as _;
 
 use crate::decide::Verdict;
