@@ -224,3 +224,106 @@ fn display_demo_writes_one_png_per_screen_at_both_sizes() {
     let n = std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(n, 2 * display::sample_screens().len());
 }
+
+mod spi {
+    //! The SPI path with recording fakes of the embedded-hal 1.0 SPI device and pins.
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use ctsentinel::present::display;
+    use ctsentinel::present::spi_panel::{Controller, Panel};
+    use embedded_hal::spi::{Operation, SpiDevice};
+
+    /// Every byte written, with the level of the DC pin (false = command, true = data).
+    type Log = Rc<RefCell<Vec<(bool, u8)>>>;
+
+    struct Spi(Log, Rc<RefCell<bool>>);
+    struct Pin(Rc<RefCell<bool>>);
+    struct NoDelay;
+
+    impl embedded_hal::spi::ErrorType for Spi {
+        type Error = std::convert::Infallible;
+    }
+    impl SpiDevice for Spi {
+        fn transaction(&mut self, ops: &mut [Operation<'_, u8>]) -> Result<(), Self::Error> {
+            let dc = *self.1.borrow();
+            for op in ops {
+                if let Operation::Write(bytes) = op {
+                    self.0.borrow_mut().extend(bytes.iter().map(|b| (dc, *b)));
+                }
+            }
+            Ok(())
+        }
+    }
+    impl embedded_hal::digital::ErrorType for Pin {
+        type Error = std::convert::Infallible;
+    }
+    impl embedded_hal::digital::OutputPin for Pin {
+        fn set_low(&mut self) -> Result<(), Self::Error> {
+            *self.0.borrow_mut() = false;
+            Ok(())
+        }
+        fn set_high(&mut self) -> Result<(), Self::Error> {
+            *self.0.borrow_mut() = true;
+            Ok(())
+        }
+    }
+    impl embedded_hal::delay::DelayNs for NoDelay {
+        fn delay_ns(&mut self, _: u32) {}
+    }
+
+    fn commands(log: &[(bool, u8)]) -> Vec<u8> {
+        log.iter().filter(|(dc, _)| !dc).map(|(_, b)| *b).collect()
+    }
+
+    #[test]
+    fn st7789_init_then_one_window_of_the_whole_canvas_in_rgb565() {
+        let log: Log = Default::default();
+        let dc = Rc::new(RefCell::new(false));
+        let rst = Rc::new(RefCell::new(false));
+        let mut panel = Panel::init(
+            Controller::St7789,
+            Spi(log.clone(), dc.clone()),
+            Pin(dc),
+            Pin(rst.clone()),
+            &mut NoDelay,
+            240,
+            320,
+        )
+        .unwrap();
+        assert!(*rst.borrow(), "reset released after init");
+        let init = commands(&log.borrow());
+        for (cmd, what) in [(0x11u8, "sleep out"), (0x3A, "pixel format"), (0x29, "display on")] {
+            assert!(
+                init.contains(&cmd),
+                "{what} (0x{cmd:02x}) missing from init: {init:02x?}"
+            );
+        }
+        log.borrow_mut().clear();
+        let canvas = display::render(&display::Screen::Booting, 240, 320);
+        panel.show(&canvas).unwrap();
+        let sent = log.borrow();
+        assert_eq!(
+            commands(&sent),
+            vec![0x2A, 0x2B, 0x2C],
+            "column, row address, memory write"
+        );
+        let data: Vec<u8> = sent.iter().filter(|(dc, _)| *dc).map(|(_, b)| *b).collect();
+        assert_eq!(&data[..4], &[0, 0, 0, 239], "columns 0..=239");
+        assert_eq!(&data[4..8], &[0, 0, 1, 63], "rows 0..=319");
+        let pixels = &data[8..];
+        assert_eq!(pixels.len(), 240 * 320 * 2);
+        use embedded_graphics::prelude::IntoStorage;
+        for i in [0usize, 1000, 240 * 320 - 1] {
+            let want = canvas.pixels[i].into_storage().to_be_bytes();
+            assert_eq!(&pixels[2 * i..2 * i + 2], &want, "pixel {i} big-endian RGB565");
+        }
+    }
+
+    #[test]
+    fn unknown_controller_is_a_clear_error() {
+        let err = Controller::parse("ssd1306").unwrap_err();
+        assert!(err.contains("ssd1306") && err.contains("st7789"), "{err}");
+        assert_eq!(Controller::parse("ili9486").unwrap(), Controller::Ili9486);
+    }
+}

@@ -448,6 +448,8 @@ pub enum Backend {
         dir: PathBuf,
     },
     Framebuffer(Framebuffer),
+    /// An SPI TFT panel on the box.
+    Spi(Box<super::spi_panel::LinuxPanel>),
 }
 
 impl Backend {
@@ -456,6 +458,10 @@ impl Backend {
             Backend::None => Ok(()),
             Backend::Png { dir } => save_png(canvas, &dir.join("screen.png")),
             Backend::Framebuffer(fb) => fb.show(canvas),
+            Backend::Spi(panel) => panel.show(canvas).map_err(|reason| DisplayError::Device {
+                path: "spi".into(),
+                reason,
+            }),
         }
     }
 }

@@ -102,10 +102,13 @@ pub fn backend(config: &Config) -> Backend {
                 }
             }
         }
-        "spi" => {
-            log::error!("display: the SPI panel driver is not built yet; continuing without a display");
-            Backend::None
-        }
+        "spi" => match crate::present::spi_panel::open_linux(d) {
+            Ok(panel) => Backend::Spi(Box::new(panel)),
+            Err(e) => {
+                log::error!("display: {e}; continuing without a display");
+                Backend::None
+            }
+        },
         _ => Backend::None,
     }
 }
