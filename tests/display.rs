@@ -50,6 +50,7 @@ fn long_screens() -> Vec<Screen> {
             selected: 0,
             model: model.into(),
             time: "2026-11-28 10:43".into(),
+            thumbnail: None,
         },
         Screen::Result {
             patient: long.into(),
@@ -58,6 +59,10 @@ fn long_screens() -> Vec<Screen> {
             selected: 999,
             model: model.into(),
             time: "t".into(),
+            thumbnail: Some(display::Thumbnail {
+                side: 4,
+                gray: vec![128; 16],
+            }),
         },
         Screen::Processing {
             patient: long.into(),
@@ -100,6 +105,26 @@ fn long_ids_and_model_names_never_overflow_any_supported_panel() {
                         "{w}x{h} {}: {item:?} runs off the bottom",
                         screen.name()
                     );
+                }
+            }
+            for image in items.iter().filter(|i| matches!(i, Item::Image { .. })) {
+                let Item::Image { x, y, side, .. } = image else {
+                    unreachable!()
+                };
+                for t in &items {
+                    if let Item::Text {
+                        x: tx,
+                        y: ty,
+                        big,
+                        scale,
+                        ..
+                    } = t
+                    {
+                        let th = if *big { 20 } else { 10 } * *scale as i32;
+                        let overlaps =
+                            *tx < x + *side as i32 && t.right() > *x && *ty < y + *side as i32 && ty + th > *y;
+                        assert!(!overlaps, "{w}x{h} {}: {t:?} overlaps the thumbnail", screen.name());
+                    }
                 }
             }
             let texts: Vec<&str> = items

@@ -50,6 +50,8 @@ pub enum Screen {
         selected: usize,
         model: String,
         time: String,
+        /// The selected slice with the highest P(COVID), lung-windowed.
+        thumbnail: Option<Thumbnail>,
     },
     Fault {
         reason: String,
@@ -89,6 +91,51 @@ pub enum Item {
         scale: u32,
         color: Rgb565,
     },
+    /// A grayscale thumbnail drawn as a `side` x `side` square.
+    Image {
+        x: i32,
+        y: i32,
+        side: u32,
+        thumbnail: Thumbnail,
+    },
+}
+
+/// A lung-windowed grayscale picture of a slice (the result screen's representative slice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thumbnail {
+    pub side: u32,
+    pub gray: Vec<u8>,
+}
+
+/// Lung window for the thumbnail: -1350..+150 HU (center -600, width 1500).
+const THUMB_WINDOW: (f32, f32) = (-600.0, 1500.0);
+
+impl Thumbnail {
+    /// From a slice's stored values (HU + 1024), lung-windowed, box-resized to `side`.
+    pub fn from_stored(pixels: &[u16], width: usize, height: usize, side: u32) -> Thumbnail {
+        let pre = crate::classify::Preprocessing::HuWindow {
+            center: THUMB_WINDOW.0,
+            width: THUMB_WINDOW.1,
+            stored_intercept: -1024.0,
+        };
+        let mut plane = Vec::new();
+        pre.window_stored(pixels, &mut plane);
+        let small = crate::classify::preprocess::box_resize(&plane, height, width, side as usize, side as usize);
+        Thumbnail {
+            side,
+            gray: small
+                .iter()
+                .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+                .collect(),
+        }
+    }
+
+    fn at(&self, x: u32, y: u32, side: u32) -> Rgb565 {
+        // Nearest neighbour from the thumbnail's own size to the drawn square.
+        let (tx, ty) = (x * self.side / side.max(1), y * self.side / side.max(1));
+        let g = self.gray[(ty * self.side + tx) as usize];
+        Rgb565::new(g >> 3, g >> 2, g >> 3)
+    }
 }
 
 impl Item {
@@ -96,6 +143,7 @@ impl Item {
     pub fn right(&self) -> i32 {
         match self {
             Item::Fill { x, w, .. } => x + *w as i32,
+            Item::Image { x, side, .. } => x + *side as i32,
             Item::Text {
                 x, text, big, scale, ..
             } => x + (text.chars().count() as u32 * font(*big).character_size.width * scale) as i32,
@@ -246,6 +294,7 @@ pub fn layout(screen: &Screen, w: u32, h: u32) -> Vec<Item> {
             selected,
             model,
             time,
+            thumbnail,
         } => {
             line(&mut items, &mut y, format!("Patient: {patient}"));
             let (word, vcolor) = match verdict {
@@ -265,14 +314,41 @@ pub fn layout(screen: &Screen, w: u32, h: u32) -> Vec<Item> {
                 color: vcolor,
             });
             y += (FONT_10X20.character_size.height * scale + 6) as i32;
+            // The thumbnail sits bottom-right, below the verdict and above the notice; the
+            // lines beside it are shortened to leave it room.
+            let notice_y = h as i32 - body.character_size.height as i32 - 6;
+            let room = (notice_y - 6 - y).max(0) as u32;
+            let side = thumbnail.as_ref().map_or(0, |_| room.min(w * 2 / 5));
+            let lines_w = if side >= 32 {
+                text_w - side - margin as u32
+            } else {
+                text_w
+            };
             let frac = covid_fraction.map_or("n/a".to_string(), |f| format!("{:.0}%", f * 100.0));
-            line(
-                &mut items,
-                &mut y,
-                format!("COVID slices: {frac} of {selected} selected"),
-            );
-            line(&mut items, &mut y, format!("Model: {model}"));
-            line(&mut items, &mut y, format!("Time: {time}"));
+            for text in [
+                format!("COVID {frac} of {selected} slices"),
+                format!("Model: {model}"),
+                format!("Time: {time}"),
+            ] {
+                items.push(Item::Text {
+                    x: margin,
+                    y,
+                    text: fit(&text, cw, lines_w),
+                    big: big_body,
+                    scale: 1,
+                    color: Rgb565::WHITE,
+                });
+                y += ch as i32;
+            }
+            if let (Some(t), true) = (thumbnail, side >= 32) {
+                let (x, ty) = (w as i32 - margin - side as i32, notice_y - 6 - side as i32);
+                items.push(Item::Image {
+                    x,
+                    y: ty,
+                    side,
+                    thumbnail: t.clone(),
+                });
+            }
         }
     }
     // The notice on every screen, at the bottom, in the body font (shortened only on panels
@@ -396,6 +472,13 @@ impl<D: DrawTarget<Color = Rgb565>> DrawTarget for Scaled<'_, D> {
 pub fn draw<D: DrawTarget<Color = Rgb565>>(items: &[Item], target: &mut D) -> Result<(), D::Error> {
     for item in items {
         match item {
+            Item::Image { x, y, side, thumbnail } => {
+                let area = Rectangle::new(Point::new(*x, *y), Size::new(*side, *side));
+                let colors = (0..*side)
+                    .flat_map(|py| (0..*side).map(move |px| (px, py)))
+                    .map(|(px, py)| thumbnail.at(px, py, *side));
+                target.fill_contiguous(&area, colors)?;
+            }
             Item::Fill { x, y, w, h, color } => {
                 Rectangle::new(Point::new(*x, *y), Size::new(*w, *h))
                     .into_styled(PrimitiveStyle::with_fill(*color))
@@ -594,6 +677,12 @@ pub fn sample_screens() -> Vec<Screen> {
             selected: 30,
             model: "ctsentinel-fpn256 1.0.0".into(),
             time: "2026-11-28 10:43".into(),
+            thumbnail: Some(Thumbnail::from_stored(
+                &crate::service::selftest::phantom(2),
+                512,
+                512,
+                128,
+            )),
         },
         Screen::Fault {
             reason: "disk low: 80 MiB free, floor 512 MiB: not accepting new series".into(),

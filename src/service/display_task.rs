@@ -37,6 +37,7 @@ pub fn screen_for(e: &Event, idle: &Screen) -> Option<Screen> {
             verdict,
             covid_fraction,
             selected,
+            thumbnail,
             ..
         } => {
             let model = match idle {
@@ -51,6 +52,7 @@ pub fn screen_for(e: &Event, idle: &Screen) -> Option<Screen> {
                 selected: *selected,
                 model,
                 time,
+                thumbnail: thumbnail.clone(),
             }
         }
         Event::Quarantined { file, reason, .. } => Screen::Fault {

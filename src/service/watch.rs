@@ -26,6 +26,7 @@ use crate::classify::{sha256_hex, Classifier};
 use crate::decide::Verdict;
 use crate::ingest::{self, SliceDecoder};
 use crate::pipeline;
+use crate::present::display::Thumbnail;
 use crate::present::write_atomic;
 
 /// Free bytes available under a path (injected so the disk guard can be tested).
@@ -65,6 +66,8 @@ pub enum Event {
         covid_fraction: Option<f64>,
         selected: usize,
         file: PathBuf,
+        /// The selected slice with the highest P(COVID), for the result screen.
+        thumbnail: Option<Thumbnail>,
     },
     Quarantined {
         series: String,
@@ -335,6 +338,7 @@ impl<F: FreeSpace> Service<F> {
             covid_fraction: report.covid_fraction,
             selected: report.selected_slices,
             file: result,
+            thumbnail: representative_thumbnail(dir, &report),
         });
         Ok(true)
     }
@@ -396,6 +400,28 @@ fn log_event(e: &Event) {
         Event::Incomplete { series, reason } => log::warn!("{series}: incomplete, not processed: {reason}"),
         other => log::info!("{other:?}"),
     }
+}
+
+/// Side of the result screen's thumbnail, before it is scaled to the panel.
+const THUMBNAIL_SIDE: u32 = 128;
+
+/// The selected slice with the highest P(COVID), lung-windowed (None if it cannot be read).
+fn representative_thumbnail(dir: &Path, report: &crate::report::ScanReport) -> Option<Thumbnail> {
+    let (series, slice) = report
+        .series
+        .iter()
+        .flat_map(|s| s.slices.iter().map(move |sl| (s, sl)))
+        .filter(|(_, sl)| sl.p_covid.is_some())
+        .max_by(|a, b| {
+            a.1.p_covid
+                .partial_cmp(&b.1.p_covid)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })?;
+    let path = Path::new(&series.path).join(&slice.file);
+    let path = if path.exists() { path } else { dir.join(&slice.file) };
+    let mut decoder = SliceDecoder::new();
+    let s = decoder.decode(&path).ok()?;
+    Some(Thumbnail::from_stored(s.pixels, s.width, s.height, THUMBNAIL_SIDE))
 }
 
 /// Remove the temporary files of result writes that a crash interrupted (`.<name>.tmp-<pid>`,
