@@ -212,18 +212,34 @@ fn watch(config: &std::path::Path, boards: Option<&std::path::Path>) -> Result<E
     let classifier = Classifier::load(&cfg.models, options)
         .context("loading the model")
         .map_err(Failure::Internal)?;
-    let poll = cfg.poll_interval;
+    let (poll, stability) = (cfg.poll_interval, cfg.stability);
+    let wake = if cfg.inotify {
+        watch::inotify_wakeups(&cfg.drop)
+    } else {
+        None
+    };
     let mut service = watch::Service::new(cfg, classifier, watch::StatVfs)
         .context("starting the service")
         .map_err(Failure::Internal)?;
     let start = std::time::Instant::now();
+    let mut wait = poll;
     loop {
         service.tick(start.elapsed());
         let events = service.drain_events();
         if let Some(s) = events.iter().rev().find_map(|e| display_task::screen_for(e, &idle)) {
             display_task::offer(&screen, s);
         }
-        std::thread::sleep(poll);
+        // An inotify event means something changed: look again once it can have settled.
+        wait = match &wake {
+            Some((rx, _watcher)) => match rx.recv_timeout(wait) {
+                Ok(()) => poll.min(stability + std::time::Duration::from_millis(100)),
+                Err(_) => poll,
+            },
+            None => {
+                std::thread::sleep(poll);
+                poll
+            }
+        };
     }
 }
 

@@ -281,7 +281,7 @@ fn watch_end_to_end_writes_a_result_for_a_copied_series() {
         .unwrap()
         .replace("stability_s = 10", "stability_s = 1")
         .replace("poll_interval_s = 1", "poll_interval_s = 0.2")
-        .replace("display = \"none\"", "display = \"png\"");
+        .replace("display = \"none\"", "display = \"png\"\ninotify = false"); // the polling path
     std::fs::write(&p, text).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
         .args(["watch", "--config"])
@@ -435,5 +435,38 @@ fn soak_300_series_with_bounded_memory() {
         "RSS grew from {} to {} KiB",
         rss[0],
         rss[5]
+    );
+}
+
+#[test]
+fn watch_with_inotify_sees_a_copy_long_before_the_next_poll() {
+    let rig = Rig::new();
+    let p = rig.dir.path().join("config.toml");
+    // One poll every 10 minutes: only inotify can make this quick.
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("stability_s = 10", "stability_s = 1")
+        .replace("poll_interval_s = 1", "poll_interval_s = 600\ninotify = true");
+    std::fs::write(&p, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+        .args(["watch", "--config"])
+        .arg(&p)
+        .arg("--boards")
+        .arg(common::repo().join("boards"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4)); // self-test and first (empty) look
+    synthetic_series(&rig.series("ino", "SR_1"), 3);
+    let result = rig.dir.path().join("state/results/ino/SR_1.json");
+    let t = std::time::Instant::now();
+    while !result.exists() && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        result.exists(),
+        "no result within 60 s although the poll interval is 600 s"
     );
 }

@@ -37,6 +37,12 @@ struct RawConfig {
     #[serde(default = "default_log")]
     log_level: String,
     threads: Option<usize>,
+    #[serde(default = "default_inotify")]
+    inotify: bool,
+}
+
+fn default_inotify() -> bool {
+    true
 }
 
 fn default_poll() -> f64 {
@@ -101,6 +107,9 @@ pub struct Config {
     pub display_backend: String,
     pub log_level: String,
     pub threads: usize,
+    /// Wake up on inotify events as well as every poll interval (mounts without events, such
+    /// as NFS, SMB or vfat USB sticks, are still seen by polling).
+    pub inotify: bool,
 }
 
 const BACKENDS: [&str; 4] = ["none", "png", "framebuffer", "spi"];
@@ -186,6 +195,7 @@ impl Config {
             display_backend,
             log_level: raw.log_level,
             threads,
+            inotify: raw.inotify,
         })
     }
 }

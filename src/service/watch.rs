@@ -402,6 +402,30 @@ fn log_event(e: &Event) {
     }
 }
 
+/// inotify wake-ups for the drop folders: a one-slot channel that gets a message whenever
+/// something under them changes (the watcher must be kept alive). `None`, with the reason
+/// logged, where inotify is not available; polling goes on regardless.
+pub fn inotify_wakeups(drops: &[PathBuf]) -> Option<(std::sync::mpsc::Receiver<()>, notify::RecommendedWatcher)> {
+    use notify::Watcher as _;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = tx.try_send(());
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            log::warn!("inotify unavailable ({e}); polling only");
+            return None;
+        }
+    };
+    for d in drops {
+        if let Err(e) = watcher.watch(d, notify::RecursiveMode::Recursive) {
+            log::warn!("inotify cannot watch {} ({e}); polling only there", d.display());
+        }
+    }
+    Some((rx, watcher))
+}
+
 /// Side of the result screen's thumbnail, before it is scaled to the panel.
 const THUMBNAIL_SIDE: u32 = 128;
 
