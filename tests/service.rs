@@ -78,6 +78,18 @@ impl Rig {
     }
 }
 
+/// `ctsentinel watch --config CONFIG` with the repository's board profiles.
+fn spawn_watch(config: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+        .args(["watch", "--config"])
+        .arg(config)
+        .arg("--boards")
+        .arg(common::repo().join("boards"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
@@ -283,14 +295,7 @@ fn watch_end_to_end_writes_a_result_for_a_copied_series() {
         .replace("poll_interval_s = 1", "poll_interval_s = 0.2")
         .replace("display = \"none\"", "display = \"png\"\ninotify = false"); // the polling path
     std::fs::write(&p, text).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
-        .args(["watch", "--config"])
-        .arg(&p)
-        .arg("--boards")
-        .arg(common::repo().join("boards"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_watch(&p);
     let source = common::shared_data().map(|d| d.join("ct16/normal/ctmd_normal001/SR_1"));
     let dest = rig.series("ctmd_normal001", "SR_1");
     match &source {
@@ -342,16 +347,7 @@ fn kill_9_at_many_points_loses_nothing_duplicates_nothing_tears_nothing() {
     for i in 0..10 {
         synthetic_series(&rig.series(&format!("k{i}"), "SR_1"), 3);
     }
-    let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
-            .args(["watch", "--config"])
-            .arg(&p)
-            .arg("--boards")
-            .arg(common::repo().join("boards"))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || spawn_watch(&p);
     // SIGKILL at spread-out moments: during start-up and self-test, between series, mid-series.
     for ms in [300u64, 900, 1500, 1800, 2100, 2400, 2700, 3300] {
         let mut child = spawn();
@@ -448,14 +444,7 @@ fn watch_with_inotify_sees_a_copy_long_before_the_next_poll() {
         .replace("stability_s = 10", "stability_s = 1")
         .replace("poll_interval_s = 1", "poll_interval_s = 600\ninotify = true");
     std::fs::write(&p, text).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
-        .args(["watch", "--config"])
-        .arg(&p)
-        .arg("--boards")
-        .arg(common::repo().join("boards"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_watch(&p);
     std::thread::sleep(Duration::from_secs(4)); // self-test and first (empty) look
     synthetic_series(&rig.series("ino", "SR_1"), 3);
     let result = rig.dir.path().join("state/results/ino/SR_1.json");

@@ -8,7 +8,6 @@ use std::path::Path;
 use image::{ColorType, ImageReader, Limits};
 
 use super::{io, DecodeError, IngestError};
-use crate::ingest::tiff::MAX_FILE_BYTES;
 
 /// Largest side accepted for an 8-bit image.
 pub const MAX_SIDE_8BIT: u32 = 4096;
@@ -27,22 +26,7 @@ pub fn decode_gray8(path: &Path) -> Result<Gray8, IngestError> {
         path: path.to_path_buf(),
         reason,
     };
-    let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
-    if !meta.is_file() {
-        return Err(IngestError::NotARegularFile {
-            path: path.to_path_buf(),
-            kind: "not a regular file",
-        });
-    }
-    if meta.len() == 0 {
-        return Err(dec(DecodeError::EmptyFile));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(dec(DecodeError::Limits(format!(
-            "file is {} bytes, more than {MAX_FILE_BYTES}",
-            meta.len()
-        ))));
-    }
+    super::tiff::check_candidate(path)?;
     let mut reader = ImageReader::open(path)
         .map_err(|e| io(path, e))?
         .with_guessed_format()

@@ -54,24 +54,7 @@ impl SliceDecoder {
             path: path.to_path_buf(),
             reason,
         };
-        // Look before opening: opening a fifo would block until someone writes to it.
-        let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
-        if !meta.is_file() {
-            return Err(IngestError::NotARegularFile {
-                path: path.to_path_buf(),
-                kind: file_kind(&meta),
-            });
-        }
-        if meta.len() == 0 {
-            return Err(dec(DecodeError::EmptyFile));
-        }
-        if meta.len() > MAX_FILE_BYTES {
-            return Err(dec(DecodeError::Limits(format!(
-                "file is {} bytes, more than the {} bytes a slice may have",
-                meta.len(),
-                MAX_FILE_BYTES
-            ))));
-        }
+        check_candidate(path)?;
         let mut file = File::open(path).map_err(|e| io(path, e))?;
         let mut magic = [0u8; 4];
         let n = read_up_to(&mut file, &mut magic).map_err(|e| io(path, e))?;
@@ -153,6 +136,34 @@ pub fn is_tiff_file(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file())
         && File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
         && is_tiff_signature(&magic)
+}
+
+/// What every slice candidate must pass before a byte is read: a regular file (looked at
+/// before opening: opening a fifo would block until someone writes to it), not empty, not over
+/// [`MAX_FILE_BYTES`].
+pub(crate) fn check_candidate(path: &Path) -> Result<(), IngestError> {
+    let dec = |reason| IngestError::Decode {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
+    if !meta.is_file() {
+        return Err(IngestError::NotARegularFile {
+            path: path.to_path_buf(),
+            kind: file_kind(&meta),
+        });
+    }
+    if meta.len() == 0 {
+        return Err(dec(DecodeError::EmptyFile));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(dec(DecodeError::Limits(format!(
+            "file is {} bytes, more than the {} bytes a slice may have",
+            meta.len(),
+            MAX_FILE_BYTES
+        ))));
+    }
+    Ok(())
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -9,6 +9,16 @@ use std::fmt::Write as _;
 use crate::decide::Verdict;
 use crate::report::{ClassifyReport, ScanReport, SelectReport};
 
+/// `name version (sha256 <first 16 hex digits>)`.
+fn model_line(m: &crate::classify::ModelIdentity) -> String {
+    format!(
+        "{} {} (sha256 {})",
+        m.name,
+        m.version,
+        &m.sha256[..16.min(m.sha256.len())]
+    )
+}
+
 /// A short human-readable table of a selection report.
 pub fn select_table(r: &SelectReport) -> String {
     let mut out = String::new();
@@ -89,13 +99,7 @@ pub fn scan_summary(r: &ScanReport) -> String {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "model     {} {} (sha256 {})",
-        r.model.name,
-        r.model.version,
-        &r.model.sha256[..16.min(r.model.sha256.len())]
-    );
+    let _ = writeln!(out, "model     {}", model_line(&r.model));
     let _ = writeln!(
         out,
         "time      {:.1} s (selection {:.1} s, classification {:.1} s)",
@@ -122,13 +126,7 @@ pub fn classify_table(r: &ClassifyReport) -> String {
             _ => {}
         }
     }
-    let _ = writeln!(
-        out,
-        "model {} {} (sha256 {})",
-        r.model.name,
-        r.model.version,
-        &r.model.sha256[..16.min(r.model.sha256.len())]
-    );
+    let _ = writeln!(out, "model {}", model_line(&r.model));
     out
 }
 
