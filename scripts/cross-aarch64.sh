@@ -29,7 +29,9 @@ setup() {
 
 build() {
   cargo build --profile "$PROFILE" --target $T --bin ctsentinel
-  file "$bin" | tee /dev/stderr | grep -q "ARM aarch64" || { echo "not an aarch64 binary: $bin" >&2; exit 1; }
+  local desc; desc=$(file "$bin")
+  echo "$desc"
+  [[ $desc == *"ARM aarch64"* ]] || { echo "not an aarch64 binary: $bin" >&2; exit 1; }
   echo "aarch64 binary ($PROFILE): $(stat -c %s "$bin") bytes; model: $(stat -c %s models/ctsentinel-fpn256.int8.onnx) bytes"
 }
 
