@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 T=aarch64-unknown-linux-gnu
 PROFILE=${PROFILE:-release}
-dir=target/$T/$PROFILE
+dir=${CARGO_TARGET_DIR:-target}/$T/$PROFILE
 bin=$dir/ctsentinel
 sudo=""; [[ $(id -u) == 0 ]] || sudo=sudo
 
