@@ -243,6 +243,18 @@ fn watch(config: &std::path::Path, boards: Option<&std::path::Path>) -> Result<E
     }
 }
 
+/// Write to stdout; a reader that went away (`| head`) ends the output quietly instead of
+/// panicking the way `print!` does on a closed pipe.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("cannot write the output: {e}");
+        }
+    }
+}
+
 fn to_json<T: serde::Serialize>(report: &T) -> Result<String, Failure> {
     serde_json::to_string_pretty(report)
         .context("serialising report")
@@ -256,9 +268,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .with_context(|| format!("cannot select slices in {}", dir.display()))
                 .map_err(Failure::Input)?;
             if json {
-                println!("{}", to_json(&report)?);
+                emit(&format!("{}\n", to_json(&report)?));
             } else {
-                print!("{}", present::select_table(&report));
+                emit(&present::select_table(&report));
             }
             Ok(if report.any_rejected() {
                 ExitCode::from(EXIT_INPUT)
@@ -278,9 +290,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     .map_err(Failure::Internal)?;
             }
             if json {
-                println!("{text}");
+                emit(&format!("{text}\n"));
             } else {
-                print!("{}", present::scan_summary(&report));
+                emit(&present::scan_summary(&report));
             }
             let rejected = report.series.iter().any(|s| s.rejected.is_some());
             Ok(if rejected {
@@ -301,9 +313,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 None => ctsentinel::service::selftest::run(&args.model.path(), args.model.options()),
             };
             if json {
-                println!("{}", to_json(&report)?);
+                emit(&format!("{}\n", to_json(&report)?));
             } else {
-                print!("{}", present::selftest_summary(&report));
+                emit(&present::selftest_summary(&report));
             }
             Ok(if report.passed {
                 ExitCode::SUCCESS
@@ -327,7 +339,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     let path = out.join(format!("{}_{w}x{h}.png", screen.name()));
                     display::save_png(&display::render(&screen, w, h), &path)
                         .map_err(|e| Failure::Internal(e.into()))?;
-                    println!("{}", path.display());
+                    emit(&format!("{}\n", path.display()));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -336,9 +348,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let mut classifier = model.load().map_err(Failure::Internal)?;
             let report = pipeline::classify_images(&images, &mut classifier);
             if json {
-                println!("{}", to_json(&report)?);
+                emit(&format!("{}\n", to_json(&report)?));
             } else {
-                print!("{}", present::classify_table(&report));
+                emit(&present::classify_table(&report));
             }
             Ok(if report.any_failed() {
                 ExitCode::from(EXIT_INPUT)

@@ -234,3 +234,24 @@ fn scan_out_writes_the_same_json_contract_atomically() {
         .collect();
     assert_eq!(leftovers.len(), 2, "only p/ and result.json: {leftovers:?}");
 }
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly_instead_of_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("p/SR_1");
+    std::fs::create_dir_all(&series).unwrap();
+    for i in 1..=3 {
+        slice(&series, &format!("IM{i}.tif"), 1100, 4000 * i);
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+        .args(["select".as_ref(), series.as_os_str(), "--json".as_ref()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before anything is written (`| head -0`)
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
