@@ -134,11 +134,7 @@ impl Config {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let raw: RawConfig = read_toml(path)?;
         if raw.board.is_empty()
             || !raw
                 .board
@@ -216,17 +212,25 @@ fn board_file(config: &Path, boards: Option<&Path>, name: &str) -> PathBuf {
     Path::new("/usr/share/ctsentinel/boards").join(file)
 }
 
+/// Read a TOML file into `T`; every failure names the file.
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
 /// Read and check one board profile.
 pub fn load_board(path: &Path) -> Result<Board, ConfigError> {
     let bad = |reason: String| ConfigError::Invalid {
         path: path.to_path_buf(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let b: Board = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let b: Board = read_toml(path)?;
     if !BACKENDS.contains(&b.display.backend.as_str()) {
         return Err(bad(format!(
             "display.backend {:?} must be one of {BACKENDS:?}",
