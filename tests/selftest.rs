@@ -4,12 +4,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
 fn selftest(models: &Path) -> (i32, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+    let out = common::ctsentinel()
         .args(["selftest", "--json", "--threads", "2", "--model"])
         .arg(models)
         .output()
@@ -108,7 +107,7 @@ fn configured_selftest_checks_folders_and_fails_on_a_missing_drop_folder() {
     );
     std::fs::write(&cfg, &text).unwrap();
     let run = |cfg: &Path| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+        let out = common::ctsentinel()
             .args(["selftest", "--json", "--config"])
             .arg(cfg)
             .output()
@@ -128,4 +127,23 @@ fn configured_selftest_checks_folders_and_fails_on_a_missing_drop_folder() {
     assert_eq!(code, 1);
     assert_eq!(check(&v, "drop_folders")["passed"], false);
     assert!(check(&v, "drop_folders")["detail"].as_str().unwrap().contains("drop"));
+}
+
+#[test]
+fn error_messages_name_each_cause_once() {
+    // The typed errors print their source and anyhow's `{:#}` printed it again ("No such file
+    // or directory (os error 2): No such file or directory (os error 2)"), seen when a
+    // configuration named a board that is not installed.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ctsentinel.toml");
+    std::fs::write(&cfg, "board = \"nosuchboard\"\ndrop = [\"/tmp\"]\nstate = \"/tmp\"\n").unwrap();
+    let out = common::ctsentinel()
+        .args(["selftest", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("nosuchboard.toml"), "{stderr}");
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
 }
