@@ -83,6 +83,35 @@ pub struct Classifier {
 }
 
 /// Hex SHA-256 of a byte slice.
+/// What the running CPU gives tract's kernels, for the self-test report: on aarch64, NEON always,
+/// plus SDOT (FEAT_DotProd: Raspberry Pi 5, Orin; not the Pi 4's Cortex-A72, which gets the
+/// SMLAL int8 kernel) and FP16, detected at run time by tract-linalg; on x86_64, AVX2/FMA and
+/// AVX-512 VNNI.
+pub fn cpu_kernels() -> String {
+    #[cfg(target_arch = "aarch64")]
+    {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        format!(
+            "aarch64 NEON; int8 dot product (SDOT) {}; fp16 {}",
+            yes(tract_linalg::arm64::has_dotprod()),
+            yes(tract_linalg::has_fp16())
+        )
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        format!(
+            "x86_64; avx2+fma {}; avx512-vnni {}",
+            yes(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")),
+            yes(std::is_x86_feature_detected!("avx512vnni"))
+        )
+    }
+    #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+    {
+        format!("{} (generic kernels)", std::env::consts::ARCH)
+    }
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -152,6 +152,7 @@ pub fn selftest_summary(r: &crate::service::selftest::SelfTestReport) -> String 
             c.ms
         );
     }
+    let _ = writeln!(out, "  cpu: {}", r.cpu);
     let _ = writeln!(out, "{}", crate::NOTICE);
     out
 }

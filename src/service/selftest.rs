@@ -88,6 +88,9 @@ pub struct SelfTestReport {
     pub passed: bool,
     pub checks: Vec<Check>,
     pub model: Option<ModelIdentity>,
+    /// The CPU features tract's kernels use on this box ([`crate::classify::cpu_kernels`]).
+    #[serde(default)]
+    pub cpu: String,
     pub notice: String,
 }
 
@@ -153,6 +156,7 @@ pub fn run(models: &Path, options: Options) -> SelfTestReport {
         passed: checks.iter().all(|c| c.passed),
         checks,
         model: classifier.as_ref().map(Classifier::identity),
+        cpu: crate::classify::cpu_kernels(),
         notice: crate::NOTICE.to_string(),
     }
 }
