@@ -240,7 +240,7 @@ fn png_backend_writes_the_screen() {
 #[test]
 fn display_demo_writes_one_png_per_screen_at_both_sizes() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+    let out = common::ctsentinel()
         .args(["display-demo", "--backend", "png", "--out"])
         .arg(dir.path())
         .output()

@@ -202,7 +202,7 @@ fn rejected_series_names_every_bad_file_and_exits_2() {
     common::write_gray16(&s.join("IM00001.tif"), 512, 512, &px);
     std::fs::write(s.join("IM00002.tif"), b"").unwrap();
     std::fs::write(s.join("IM00003.tif"), b"not a tiff at all").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+    let out = common::ctsentinel()
         .arg("select")
         .arg(dir.path().join("pat"))
         .arg("--json")
@@ -228,7 +228,7 @@ fn rejected_series_names_every_bad_file_and_exits_2() {
 
 #[test]
 fn missing_folder_exits_2_with_message() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+    let out = common::ctsentinel()
         .args(["select", "/nonexistent/ctsentinel-test"])
         .output()
         .unwrap();

@@ -4,12 +4,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
 fn run(args: &[&std::ffi::OsStr]) -> (i32, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+    let out = common::ctsentinel()
         .args(args)
         .env("CTSENTINEL_MODELS", common::models())
         .output()
@@ -243,7 +242,7 @@ fn output_to_a_closed_pipe_ends_quietly_instead_of_panicking() {
     for i in 1..=3 {
         slice(&series, &format!("IM{i}.tif"), 1100, 4000 * i);
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+    let mut child = common::ctsentinel()
         .args(["select".as_ref(), series.as_os_str(), "--json".as_ref()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -10,7 +10,7 @@ use std::process::Command;
 use serde_json::Value;
 
 fn select_json(dir: &Path) -> (i32, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+    let out = common::ctsentinel()
         .arg("select")
         .arg(dir)
         .arg("--json")
@@ -147,7 +147,7 @@ fn human_table_names_threshold_and_selection() {
     let Some(data) = common::shared_or_skip("human_table_names_threshold_and_selection") else {
         return;
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+    let out = common::ctsentinel()
         .arg("select")
         .arg(data.join("ct16/covid/ctmd_P001"))
         .output()

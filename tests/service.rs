@@ -80,7 +80,7 @@ impl Rig {
 
 /// `ctsentinel watch --config CONFIG` with the repository's board profiles.
 fn spawn_watch(config: &Path) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ctsentinel"))
+    common::ctsentinel()
         .args(["watch", "--config"])
         .arg(config)
         .arg("--boards")

@@ -173,3 +173,18 @@ pub fn write_slice(path: &Path, value: u16, dark: usize) {
     }
     std::fs::write(path, TiffSpec::gray16(512, 512, &px).bytes()).unwrap();
 }
+
+/// The binary under test as a command. With `CTSENTINEL_TEST_RUNNER` set (e.g. `qemu-aarch64`,
+/// by `scripts/cross-aarch64.sh test`) the binary is started through that runner, so the
+/// integration suites run an aarch64 build under emulation without binfmt_misc.
+pub fn ctsentinel() -> std::process::Command {
+    let bin = env!("CARGO_BIN_EXE_ctsentinel");
+    match std::env::var_os("CTSENTINEL_TEST_RUNNER").filter(|r| !r.is_empty()) {
+        Some(runner) => {
+            let mut c = std::process::Command::new(runner);
+            c.arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    }
+}
