@@ -233,6 +233,71 @@ fn malformed_files_are_quarantined_with_reasons_and_the_service_goes_on() {
 }
 
 #[test]
+fn a_series_that_ended_the_service_three_times_is_moved_aside_and_later_series_go_on() {
+    use ctsentinel::service::journal::{Journal, Record, State};
+    use ctsentinel::service::watch::{fingerprint, MAX_UNFINISHED_ATTEMPTS};
+    let rig = Rig::new();
+    let poison = rig.series("p9", "SR_1");
+    synthetic_series(&poison, 3);
+    let retried = rig.series("p10", "SR_1");
+    synthetic_series(&retried, 2);
+    synthetic_series(&rig.series("p11", "SR_1"), 2);
+    // The journal as earlier runs left it: each started the series and died before finishing
+    // (what a panic with panic=abort, or a crash, leaves behind). p9 three times, p10 twice.
+    let cfg = rig.config();
+    std::fs::create_dir_all(&cfg.state).unwrap();
+    let mut j = Journal::open(&cfg.journal()).unwrap();
+    for (name, dir, times) in [("p9/SR_1", &poison, MAX_UNFINISHED_ATTEMPTS), ("p10/SR_1", &retried, 2)] {
+        let (key, _) = fingerprint(name, dir).unwrap();
+        for _ in 0..times {
+            let r = Record {
+                key: key.clone(),
+                series: name.into(),
+                state: State::Processing,
+                at: 1,
+            };
+            j.append(&r).unwrap();
+        }
+    }
+    drop(j);
+
+    let mut svc = rig.service();
+    svc.tick(secs(0));
+    assert_eq!(svc.tick(secs(20)), 3, "all three series handled");
+    let q = rig.dir.path().join("state/results/quarantine/p9/SR_1");
+    for i in 1..=3 {
+        let f = format!("IM{i:05}.tif");
+        assert!(
+            q.join(&f).is_file() && !poison.join(&f).exists(),
+            "{f} moved aside, not lost"
+        );
+        let reason = std::fs::read_to_string(q.join(format!("{f}.reason.txt"))).unwrap();
+        assert!(reason.contains("ended the service 3 times"), "{reason}");
+    }
+    let mut results: Vec<_> = rig
+        .results()
+        .iter()
+        .map(|p| p.strip_prefix(rig.dir.path()).unwrap().to_owned())
+        .collect();
+    results.sort();
+    assert_eq!(
+        results,
+        [
+            Path::new("state/results/p10/SR_1.json"),
+            Path::new("state/results/p11/SR_1.json")
+        ],
+        "two attempts are retried; the series behind the poisoned one are processed"
+    );
+    drop(svc);
+    let mut svc = rig.service();
+    assert_eq!(
+        svc.tick(secs(0)) + svc.tick(secs(20)),
+        0,
+        "a restart does not try it again"
+    );
+}
+
+#[test]
 fn low_disk_stops_new_work_and_resumes_by_itself() {
     let rig = Rig::new();
     let mut svc = rig.service();

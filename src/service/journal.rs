@@ -43,6 +43,10 @@ pub struct Journal {
     path: PathBuf,
     file: std::fs::File,
     states: HashMap<String, State>,
+    /// `Processing` records of a series since its last finished one: attempts that ended with
+    /// the service dying (crash, power cut, kill), which is how a series that crashes the
+    /// service every time is recognised across restarts.
+    attempts: HashMap<String, u32>,
     /// Lines that failed their checksum or did not parse at open (torn writes).
     pub ignored_lines: usize,
 }
@@ -55,6 +59,7 @@ impl Journal {
     /// Open (creating) the journal and replay it.
     pub fn open(path: &Path) -> std::io::Result<Journal> {
         let mut states = HashMap::new();
+        let mut attempts = HashMap::new();
         let mut ignored = 0;
         if path.exists() {
             let f = std::fs::File::open(path)?;
@@ -67,6 +72,7 @@ impl Journal {
                 });
                 match parsed {
                     Some(r) => {
+                        count_attempt(&mut attempts, &r);
                         states.insert(r.key, r.state);
                     }
                     None if line.is_empty() => {}
@@ -89,6 +95,7 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             states,
+            attempts,
             ignored_lines: ignored,
         })
     }
@@ -98,18 +105,33 @@ impl Journal {
         self.states.get(key).copied()
     }
 
+    /// How many times processing of this series started without finishing (see `attempts`).
+    pub fn unfinished_attempts(&self, key: &str) -> u32 {
+        self.attempts.get(key).copied().unwrap_or(0)
+    }
+
     /// Append a record durably (write + fsync) before returning.
     pub fn append(&mut self, record: &Record) -> std::io::Result<()> {
         let json = serde_json::to_string(record).map_err(std::io::Error::other)?;
         let line = format!("{} {json}\n", checksum(&json));
         self.file.write_all(line.as_bytes())?;
         self.file.sync_data()?;
+        count_attempt(&mut self.attempts, record);
         self.states.insert(record.key.clone(), record.state);
         Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+fn count_attempt(attempts: &mut HashMap<String, u32>, r: &Record) {
+    match r.state {
+        State::Processing => *attempts.entry(r.key.clone()).or_insert(0) += 1,
+        State::Done | State::Quarantined => {
+            attempts.remove(&r.key);
+        }
     }
 }
 
@@ -149,6 +171,24 @@ mod tests {
         assert_eq!(j.state("b"), Some(State::Processing));
         assert_eq!(j.state("c"), None);
         assert_eq!(j.ignored_lines, 0);
+    }
+
+    #[test]
+    fn unfinished_attempts_survive_restarts_and_reset_when_a_series_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("journal");
+        for _ in 0..3 {
+            // Each "run" starts the series and dies before finishing it.
+            let mut j = Journal::open(&p).unwrap();
+            j.append(&rec("a", State::Processing)).unwrap();
+        }
+        let mut j = Journal::open(&p).unwrap();
+        assert_eq!(j.unfinished_attempts("a"), 3);
+        assert_eq!(j.unfinished_attempts("b"), 0);
+        j.append(&rec("a", State::Quarantined)).unwrap();
+        assert_eq!(j.unfinished_attempts("a"), 0);
+        drop(j);
+        assert_eq!(Journal::open(&p).unwrap().unfinished_attempts("a"), 0);
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub enum Event {
 /// Capacity of the service → display queue.
 pub const EVENT_QUEUE: usize = 32;
 
+/// A series whose processing was started this many times without finishing (the service died
+/// each time) is moved to quarantine instead of being tried again.
+pub const MAX_UNFINISHED_ATTEMPTS: u32 = 3;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
     signature: Vec<(String, u64, u128)>,
@@ -288,6 +292,29 @@ impl<F: FreeSpace> Service<F> {
             state,
             at,
         };
+        let tries = self.journal.unfinished_attempts(&key);
+        if tries >= MAX_UNFINISHED_ATTEMPTS {
+            // The service died this many times while processing this series (with panic=abort
+            // a bug it triggers ends the process, and systemd restarts it): move the series
+            // aside, so that it does not stop every series behind it.
+            let reason = format!(
+                "processing this series ended the service {tries} times without a result (a fault in \
+                 ctsentinel: please report it with this series); moved aside so later series go on"
+            );
+            self.publish(Event::Fault {
+                reason: format!("{name}: {reason}"),
+            });
+            for f in &files {
+                if std::fs::symlink_metadata(f).is_ok() {
+                    self.quarantine_file(name, f, reason.clone())?;
+                }
+            }
+            self.journal
+                .append(&record(State::Quarantined))
+                .map_err(io(self.journal.path()))?;
+            mark_handled(&mut self.seen);
+            return Ok(true);
+        }
         self.journal
             .append(&record(State::Processing))
             .map_err(io(self.journal.path()))?;
@@ -363,27 +390,34 @@ impl<F: FreeSpace> Service<F> {
                 Err(e) => Some(format!("cannot stat: {e}")),
             };
             let Some(reason) = reason else { continue };
-            let qdir = self.config.quarantine().join(name);
-            std::fs::create_dir_all(&qdir).map_err(io(&qdir))?;
-            let file_name = f
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let dest = qdir.join(&file_name);
-            move_file(f, &dest).map_err(io(f))?;
-            write_atomic(
-                &qdir.join(format!("{file_name}.reason.txt")),
-                format!("{}: {reason}\n", f.display()).as_bytes(),
-            )
-            .map_err(io(&qdir))?;
-            self.publish(Event::Quarantined {
-                series: name.to_string(),
-                file: file_name,
-                reason,
-            });
+            self.quarantine_file(name, f, reason)?;
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Move one file of series `name` to `<state>/results/quarantine/<name>/`, beside a
+    /// `.reason.txt` that says why.
+    fn quarantine_file(&mut self, name: &str, f: &Path, reason: String) -> Result<(), ServiceError> {
+        let qdir = self.config.quarantine().join(name);
+        std::fs::create_dir_all(&qdir).map_err(io(&qdir))?;
+        let file_name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dest = qdir.join(&file_name);
+        move_file(f, &dest).map_err(io(f))?;
+        write_atomic(
+            &qdir.join(format!("{file_name}.reason.txt")),
+            format!("{}: {reason}\n", f.display()).as_bytes(),
+        )
+        .map_err(io(&qdir))?;
+        self.publish(Event::Quarantined {
+            series: name.to_string(),
+            file: file_name,
+            reason,
+        });
+        Ok(())
     }
 }
 
@@ -527,8 +561,9 @@ fn signature(dir: &Path) -> std::io::Result<(Signature, Vec<String>)> {
 
 /// Content fingerprint: SHA-256 over the series' place (`<patient>/<series>`, which names its
 /// result file) and every slice file's name, size and content hash. Identical files copied in
-/// under another patient folder are a different series with a result of their own.
-fn fingerprint(series: &str, dir: &Path) -> std::io::Result<(String, Vec<PathBuf>)> {
+/// under another patient folder are a different series with a result of their own. Returns the
+/// key the journal records the series under, and its files.
+pub fn fingerprint(series: &str, dir: &Path) -> std::io::Result<(String, Vec<PathBuf>)> {
     let mut files = Vec::new();
     let mut acc = format!("{series}\n");
     for p in sorted_entries(dir)? {
