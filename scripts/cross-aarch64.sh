@@ -9,7 +9,8 @@
 #   scripts/cross-aarch64.sh musl    # static aarch64-unknown-linux-musl binary (any glibc), checked
 #   scripts/cross-aarch64.sh deb     # .deb for arm64 and amd64 (cargo-deb), checked by
 #                                    # packaging/test-deb.sh
-# PROFILE=dist for the shipped binary (fat LTO, one codegen unit, panic=abort, stripped).
+# PROFILE=dist for the shipped binary (fat LTO, one codegen unit, panic=abort, stripped):
+#   PROFILE=dist scripts/cross-aarch64.sh build smoke musl deb
 # With Docker, `CROSS_CONFIG=cross.toml cross build --target aarch64-unknown-linux-gnu` also works
 # (cross only reads Cross.toml by itself; CROSS_CONFIG points it at ours).
 set -euo pipefail
@@ -86,13 +87,16 @@ deb() {
   packaging/test-deb.sh   # the newest package of each architecture: the two just built
 }
 
-case ${1:-} in
-  setup) setup ;;
-  build) build ;;
-  smoke) smoke ;;
-  test) tests ;;
-  musl) musl ;;
-  deb) deb ;;
-  all) setup; build; smoke; tests; musl; deb ;;
-  *) echo "usage: $0 setup|build|smoke|test|musl|deb|all" >&2; exit 2 ;;
-esac
+(($#)) || set -- usage
+for cmd in "$@"; do
+  case $cmd in
+    setup) setup ;;
+    build) build ;;
+    smoke) smoke ;;
+    test) tests ;;
+    musl) musl ;;
+    deb) deb ;;
+    all) setup; build; smoke; tests; musl; deb ;;
+    *) echo "usage: $0 setup|build|smoke|test|musl|deb|all... (several run in order)" >&2; exit 2 ;;
+  esac
+done
