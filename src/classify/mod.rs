@@ -82,7 +82,6 @@ pub struct Classifier {
     plane: Vec<f32>,
 }
 
-/// Hex SHA-256 of a byte slice.
 /// What the running CPU gives tract's kernels, for the self-test report: on aarch64, NEON always,
 /// plus SDOT (FEAT_DotProd: Raspberry Pi 5, Orin; not the Pi 4's Cortex-A72, which gets the
 /// SMLAL int8 kernel) and FP16, detected at run time by tract-linalg; on x86_64, AVX2/FMA and
@@ -112,6 +111,7 @@ pub fn cpu_kernels() -> String {
     }
 }
 
+/// Hex SHA-256 of a byte slice.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
