@@ -1,9 +1,11 @@
-//! The appliance service: the only place that will own clocks, threads and persistent state
-//! (drop-folder watcher, journal, display task). So far: the power-up self-test, which the
-//! service runs before it shows any verdict, and which `ctsentinel selftest` runs on demand.
+//! The appliance service: the only place that owns clocks, threads and persistent state: the
+//! configuration and board profiles, the journal, the drop-folder watcher, the display task, the
+//! power-up self-test (run before any verdict is shown, and by `ctsentinel selftest`), and the
+//! heap housekeeping a months-long process needs.
 
 pub mod config;
 pub mod display_task;
+pub mod heap;
 pub mod journal;
 pub mod selftest;
 pub mod watch;

@@ -182,11 +182,14 @@ impl<F: FreeSpace> Service<F> {
             }
             match self.process(&name, &dir, &drop) {
                 Ok(true) => processed += 1,
-                Ok(false) => {}
+                Ok(false) => continue,
                 Err(e) => self.publish(Event::Fault {
                     reason: format!("{name}: {e}"),
                 }),
             }
+            // A series was worked on and nothing large is alive now: give the freed pages back
+            // (see heap).
+            super::heap::release_free_memory();
         }
         processed
     }
