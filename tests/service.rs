@@ -50,6 +50,18 @@ impl Rig {
         .unwrap()
     }
 
+    /// Rewrite the rig's config.toml, each `(from, to)` exactly once; returns its path.
+    fn edit_config(&self, edits: &[(&str, &str)]) -> PathBuf {
+        let p = self.dir.path().join("config.toml");
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        for (from, to) in edits {
+            assert_eq!(text.matches(from).count(), 1, "config line {from:?}");
+            text = text.replacen(from, to, 1);
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
     /// A fresh service on the same state folder (what a restart is).
     fn service(&self) -> Service<FakeFree> {
         let classifier = Classifier::load(&common::models(), Options { threads: 2 }).unwrap();
@@ -353,13 +365,11 @@ fn every_shipped_board_profile_and_the_example_config_load() {
 #[test]
 fn watch_end_to_end_writes_a_result_for_a_copied_series() {
     let rig = Rig::new();
-    let p = rig.dir.path().join("config.toml");
-    let text = std::fs::read_to_string(&p)
-        .unwrap()
-        .replace("stability_s = 10", "stability_s = 1")
-        .replace("poll_interval_s = 1", "poll_interval_s = 0.2")
-        .replace("display = \"none\"", "display = \"png\"\ninotify = false"); // the polling path
-    std::fs::write(&p, text).unwrap();
+    let p = rig.edit_config(&[
+        ("stability_s = 10", "stability_s = 1"),
+        ("poll_interval_s = 1", "poll_interval_s = 0.2"),
+        ("display = \"none\"", "display = \"png\"\ninotify = false"), // the polling path
+    ]);
     let mut child = spawn_watch(&p);
     let source = common::shared_data().map(|d| d.join("ct16/normal/ctmd_normal001/SR_1"));
     let dest = rig.series("ctmd_normal001", "SR_1");
@@ -403,12 +413,10 @@ fn watch_end_to_end_writes_a_result_for_a_copied_series() {
 #[test]
 fn kill_9_at_many_points_loses_nothing_duplicates_nothing_tears_nothing() {
     let rig = Rig::new();
-    let p = rig.dir.path().join("config.toml");
-    let text = std::fs::read_to_string(&p)
-        .unwrap()
-        .replace("stability_s = 10", "stability_s = 0.3")
-        .replace("poll_interval_s = 1", "poll_interval_s = 0.05");
-    std::fs::write(&p, text).unwrap();
+    let p = rig.edit_config(&[
+        ("stability_s = 10", "stability_s = 0.3"),
+        ("poll_interval_s = 1", "poll_interval_s = 0.05"),
+    ]);
     for i in 0..10 {
         synthetic_series(&rig.series(&format!("k{i}"), "SR_1"), 3);
     }
@@ -502,13 +510,11 @@ fn soak_300_series_with_bounded_memory() {
 #[test]
 fn watch_with_inotify_sees_a_copy_long_before_the_next_poll() {
     let rig = Rig::new();
-    let p = rig.dir.path().join("config.toml");
     // One poll every 10 minutes: only inotify can make this quick.
-    let text = std::fs::read_to_string(&p)
-        .unwrap()
-        .replace("stability_s = 10", "stability_s = 1")
-        .replace("poll_interval_s = 1", "poll_interval_s = 600\ninotify = true");
-    std::fs::write(&p, text).unwrap();
+    let p = rig.edit_config(&[
+        ("stability_s = 10", "stability_s = 1"),
+        ("poll_interval_s = 1", "poll_interval_s = 600\ninotify = true"),
+    ]);
     let mut child = spawn_watch(&p);
     std::thread::sleep(Duration::from_secs(4)); // self-test and first (empty) look
     synthetic_series(&rig.series("ino", "SR_1"), 3);
