@@ -22,6 +22,7 @@
 pub mod classify;
 pub mod decide;
 pub mod ingest;
+pub mod lung;
 pub mod pipeline;
 pub mod present;
 pub mod report;

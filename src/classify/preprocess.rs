@@ -73,8 +73,8 @@ pub fn window_8bit(gray: &[u8], out: &mut Vec<f32>) {
 
 /// `(n_out, n_in)` box weights, row-major: output `i` averages input cells `[i*s, (i+1)*s)`,
 /// `s = n_in / n_out`, with fractional coverage at the edges. Computed in f64, stored as f32,
-/// like the Python side.
-fn box_weights(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f32>)> {
+/// like the Python side. Also used by `crate::lung` for the lung frame.
+pub(crate) fn box_weights(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f32>)> {
     let s = n_in as f64 / n_out as f64;
     (0..n_out)
         .map(|i| {
