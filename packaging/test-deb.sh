@@ -84,7 +84,7 @@ unit_config_and_model_paths_agree() {
   grep -qx 'state = "/var/lib/ctsentinel"' "$ex" || fail "$arch: example state folder"
   grep -q '^ReadWritePaths=.*/var/lib/ctsentinel' "$unit" || fail "$arch: state folder not writable"
   grep -qx 'drop = \["/srv/ctsentinel/drop"\]' "$ex" || fail "$arch: example drop folder"
-  grep -q '^ReadWritePaths=.*/srv/ctsentinel/drop' "$unit" || fail "$arch: drop folder not writable"
+  if grep -q '^ReadWritePaths=.*/srv/ctsentinel/drop' "$unit"; then fail "$arch: the drop folder must not be writable for the service"; fi
   # Every board's model folder holds the card, and the card's model with its SHA-256.
   local b models card file sum
   for b in "$root"/usr/share/ctsentinel/boards/*.toml; do

@@ -136,15 +136,23 @@ const EXIT_INTERNAL: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The service logs at its configured level (journald keeps it); commands only warn.
+    // The service's configuration is read once, here: it sets the log level (journald keeps
+    // the log; commands only warn) and is handed to the service.
+    let mut service_config = None;
     let default_level = match &cli.command {
-        Command::Watch { config, boards } => ctsentinel::service::config::Config::load(config, boards.as_deref())
-            .map(|c| c.log_level)
-            .unwrap_or_else(|_| "info".into()),
+        Command::Watch { config, boards } => {
+            let loaded = ctsentinel::service::config::Config::load(config, boards.as_deref());
+            let level = loaded
+                .as_ref()
+                .map(|c| c.log_level.clone())
+                .unwrap_or_else(|_| "info".into());
+            service_config = Some(loaded);
+            level
+        }
         _ => "warn".into(),
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level)).init();
-    match run(cli) {
+    match run(cli, service_config) {
         Ok(code) => code,
         Err(Failure::Input(e)) => {
             eprintln!("error: {}", chain(&e));
@@ -179,85 +187,50 @@ enum Failure {
     Internal(anyhow::Error),
 }
 
-/// The service loop: self-test first (no verdict without it), then poll forever.
-fn watch(config: &std::path::Path, boards: Option<&std::path::Path>) -> Result<ExitCode, Failure> {
+/// The service: self-test first (no verdict without it; the self-tested classifier is the one
+/// used), then the library's loop until SIGTERM/SIGINT (exit 0).
+fn watch(cfg: ctsentinel::service::config::Config) -> Result<ExitCode, Failure> {
     use ctsentinel::present::display::Screen;
-    use ctsentinel::service::{config::Config, display_task, selftest, watch};
-    let cfg = Config::load(config, boards)
-        .context("invalid configuration")
-        .map_err(Failure::Input)?;
+    use ctsentinel::service::{display_task, run, selftest};
     log::info!(
         "board {}, drop {:?}, state {}",
         cfg.board.name,
         cfg.drop,
         cfg.state.display()
     );
-    let (w, h) = (cfg.board.display.width, cfg.board.display.height);
-    let screen = display_task::spawn(display_task::backend(&cfg), w, h);
-    display_task::offer(&screen, Screen::Booting);
-    let options = classify::Options { threads: cfg.threads };
-    let report = selftest::run_configured(&cfg, &watch::StatVfs);
-    eprint!("{}", present::selftest_summary(&report));
-    if !report.passed {
-        let failed: Vec<String> = report
-            .checks
-            .iter()
-            .filter(|c| !c.passed)
-            .map(|c| format!("{}: {}", c.name, c.detail))
-            .collect();
-        // Blocking send: the failure must reach the screen before the process ends.
-        let _ = screen.send(Screen::SelfTestFailed {
-            reason: failed.join("; "),
-        });
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        return Err(Failure::Internal(anyhow::anyhow!(
-            "self-test failed; not starting (no verdict may be shown)"
-        )));
-    }
-    let model = report
-        .model
-        .as_ref()
-        .map(|m| format!("{} {}", m.name, m.version))
-        .unwrap_or_default();
-    let drops: Vec<String> = cfg.drop.iter().map(|d| d.display().to_string()).collect();
-    let idle = Screen::Idle {
-        drop: drops.join(", "),
-        model,
-        last_result: None,
-    };
-    display_task::offer(&screen, idle.clone());
-    let classifier = Classifier::load(&cfg.models, options)
-        .context("loading the model")
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    run::stop_on_signals(&stop)
+        .context("installing the SIGTERM/SIGINT handlers")
         .map_err(Failure::Internal)?;
-    let (poll, stability) = (cfg.poll_interval, cfg.stability);
-    let wake = if cfg.inotify {
-        watch::inotify_wakeups(&cfg.drop)
-    } else {
-        None
+    let (w, h) = (cfg.board.display.width, cfg.board.display.height);
+    let display = display_task::spawn(display_task::backend(&cfg), w, h);
+    display.show(Screen::Booting);
+    let (report, classifier) = selftest::run_configured_keeping(&cfg, &run::StatVfs);
+    eprint!("{}", present::selftest_summary(&report));
+    let classifier = match classifier {
+        Some(c) if report.passed => c,
+        _ => {
+            let failed: Vec<String> = report
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect();
+            display.show(Screen::SelfTestFailed {
+                reason: failed.join("; "),
+            });
+            // The failure must reach the screen before the process ends.
+            display.flush(std::time::Duration::from_secs(2));
+            return Err(Failure::Internal(anyhow::anyhow!(
+                "self-test failed; not starting (no verdict may be shown)"
+            )));
+        }
     };
-    let mut service = watch::Service::new(cfg, classifier, watch::StatVfs)
+    let service = run::Service::new(cfg, classifier, run::StatVfs, display, stop.clone())
         .context("starting the service")
         .map_err(Failure::Internal)?;
-    let start = std::time::Instant::now();
-    let mut wait = poll;
-    loop {
-        service.tick(start.elapsed());
-        let events = service.drain_events();
-        if let Some(s) = events.iter().rev().find_map(|e| display_task::screen_for(e, &idle)) {
-            display_task::offer(&screen, s);
-        }
-        // An inotify event means something changed: look again once it can have settled.
-        wait = match &wake {
-            Some((rx, _watcher)) => match rx.recv_timeout(wait) {
-                Ok(()) => poll.min(stability + std::time::Duration::from_millis(100)),
-                Err(_) => poll,
-            },
-            None => {
-                std::thread::sleep(poll);
-                poll
-            }
-        };
-    }
+    run::run(service, stop);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Write to stdout; a reader that went away (`| head`) ends the output quietly instead of
@@ -278,7 +251,9 @@ fn to_json<T: serde::Serialize>(report: &T) -> Result<String, Failure> {
         .map_err(Failure::Internal)
 }
 
-fn run(cli: Cli) -> Result<ExitCode, Failure> {
+type LoadedConfig = Result<ctsentinel::service::config::Config, ctsentinel::service::config::ConfigError>;
+
+fn run(cli: Cli, service_config: Option<LoadedConfig>) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Select { dir, json } => {
             let report = pipeline::select_folder(&dir)
@@ -297,9 +272,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Scan { dir, json, out, model } => {
             let mut classifier = model.load().map_err(Failure::Internal)?;
-            let report = pipeline::scan_folder(&dir, &mut classifier, &mut |p| log::debug!("{p:?}"))
-                .with_context(|| format!("cannot scan {}", dir.display()))
-                .map_err(Failure::Input)?;
+            let report = pipeline::scan_folder(&dir, &mut classifier, &mut |p| {
+                log::debug!("{p:?}");
+                std::ops::ControlFlow::Continue(())
+            })
+            .with_context(|| format!("cannot scan {}", dir.display()))
+            .map_err(Failure::Input)?;
             let text = to_json(&report)?;
             if let Some(out) = &out {
                 present::write_atomic(out, format!("{text}\n").as_bytes())
@@ -325,7 +303,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     let cfg = ctsentinel::service::config::Config::load(path, None)
                         .context("invalid configuration")
                         .map_err(Failure::Input)?;
-                    ctsentinel::service::selftest::run_configured(&cfg, &ctsentinel::service::watch::StatVfs)
+                    ctsentinel::service::selftest::run_configured(&cfg, &ctsentinel::service::run::StatVfs)
                 }
                 None => ctsentinel::service::selftest::run(&args.model.path(), args.model.options()),
             };
@@ -340,7 +318,13 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 ExitCode::from(EXIT_INTERNAL)
             })
         }
-        Command::Watch { config, boards } => watch(&config, boards.as_deref()),
+        Command::Watch { config, boards } => {
+            let cfg = match service_config {
+                Some(loaded) => loaded,
+                None => ctsentinel::service::config::Config::load(&config, boards.as_deref()),
+            };
+            watch(cfg.context("invalid configuration").map_err(Failure::Input)?)
+        }
         Command::DisplayDemo { backend, out } => {
             use ctsentinel::present::display;
             if backend != "png" {

@@ -7,12 +7,13 @@
 //! milliseconds against a model run of tens to hundreds, so streaming costs little and a
 //! thin series of 500 slices never sits decoded in memory.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
 use crate::classify::Classifier;
 use crate::decide::{self, Verdict};
-use crate::ingest::{self, IngestError, Series, SliceDecoder};
+use crate::ingest::{self, FileProblem, IngestError, Series, SliceDecoder};
 use crate::report::{
     ClassifyReport, ImageClass, ScanReport, SelectReport, SeriesScan, SeriesSelection, SliceScan, SliceSelection,
     Timing,
@@ -32,10 +33,12 @@ pub fn select_folder(dir: &Path) -> Result<SelectReport, IngestError> {
     })
 }
 
-/// Decode and count every slice of one series, then apply the paper's rule.
+/// Decode and count every slice of one series, then apply the paper's rule. A series with any
+/// file that cannot be used (refused before decoding, or failing to decode) is rejected,
+/// naming every such file: no selection is made on part of a series.
 pub fn select_series(series: &Series, decoder: &mut SliceDecoder) -> SeriesSelection {
     let mut slices = Vec::with_capacity(series.files.len());
-    let mut errors = Vec::new();
+    let mut problems: Vec<FileProblem> = series.refused.clone();
     for path in &series.files {
         match decoder.decode(path) {
             Ok(slice) => slices.push(SliceSelection {
@@ -46,8 +49,11 @@ pub fn select_series(series: &Series, decoder: &mut SliceDecoder) -> SeriesSelec
                 height: slice.height,
             }),
             Err(e) => {
-                log::error!("{e}");
-                errors.push(e.to_string());
+                log::error!("{}: {}: {}", series.path.display(), ingest::name_of(path), e.reason());
+                problems.push(FileProblem {
+                    file: ingest::name_of(path),
+                    reason: e.reason(),
+                });
             }
         }
     }
@@ -58,14 +64,19 @@ pub fn select_series(series: &Series, decoder: &mut SliceDecoder) -> SeriesSelec
         slices: Vec::new(),
         selected: 0,
         rejected: None,
+        unreadable: Vec::new(),
     };
-    if !errors.is_empty() {
+    if !problems.is_empty() {
+        problems.sort_by_key(|p| ingest::natural_key(&p.file));
+        let total = series.files.len() + series.refused.len();
+        let list: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.file, p.reason)).collect();
         out.rejected = Some(format!(
             "{} of {} files unreadable: {}",
-            errors.len(),
-            series.files.len(),
-            errors.join("; ")
+            problems.len(),
+            total,
+            list.join("; ")
         ));
+        out.unreadable = problems;
         return out;
     }
     let counts: Vec<u32> = slices.iter().map(|s| s.dark_pixels).collect();
@@ -98,39 +109,65 @@ pub enum Progress<'a> {
     Classified { series: &'a str, done: usize, of: usize },
 }
 
+/// Why a scan gave no report.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The folder is not a patient or series folder at all.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// The progress callback asked to stop (the service is shutting down).
+    #[error("stopped before the scan finished")]
+    Cancelled,
+}
+
 /// Scan a patient or series folder: select, classify the selected slices, decide.
 ///
 /// A series that cannot be read completely is reported as rejected and makes the patient
 /// verdict `undetermined` (a verdict on part of a patient's scan is not given as if it were
-/// the whole). The error is only for a `dir` that is not a patient or series folder.
+/// the whole). The error is only for a `dir` that is not a patient or series folder, or a
+/// stop asked for by `progress`.
 pub fn scan_folder(
     dir: &Path,
     classifier: &mut Classifier,
-    progress: &mut dyn FnMut(Progress<'_>),
-) -> Result<ScanReport, IngestError> {
-    let start = Instant::now();
+    progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
+) -> Result<ScanReport, ScanError> {
     let series = ingest::discover(dir)?;
+    scan_series(&series, &ingest::name_of(dir), classifier, progress)
+}
+
+/// [`scan_folder`] over series already found (the service builds them from its snapshot).
+/// `patient` names the patient when there is no series to take it from.
+pub fn scan_series(
+    series: &[Series],
+    patient: &str,
+    classifier: &mut Classifier,
+    progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
+) -> Result<ScanReport, ScanError> {
+    let start = Instant::now();
     let mut decoder = SliceDecoder::new();
     let fraction = classifier.card().decision.patient_covid_fraction;
     let mut timing = Timing::default();
     let mut out = Vec::with_capacity(series.len());
-    for s in &series {
+    for s in series {
         let t = Instant::now();
         let sel = select_series(s, &mut decoder);
         timing.select += t.elapsed().as_millis() as u64;
-        progress(Progress::Selected {
+        let step = progress(Progress::Selected {
             series: &s.id,
             selected: sel.selected,
             slices: sel.slices.len(),
         });
+        if step.is_break() {
+            return Err(ScanError::Cancelled);
+        }
         let t = Instant::now();
-        out.push(classify_series(s, sel, &mut decoder, classifier, fraction, progress));
+        out.push(classify_series(s, sel, &mut decoder, classifier, fraction, progress)?);
         timing.classify += t.elapsed().as_millis() as u64;
     }
     let patient = series
         .first()
         .map(|s| s.patient.clone())
-        .unwrap_or_else(|| ingest::name_of(dir));
+        .unwrap_or_else(|| patient.to_string());
     let selected: usize = out.iter().map(|s| s.selected).sum();
     let covid: usize = out.iter().map(|s| s.covid).sum();
     let rejected: Vec<String> = out
@@ -178,8 +215,8 @@ fn classify_series(
     decoder: &mut SliceDecoder,
     classifier: &mut Classifier,
     fraction: f64,
-    progress: &mut dyn FnMut(Progress<'_>),
-) -> SeriesScan {
+    progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
+) -> Result<SeriesScan, ScanError> {
     let mut out = SeriesScan {
         path: sel.path,
         id: s.id.clone(),
@@ -189,13 +226,14 @@ fn classify_series(
         verdict: Verdict::Undetermined,
         covid_fraction: None,
         rejected: sel.rejected,
+        unreadable: sel.unreadable,
         slices: Vec::with_capacity(sel.slices.len()),
     };
     if let Some(reason) = &out.rejected {
         out.selected = 0;
         let d = decide::undetermined(reason.clone());
         out.covid_fraction = d.covid_fraction;
-        return out;
+        return Ok(out);
     }
     // Selected slices are decoded and preprocessed in order, and classified a few at a time
     // across the classifier's workers: at most `batch` input planes (256 KiB each) are held.
@@ -203,6 +241,8 @@ fn classify_series(
     let mut pending: Vec<(usize, Vec<f32>)> = Vec::with_capacity(batch);
     let mut done = 0;
     let of = out.selected;
+    let mut cancelled = false;
+    // Continue(()): go on; Break(true): stop asked for; Break(false): the model failed.
     let mut flush = |pending: &mut Vec<(usize, Vec<f32>)>, out: &mut SeriesScan, classifier: &Classifier| {
         let (idx, planes): (Vec<usize>, Vec<Vec<f32>>) = pending.drain(..).unzip();
         match classifier.p_covid_planes(planes) {
@@ -212,16 +252,18 @@ fn classify_series(
                     out.covid += usize::from(classifier.is_covid(p));
                     done += 1;
                 }
-                progress(Progress::Classified {
+                match progress(Progress::Classified {
                     series: &s.id,
                     done,
                     of,
-                });
-                true
+                }) {
+                    ControlFlow::Continue(()) => ControlFlow::Continue(()),
+                    ControlFlow::Break(()) => ControlFlow::Break(true),
+                }
             }
             Err(e) => {
                 out.rejected = Some(format!("{}: {e}", s.path.display()));
-                false
+                ControlFlow::Break(false)
             }
         }
     };
@@ -241,27 +283,40 @@ fn classify_series(
             Ok(px) => pending.push((index, classifier.plane_from_stored(px.pixels, px.width, px.height))),
             Err(e) => {
                 // Decoded in the first pass, not now: the file changed under us.
-                out.rejected = Some(format!("{e} (the file changed during the scan)"));
+                let file = ingest::name_of(path);
+                out.rejected = Some(format!("{file}: {} (the file changed during the scan)", e.reason()));
+                out.unreadable.push(FileProblem {
+                    file,
+                    reason: format!("{} (the file changed during the scan)", e.reason()),
+                });
                 break;
             }
         }
-        if pending.len() == batch && !flush(&mut pending, &mut out, classifier) {
-            break;
+        if pending.len() == batch {
+            if let ControlFlow::Break(stop) = flush(&mut pending, &mut out, classifier) {
+                cancelled = stop;
+                break;
+            }
         }
     }
-    if out.rejected.is_none() && !pending.is_empty() {
-        flush(&mut pending, &mut out, classifier);
+    if out.rejected.is_none() && !pending.is_empty() && !cancelled {
+        if let ControlFlow::Break(stop) = flush(&mut pending, &mut out, classifier) {
+            cancelled = stop;
+        }
+    }
+    if cancelled {
+        return Err(ScanError::Cancelled);
     }
     if out.rejected.is_some() {
         out.slices.clear();
         out.selected = 0;
         out.covid = 0;
-        return out;
+        return Ok(out);
     }
     let d = decide::decide(out.selected, out.covid, fraction);
     out.verdict = d.verdict;
     out.covid_fraction = d.covid_fraction;
-    out
+    Ok(out)
 }
 
 /// Classify single images with no selection: 16-bit TIFF slices (preprocessed per the card)
@@ -311,5 +366,24 @@ fn classify_image(path: &Path, decoder: &mut SliceDecoder, classifier: &mut Clas
         classifier
             .p_covid_plane(plane)
             .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// The report of a scan that was not run, with its reason: verdict `undetermined`, no series.
+/// The service writes it for a series it sets aside, so that every snapshot has a result.
+pub fn undetermined_report(patient: &str, reason: String, classifier: &Classifier) -> ScanReport {
+    let d = decide::undetermined(reason);
+    ScanReport {
+        patient: patient.to_string(),
+        verdict: d.verdict,
+        covid_fraction: d.covid_fraction,
+        selected_slices: 0,
+        covid_slices: 0,
+        reason: d.reason,
+        rule: rule_text(classifier),
+        series: Vec::new(),
+        model: classifier.identity(),
+        notice: crate::NOTICE.to_string(),
+        timing_ms: Timing::default(),
     }
 }

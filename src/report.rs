@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::ModelIdentity;
 use crate::decide::Verdict;
+pub use crate::ingest::FileProblem;
 
 /// `ctsentinel select <DIR> --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +25,9 @@ pub struct SeriesSelection {
     pub selected: usize,
     /// Why the series could not be read (every failing file with its reason), else `null`.
     pub rejected: Option<String>,
+    /// Every file that could not be used, with its reason (empty when none).
+    #[serde(default)]
+    pub unreadable: Vec<FileProblem>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +78,9 @@ pub struct SeriesScan {
     pub covid_fraction: Option<f64>,
     /// Why the series could not be used (every failing file with its reason), else `null`.
     pub rejected: Option<String>,
+    /// Every file that could not be used, with its reason (empty when none).
+    #[serde(default)]
+    pub unreadable: Vec<FileProblem>,
     pub slices: Vec<SliceScan>,
 }
 
@@ -115,4 +122,31 @@ impl ClassifyReport {
     pub fn any_failed(&self) -> bool {
         self.images.iter().any(|i| i.error.is_some())
     }
+}
+
+/// A result the service writes: `<state>/results/<drop>/<patient>/<series>.json`. The `scan
+/// --json` contract, plus where the series came from and what the snapshot held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceResult {
+    #[serde(flatten)]
+    pub scan: ScanReport,
+    pub source: ResultSource,
+}
+
+/// Where a service result's series was, exactly as named there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultSource {
+    /// The drop folder as configured.
+    pub drop: String,
+    /// Patient and series folder names (invalid UTF-8 shown as U+FFFD).
+    pub patient: String,
+    pub series_folder: String,
+    /// The snapshot's key (SHA-256 over place, names, sizes and contents): the journal's key.
+    pub key: String,
+    /// Slice files in the snapshot.
+    pub files: usize,
+    /// Entries that are not slices and were not read (sub-folders), for completeness.
+    pub ignored: Vec<FileProblem>,
+    /// Seconds since the Unix epoch when the result was written.
+    pub written_at: u64,
 }

@@ -39,6 +39,17 @@ pub struct Series {
     pub id: String,
     pub path: PathBuf,
     pub files: Vec<PathBuf>,
+    /// Entries of the series folder that are not in `files` because they could not be read
+    /// as slices at all (the service's snapshot refuses links and special files): each makes
+    /// the series incomplete, exactly like a file that fails to decode.
+    pub refused: Vec<FileProblem>,
+}
+
+/// A file of a series that could not be used, and why (file name relative to the series).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileProblem {
+    pub file: String,
+    pub reason: String,
 }
 
 /// Why a file was not read as a slice, or a folder not as a series.
@@ -58,6 +69,21 @@ pub enum IngestError {
     NotARegularFile { path: PathBuf, kind: &'static str },
     #[error("{path}: {reason}")]
     Decode { path: PathBuf, reason: DecodeError },
+}
+
+impl IngestError {
+    /// The reason without the path (the caller names the file as the user knows it).
+    pub fn reason(&self) -> String {
+        match self {
+            IngestError::Io { source, .. } => format!("cannot read: {source}"),
+            IngestError::NotADirectory { .. } => "not a folder".into(),
+            IngestError::EmptyFolder { .. } => "holds no slice files and no series folders".into(),
+            IngestError::NotARegularFile { kind, .. } => {
+                format!("not a regular file ({kind}); refusing to read it as a slice")
+            }
+            IngestError::Decode { reason, .. } => reason.to_string(),
+        }
+    }
 }
 
 /// The specific reason a file is not an acceptable slice.
@@ -139,6 +165,7 @@ fn series(patient: String, dir: &Path, mut files: Vec<PathBuf>) -> Series {
         id: name_of(dir),
         path: dir.to_path_buf(),
         files,
+        refused: Vec::new(),
     }
 }
 

@@ -162,14 +162,27 @@ pub fn selftest_summary(r: &crate::service::selftest::SelfTestReport) -> String 
 /// new one, never half of one.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     let name = path.file_name().ok_or_else(|| std::io::Error::other("no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    // Short enough for any name (NAME_MAX is 255 bytes), unique within this process; a stale
+    // temporary of an earlier process with the same pid is overwritten, not an error.
+    let mut stem = name.to_string_lossy().into_owned();
+    while stem.len() > 100 {
+        stem.pop();
+    }
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{stem}.tmp-{}-{seq}", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);

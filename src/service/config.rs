@@ -39,6 +39,12 @@ struct RawConfig {
     threads: Option<usize>,
     #[serde(default = "default_inotify")]
     inotify: bool,
+    #[serde(default = "default_retention")]
+    retention_days: u64,
+}
+
+fn default_retention() -> u64 {
+    365
 }
 
 fn default_inotify() -> bool {
@@ -110,21 +116,18 @@ pub struct Config {
     /// Wake up on inotify events as well as every poll interval (mounts without events, such
     /// as NFS, SMB or vfat USB sticks, are still seen by polling).
     pub inotify: bool,
+    /// A finished series whose folder is gone from every drop folder is forgotten by the
+    /// journal this long after it was processed (if it is dropped again later it is
+    /// processed again; its result file is replaced, never duplicated).
+    pub retention: Duration,
 }
 
 const BACKENDS: [&str; 4] = ["none", "png", "framebuffer", "spi"];
 
 impl Config {
-    pub fn results(&self) -> PathBuf {
-        self.state.join("results")
-    }
-
-    pub fn quarantine(&self) -> PathBuf {
-        self.results().join("quarantine")
-    }
-
-    pub fn journal(&self) -> PathBuf {
-        self.state.join("journal")
+    /// The state folder's paths.
+    pub fn layout(&self) -> super::layout::Layout {
+        super::layout::Layout::new(&self.state)
     }
 
     /// Read `path` and the board profile it names from `boards` (default: `boards/` beside the
@@ -176,6 +179,20 @@ impl Config {
                 raw.log_level
             )));
         }
+        if !(1..=36500).contains(&raw.retention_days) {
+            return Err(bad(format!(
+                "retention_days = {} must lie in 1..=36500",
+                raw.retention_days
+            )));
+        }
+        for (i, d) in raw.drop.iter().enumerate() {
+            if raw.drop[..i].iter().any(|e| e.starts_with(d) || d.starts_with(e)) {
+                return Err(bad(format!(
+                    "drop folder {} is listed twice or inside another drop folder",
+                    d.display()
+                )));
+            }
+        }
         let threads = raw.threads.unwrap_or(board.threads);
         if !(1..=64).contains(&threads) {
             return Err(bad(format!("threads = {threads} must lie in 1..=64")));
@@ -192,6 +209,7 @@ impl Config {
             log_level: raw.log_level,
             threads,
             inotify: raw.inotify,
+            retention: Duration::from_secs(raw.retention_days * 86_400),
         })
     }
 }

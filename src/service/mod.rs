@@ -1,11 +1,25 @@
-//! The appliance service: the only place that owns clocks, threads and persistent state: the
-//! configuration and board profiles, the journal, the drop-folder watcher, the display task, the
-//! power-up self-test (run before any verdict is shown, and by `ctsentinel selftest`), and the
-//! heap housekeeping a months-long process needs.
+//! The appliance service: the only place that owns clocks, threads, signals and persistent
+//! state. It drives the pipeline (ingest → select → classify → decide → present); nothing
+//! below imports it.
+//!
+//! - [`machine`]: the decisions, with no I/O (stability, ledger, exactly-once, crash counts,
+//!   backoff), property-tested through every event order and crash point;
+//! - [`run`]: the executor that carries them out, and the appliance loop;
+//! - [`dropfs`]: reading drop folders without following links or writing to them;
+//! - [`journal`]: the append-only, checksummed, compacted record of what was done;
+//! - [`layout`]: every path of the state folder, and safe names for anything;
+//! - [`config`], [`display_task`], [`event`], [`selftest`] (run before any verdict is shown,
+//!   and by `ctsentinel selftest`), [`heap`] (housekeeping a months-long process needs).
 
 pub mod config;
 pub mod display_task;
+pub mod dropfs;
+pub mod event;
 pub mod heap;
 pub mod journal;
+pub mod layout;
+pub mod machine;
+pub mod run;
 pub mod selftest;
-pub mod watch;
+
+pub use run::{run, Service};

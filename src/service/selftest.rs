@@ -116,6 +116,12 @@ fn timed(name: &str, f: impl FnOnce() -> Result<String, String>) -> Check {
 
 /// Run every check; a failed check never stops the others from being reported.
 pub fn run(models: &Path, options: Options) -> SelfTestReport {
+    run_keeping(models, options).0
+}
+
+/// [`run`], also returning the classifier the checks ran on (`None` if it did not load), so
+/// that the service classifies with exactly the plan that passed its known answers.
+pub fn run_keeping(models: &Path, options: Options) -> (SelfTestReport, Option<Classifier>) {
     let mut checks = Vec::new();
     checks.push(timed("selection_kernel", || {
         for k in 0..3 {
@@ -152,20 +158,29 @@ pub fn run(models: &Path, options: Options) -> SelfTestReport {
             ms: 0,
         });
     }
-    SelfTestReport {
+    let report = SelfTestReport {
         passed: checks.iter().all(|c| c.passed),
         checks,
         model: classifier.as_ref().map(Classifier::identity),
         cpu: crate::classify::cpu_kernels(),
         notice: crate::NOTICE.to_string(),
-    }
+    };
+    (report, classifier)
 }
 
 /// The checks of a configured appliance on top of [`run`]: drop folders readable, state folder
 /// writable, free disk above the floor, display backend known (its hardware is checked by the
 /// display task when it starts).
-pub fn run_configured(config: &super::config::Config, free: &dyn super::watch::FreeSpace) -> SelfTestReport {
-    let mut report = run(
+pub fn run_configured(config: &super::config::Config, free: &dyn super::run::FreeSpace) -> SelfTestReport {
+    run_configured_keeping(config, free).0
+}
+
+/// [`run_configured`], also returning the self-tested classifier (see [`run_keeping`]).
+pub fn run_configured_keeping(
+    config: &super::config::Config,
+    free: &dyn super::run::FreeSpace,
+) -> (SelfTestReport, Option<Classifier>) {
+    let (mut report, classifier) = run_keeping(
         &config.models,
         Options {
             threads: config.threads,
@@ -178,7 +193,8 @@ pub fn run_configured(config: &super::config::Config, free: &dyn super::watch::F
         Ok(format!("{} drop folder(s) readable", config.drop.len()))
     }));
     report.checks.push(timed("state_folder", || {
-        std::fs::create_dir_all(config.results()).map_err(|e| format!("{}: {e}", config.results().display()))?;
+        let results = config.layout().results();
+        std::fs::create_dir_all(&results).map_err(|e| format!("{}: {e}", results.display()))?;
         let probe = config.state.join(".selftest-write");
         crate::present::write_atomic(&probe, b"ok").map_err(|e| format!("{}: {e}", config.state.display()))?;
         std::fs::remove_file(&probe).map_err(|e| format!("{}: {e}", probe.display()))?;
@@ -205,7 +221,7 @@ pub fn run_configured(config: &super::config::Config, free: &dyn super::watch::F
         .checks
         .push(timed("display", || Ok(format!("backend {}", config.display_backend))));
     report.passed = report.checks.iter().all(|c| c.passed);
-    report
+    (report, classifier)
 }
 
 /// Path of the known answers beside a card: `<name>.kat.json`.

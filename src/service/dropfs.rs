@@ -1,0 +1,508 @@
+//! Reading a drop folder without ever leaving it and without ever writing to it.
+//!
+//! Why: a drop folder is a USB stick or a share that anyone with access to the scanner room can
+//! fill. A directory link in it must not lead the service to read — let alone move — files
+//! elsewhere (`/etc`, another patient's share), and a stick may be read-only. So:
+//! - every path is walked from the drop root with `openat(…, O_NOFOLLOW)` relative to the
+//!   already-opened parent, so a link swapped in between listing and reading is refused by
+//!   the kernel, not by a check that can race ([`list`], [`snapshot`]);
+//! - symbolic links are never followed, wherever they point (a link inside the drop folder
+//!   would make a second copy of a series anyway); they are reported with a reason;
+//! - the drop folder is only ever read. What the service processes is a *snapshot*: every
+//!   slice file copied into `<state>/work/<key>/` while its SHA-256 is computed, so the key,
+//!   the scan and any quarantine copy all come from the same bytes, whatever happens to the
+//!   drop folder meanwhile.
+//!
+//! The drop root itself is opened normally (the administrator configured it; it may be a
+//! mount point or a link to one).
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+use sha2::{Digest, Sha256};
+
+use super::machine::Place;
+use crate::ingest::{self, MAX_FILE_BYTES};
+
+/// One series folder as listed: enough to tell whether it changed, nothing read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesListing {
+    pub place: Place,
+    /// Stat-level signature of the folder's entries (see [`stat_signature`]).
+    pub stat: String,
+    /// Entries that are not temporary names.
+    pub files: usize,
+    /// Temporary names present (`*.part`, `*.tmp`, dot-files): a copy in progress.
+    pub transient: Vec<String>,
+}
+
+/// What one look at a drop folder found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropListing {
+    pub series: Vec<SeriesListing>,
+    /// Entries above the series level that are not followed or not part of a series, with the
+    /// reason (`<patient>` or `<patient>/<entry>`).
+    pub refused: Vec<(String, String)>,
+    /// Patient folders that could not be listed this time (the others go on).
+    pub errors: Vec<(String, String)>,
+}
+
+/// Why a drop folder or a series could not be read this time. Every one is transient: the
+/// folder may come back (a stick re-inserted, a share reconnected).
+#[derive(Debug, thiserror::Error)]
+pub enum DropError {
+    #[error("{path}: cannot open the drop folder: {source}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{place}: cannot read: {source}")]
+    Read {
+        place: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{place}: is no longer a folder of the drop folder (removed, or replaced by a link)")]
+    Gone { place: String },
+    #[error("{place}: changed while it was being copied; waiting for it to settle again")]
+    Changed { place: String },
+    #[error("{path}: cannot write the snapshot: {source}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DropError {
+    /// True when the state folder (ours) failed rather than the drop folder.
+    pub fn is_state(&self) -> bool {
+        matches!(self, DropError::State { .. })
+    }
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+fn open_root(root: &Path) -> Result<OwnedFd, DropError> {
+    rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| DropError::Root {
+        path: root.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// A sub-folder, refusing links (`O_NOFOLLOW` makes `openat` fail on one).
+fn open_dir_at(parent: impl AsFd, name: &OsStr) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty())?)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Link,
+    Other(&'static str),
+}
+
+struct Entry {
+    name: OsString,
+    kind: Kind,
+    size: u64,
+    ino: u64,
+    mtime_ns: i128,
+}
+
+/// Every entry of an open folder with `lstat`-level facts, sorted by name bytes.
+fn entries(dir: &OwnedFd) -> std::io::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for e in Dir::read_from(dir)? {
+        let e = e?;
+        let name = OsStr::from_bytes(e.file_name().to_bytes()).to_os_string();
+        if name == "." || name == ".." {
+            continue;
+        }
+        let st = match rustix::fs::statat(dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            // Removed between readdir and stat: it is simply not there.
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let kind = match FileType::from_raw_mode(st.st_mode as _) {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Link,
+            FileType::Fifo => Kind::Other("a named pipe"),
+            FileType::Socket => Kind::Other("a socket"),
+            FileType::CharacterDevice => Kind::Other("a character device"),
+            FileType::BlockDevice => Kind::Other("a block device"),
+            _ => Kind::Other("of an unknown type"),
+        };
+        out.push(Entry {
+            name,
+            kind,
+            size: st.st_size as u64,
+            ino: st.st_ino as u64,
+            mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+        });
+    }
+    out.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    Ok(out)
+}
+
+fn lossy(name: &OsStr) -> String {
+    name.to_string_lossy().into_owned()
+}
+
+fn link_reason() -> String {
+    "symbolic link: links are never followed in a drop folder".to_string()
+}
+
+/// Look at a drop folder: `<drop>/<patient>/<series>/`. Nothing is read but folder entries.
+pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
+    let rootfd = open_root(root)?;
+    let top = entries(&rootfd).map_err(|source| DropError::Root {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let mut out = DropListing::default();
+    for p in top {
+        let pname = lossy(&p.name);
+        if ingest::is_transient_name(&pname) {
+            continue;
+        }
+        match p.kind {
+            Kind::Dir => {}
+            Kind::Link => {
+                out.refused.push((pname, link_reason()));
+                continue;
+            }
+            _ => {
+                out.refused.push((
+                    pname,
+                    "not a patient folder (the layout is <patient>/<series>/<slices>)".into(),
+                ));
+                continue;
+            }
+        }
+        let listed = open_dir_at(&rootfd, &p.name).and_then(|fd| Ok((entries(&fd)?, fd)));
+        let (series, pfd) = match listed {
+            Ok(x) => x,
+            Err(e) => {
+                out.errors.push((pname, e.to_string()));
+                continue;
+            }
+        };
+        for s in series {
+            let sname = lossy(&s.name);
+            if ingest::is_transient_name(&sname) {
+                continue;
+            }
+            let at = format!("{pname}/{sname}");
+            match s.kind {
+                Kind::Dir => {}
+                Kind::Link => {
+                    out.refused.push((at, link_reason()));
+                    continue;
+                }
+                _ => {
+                    out.refused
+                        .push((at, "a file in a patient folder is not part of any series".into()));
+                    continue;
+                }
+            }
+            let place = Place::new(drop_id, &p.name, &s.name);
+            match open_dir_at(&pfd, &s.name).and_then(|fd| entries(&fd)) {
+                Ok(files) => out.series.push(listing(place, &files)),
+                Err(e) => out.errors.push((at, e.to_string())),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn listing(place: Place, files: &[Entry]) -> SeriesListing {
+    let transient: Vec<String> = files
+        .iter()
+        .map(|f| lossy(&f.name))
+        .filter(|n| ingest::is_transient_name(n))
+        .collect();
+    SeriesListing {
+        place,
+        stat: stat_signature(files),
+        files: files.len() - transient.len(),
+        transient,
+    }
+}
+
+/// SHA-256 (16 hex digits) over every entry's name, type, size, inode and mtime: any copy,
+/// replacement or touch changes it, and comparing it costs no file reads. This is what lets a
+/// restart recognise the series it already processed without reading them again.
+fn stat_signature(files: &[Entry]) -> String {
+    let mut h = Sha256::new();
+    for f in files {
+        h.update((f.name.len() as u64).to_le_bytes());
+        h.update(f.name.as_bytes());
+        h.update(format!("{:?}\0{}\0{}\0{}\n", f.kind, f.size, f.ino, f.mtime_ns).as_bytes());
+    }
+    hex(&h.finalize())[..16].to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A file of the series that is not in the snapshot, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub file: String,
+    pub reason: String,
+}
+
+/// A series copied into the state folder: what the scan, the key and quarantine copies use.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// SHA-256 over the place and every entry's name, size and content hash (or refusal).
+    pub key: String,
+    /// The copy, `<state>/work/<key>/`, holding the readable slice files under their names.
+    pub dir: PathBuf,
+    /// The copied files, in slice order (natural order of their names).
+    pub files: Vec<PathBuf>,
+    /// Entries that could not be copied as slice files (links, special files, too large).
+    pub refused: Vec<Refused>,
+    /// Sub-folders inside the series folder: not slices, listed so nothing goes unmentioned.
+    pub ignored: Vec<Refused>,
+}
+
+/// Copy the series at `place` under `root` into a fresh folder below `work` and compute its
+/// key. The snapshot is valid only if the folder's stat signature still equals `stat` after
+/// the copy (otherwise [`DropError::Changed`]): the series is then exactly what was stable.
+pub fn snapshot(root: &Path, place: &Place, stat: &str, work: &Path) -> Result<Snapshot, DropError> {
+    let gone = || DropError::Gone {
+        place: place.to_string(),
+    };
+    let read = |source: std::io::Error| DropError::Read {
+        place: place.to_string(),
+        source,
+    };
+    let rootfd = open_root(root)?;
+    let pfd = open_dir_at(&rootfd, &place.patient_os()).map_err(|_| gone())?;
+    let sfd = open_dir_at(&pfd, &place.series_os()).map_err(|_| gone())?;
+    let listed = entries(&sfd).map_err(read)?;
+    if stat_signature(&listed) != stat {
+        return Err(DropError::Changed {
+            place: place.to_string(),
+        });
+    }
+    let tmp = work.join(".incoming");
+    let state = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DropError::State { path, source }
+    };
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(state(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(state(&tmp))?;
+    let mut key = Sha256::new();
+    key.update(b"ctsentinel-snapshot-v1\n");
+    key.update(place.to_string().as_bytes());
+    key.update(b"\n");
+    let mut files = Vec::new();
+    let mut refused = Vec::new();
+    let mut ignored = Vec::new();
+    for e in &listed {
+        let name = lossy(&e.name);
+        if ingest::is_transient_name(&name) {
+            continue;
+        }
+        key.update((e.name.len() as u64).to_le_bytes());
+        key.update(e.name.as_bytes());
+        let refuse = match e.kind {
+            Kind::File if e.size > MAX_FILE_BYTES => Some(format!(
+                "{} bytes, larger than the {MAX_FILE_BYTES}-byte limit for a slice; not read",
+                e.size
+            )),
+            Kind::File => None,
+            Kind::Link => Some(link_reason()),
+            Kind::Dir => {
+                key.update(b"\0dir\n");
+                ignored.push(Refused {
+                    file: name,
+                    reason: "folder inside a series folder: not a slice, not read".into(),
+                });
+                continue;
+            }
+            Kind::Other(what) => Some(format!("not a regular file ({what}); not read")),
+        };
+        if let Some(reason) = refuse {
+            key.update(format!("\0refused\0{reason}\n").as_bytes());
+            refused.push(Refused { file: name, reason });
+            continue;
+        }
+        let dest = tmp.join(&e.name);
+        let digest = copy_file(&sfd, e, &dest).map_err(|err| match err {
+            CopyError::Drop(source) => read(source),
+            CopyError::State(source) => DropError::State {
+                path: dest.clone(),
+                source,
+            },
+            CopyError::Changed => DropError::Changed {
+                place: place.to_string(),
+            },
+        })?;
+        key.update(format!("\0{}\0{digest}\n", e.size).as_bytes());
+        files.push(dest);
+    }
+    // The series must not have changed while it was copied.
+    let after = entries(&sfd).map_err(read)?;
+    if stat_signature(&after) != stat {
+        return Err(DropError::Changed {
+            place: place.to_string(),
+        });
+    }
+    let key = hex(&key.finalize());
+    let dir = work.join(super::layout::short_key(&key));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(state(&dir))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(state(&dir))?;
+    let mut files: Vec<PathBuf> = files
+        .iter()
+        .map(|f| dir.join(f.file_name().unwrap_or_default()))
+        .collect();
+    files.sort_by_key(|p| ingest::natural_key(&ingest::name_of(p)));
+    Ok(Snapshot {
+        key,
+        dir,
+        files,
+        refused,
+        ignored,
+    })
+}
+
+enum CopyError {
+    Drop(std::io::Error),
+    State(std::io::Error),
+    Changed,
+}
+
+/// Copy one regular file (opened without following links, non-blocking so a FIFO swapped in
+/// cannot hang us) to `dest`, hashing it; it must still be the same inode and size.
+fn copy_file(dir: &OwnedFd, e: &Entry, dest: &Path) -> Result<String, CopyError> {
+    let fd = rustix::fs::openat(
+        dir,
+        e.name.as_os_str(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|err| {
+        if err == rustix::io::Errno::LOOP || err == rustix::io::Errno::NOENT {
+            CopyError::Changed
+        } else {
+            CopyError::Drop(err.into())
+        }
+    })?;
+    let st = rustix::fs::fstat(&fd).map_err(|err| CopyError::Drop(err.into()))?;
+    if FileType::from_raw_mode(st.st_mode as _) != FileType::RegularFile || st.st_ino as u64 != e.ino {
+        return Err(CopyError::Changed);
+    }
+    let mut src = File::from(fd).take(MAX_FILE_BYTES + 1);
+    let mut out = File::create(dest).map_err(CopyError::State)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = src.read(&mut buf).map_err(CopyError::Drop)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(CopyError::State)?;
+    }
+    if total != e.size {
+        return Err(CopyError::Changed);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place(p: &str, s: &str) -> Place {
+        Place::new("d-1", OsStr::new(p), OsStr::new(s))
+    }
+
+    #[test]
+    fn links_at_every_level_are_refused_and_never_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let drop = t.path().join("drop");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(outside.join("SR_9")).unwrap();
+        std::fs::write(outside.join("SR_9/IM1.tif"), b"x").unwrap();
+        std::fs::create_dir_all(drop.join("p1/SR_1")).unwrap();
+        std::fs::write(drop.join("p1/SR_1/IM1.tif"), b"slice").unwrap();
+        std::os::unix::fs::symlink(&outside, drop.join("p1/SR_2")).unwrap();
+        std::os::unix::fs::symlink(&outside, drop.join("p2")).unwrap();
+        std::os::unix::fs::symlink(outside.join("SR_9/IM1.tif"), drop.join("p1/SR_1/IM2.tif")).unwrap();
+        let l = list(&drop, "d-1").unwrap();
+        assert_eq!(l.series.len(), 1, "{l:?}");
+        assert_eq!(l.series[0].place, place("p1", "SR_1"));
+        let refused: Vec<&str> = l.refused.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(refused, ["p1/SR_2", "p2"]);
+        let work = t.path().join("work");
+        let s = snapshot(&drop, &l.series[0].place, &l.series[0].stat, &work).unwrap();
+        assert_eq!(s.files.len(), 1);
+        assert_eq!(s.refused.len(), 1);
+        assert_eq!(s.refused[0].file, "IM2.tif");
+        assert!(s.refused[0].reason.contains("symbolic link"));
+        assert_eq!(std::fs::read(&s.files[0]).unwrap(), b"slice");
+    }
+
+    #[test]
+    fn a_change_after_listing_invalidates_the_snapshot() {
+        let t = tempfile::tempdir().unwrap();
+        let drop = t.path().join("drop");
+        std::fs::create_dir_all(drop.join("p/S")).unwrap();
+        std::fs::write(drop.join("p/S/IM1.tif"), b"a").unwrap();
+        let l = list(&drop, "d-1").unwrap();
+        std::fs::write(drop.join("p/S/IM2.tif"), b"b").unwrap();
+        let e = snapshot(&drop, &l.series[0].place, &l.series[0].stat, &t.path().join("w")).unwrap_err();
+        assert!(matches!(e, DropError::Changed { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_key_depends_on_place_and_content_not_on_timestamps() {
+        let t = tempfile::tempdir().unwrap();
+        let drop = t.path().join("drop");
+        for p in ["a", "b"] {
+            std::fs::create_dir_all(drop.join(p).join("S")).unwrap();
+            std::fs::write(drop.join(p).join("S/IM1.tif"), b"same").unwrap();
+        }
+        let work = t.path().join("w");
+        let key = |p: &str| {
+            let l = list(&drop, "d-1").unwrap();
+            let s = l.series.iter().find(|s| s.place == place(p, "S")).unwrap();
+            snapshot(&drop, &s.place, &s.stat, &work).unwrap().key
+        };
+        let a1 = key("a");
+        assert_ne!(a1, key("b"), "identical files under another patient are another series");
+        std::fs::write(drop.join("a/S/IM1.tif"), b"same").unwrap(); // rewritten, new mtime
+        assert_eq!(a1, key("a"));
+        std::fs::write(drop.join("a/S/IM1.tif"), b"diff").unwrap();
+        assert_ne!(a1, key("a"));
+    }
+}

@@ -1,0 +1,783 @@
+//! The executor: carries out what the state machine ([`super::machine`]) decides — lists the
+//! drop folders, copies snapshots, scans, writes results and quarantine copies, journals — and
+//! tells the machine what happened. [`Service::tick`] takes the time from its caller, so tests
+//! drive it step by step; [`run`] is the appliance's loop around it (real clock, inotify
+//! wake-ups, SIGTERM/SIGINT).
+//!
+//! Order of effects for one snapshot (each step durable before the next):
+//! 1. copy the series into `<state>/work/<key>/` (key = SHA-256 over place, names, contents);
+//! 2. if `<state>/results/…/<series>.json` already holds this key (we were stopped after
+//!    writing it), journal `done` and stop here — the result is never computed twice;
+//! 3. journal `processing`; scan the copy; put copies of unusable files in quarantine;
+//! 4. write the result atomically; journal `done`; remove the copy.
+//! A stop anywhere (kill -9, power cut, SIGTERM) leaves at worst a `processing` line and a
+//! copy: on restart the copy is swept and the series, still in the drop folder, is done again
+//! from step 1, into the same single result file. Only our own panic hook writes
+//! `<state>/crash`, which the next start journals as `crashed` against the key: outside stops
+//! are never counted against a series.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use heapless::Deque;
+
+use super::config::Config;
+use super::display_task::{self, Display};
+use super::dropfs::{self, DropError, Snapshot};
+use super::event::Event;
+use super::journal::{Journal, JournalError, Record, State};
+use super::layout::{self, Layout};
+use super::machine::{Machine, Place, Plan, Settings};
+use crate::classify::Classifier;
+use crate::ingest::{self, FileProblem, Series, SliceDecoder};
+use crate::pipeline::{self, Progress, ScanError};
+use crate::present::display::{Screen, Thumbnail};
+use crate::present::write_atomic;
+use crate::report::{ResultSource, ScanReport, ServiceResult};
+
+/// Free bytes available under a path (injected so the disk guard can be tested).
+pub trait FreeSpace {
+    fn free_bytes(&self, path: &Path) -> std::io::Result<u64>;
+}
+
+/// The real probe: `statvfs`.
+pub struct StatVfs;
+
+impl FreeSpace for StatVfs {
+    fn free_bytes(&self, path: &Path) -> std::io::Result<u64> {
+        let s = rustix::fs::statvfs(path).map_err(std::io::Error::from)?;
+        Ok(s.f_bavail.saturating_mul(s.f_frsize))
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{path}: cannot create the state folder: {source}")]
+    StateFolder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("{path}: cannot read the crash marker: {source}")]
+    CrashMarker {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why one attempt at a series did not finish (each is retried; none is the series' fault).
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Drop(#[from] DropError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stopped")]
+    Stopped,
+}
+
+/// Capacity of the queue of events kept for [`Service::drain_events`] (oldest dropped).
+pub const EVENT_QUEUE: usize = 64;
+
+/// Keys being processed right now, with their crash-marker path: what our panic hook records.
+static IN_PROGRESS: Mutex<Vec<(PathBuf, String, String)>> = Mutex::new(Vec::new());
+
+/// Install (once per process) the panic hook that writes `<state>/crash` for the key being
+/// processed, then runs the previous hook. With `panic = "abort"` (the shipped profile) the
+/// process ends right after; systemd restarts it and the next start journals the crash.
+pub fn install_crash_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // try_lock: never deadlock in a panic; a poisoned lock still holds plain data.
+            let guard = match IN_PROGRESS.try_lock() {
+                Ok(g) => Some(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(g) = guard {
+                for (marker, key, series) in g.iter() {
+                    let text = serde_json::json!({"key": key, "series": series, "panic": info.to_string()});
+                    let _ = write_atomic(marker, format!("{text}\n").as_bytes());
+                }
+            }
+            previous(info);
+        }));
+    });
+}
+
+fn in_progress_lock() -> std::sync::MutexGuard<'static, Vec<(PathBuf, String, String)>> {
+    IN_PROGRESS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Marks a key as being processed for as long as it lives.
+struct InProgress {
+    marker: PathBuf,
+    key: String,
+}
+
+impl InProgress {
+    fn new(marker: PathBuf, key: &str, series: &str) -> InProgress {
+        in_progress_lock().push((marker.clone(), key.to_string(), series.to_string()));
+        InProgress {
+            marker,
+            key: key.to_string(),
+        }
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        in_progress_lock().retain(|(m, k, _)| !(m == &self.marker && k == &self.key));
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The service: the journal, the machine and the classifier, driven by [`Service::tick`].
+pub struct Service<F: FreeSpace> {
+    config: Config,
+    layout: Layout,
+    classifier: Classifier,
+    journal: Journal,
+    machine: Machine,
+    free: F,
+    display: Display,
+    idle: Screen,
+    stop: Arc<AtomicBool>,
+    /// (configured path, id) of each drop folder.
+    drops: Vec<(PathBuf, String)>,
+    events: Deque<Event, EVENT_QUEUE>,
+    compacted: bool,
+}
+
+impl<F: FreeSpace> Service<F> {
+    /// Create the state folders, sweep what an interrupted run left in `work/`, open and
+    /// replay the journal, and journal a crash our panic hook recorded.
+    pub fn new(
+        config: Config,
+        classifier: Classifier,
+        free: F,
+        display: Display,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Self, ServiceError> {
+        install_crash_hook();
+        let layout = config.layout();
+        for dir in [layout.results(), layout.quarantine(), layout.work()] {
+            std::fs::create_dir_all(&dir).map_err(|source| ServiceError::StateFolder { path: dir, source })?;
+        }
+        sweep_work(&layout.work());
+        sweep_stale_temporaries(&layout.results());
+        let mut journal = Journal::open(&layout.journal())?;
+        record_crash(&layout, &mut journal)?;
+        let machine = Machine::new(Settings::new(config.stability), journal.replay());
+        let drops = config.drop.iter().map(|d| (d.clone(), layout::drop_id(d))).collect();
+        let model = classifier.identity();
+        let idle = Screen::Idle {
+            drop: config
+                .drop
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            model: format!("{} {}", model.name, model.version),
+            last_result: None,
+        };
+        display.show(idle.clone());
+        Ok(Service {
+            config,
+            layout,
+            classifier,
+            journal,
+            machine,
+            free,
+            display,
+            idle,
+            stop,
+            drops,
+            events: Deque::new(),
+            compacted: false,
+        })
+    }
+
+    /// Take the events published since the last call (oldest first; at most [`EVENT_QUEUE`]).
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.events.pop_front()).collect()
+    }
+
+    /// Series folders tracked in memory (bounded by what the drop folders hold now).
+    pub fn tracked(&self) -> usize {
+        self.machine.tracked()
+    }
+
+    fn publish(&mut self, e: Event) {
+        e.log();
+        if let Some(screen) = display_task::screen_for(&e, &self.idle) {
+            self.display.show(screen);
+        }
+        if self.events.is_full() {
+            self.events.pop_front();
+        }
+        let _ = self.events.push_back(e);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// One look at the drop folders at time `now` (any monotonic origin), then every series
+    /// that became ready is processed, until a stop is asked for. Returns how many snapshots
+    /// got their result in this tick.
+    pub fn tick(&mut self, now: Duration) -> usize {
+        for i in 0..self.drops.len() {
+            let (path, id) = self.drops[i].clone();
+            match dropfs::list(&path, &id) {
+                Ok(listing) => {
+                    for e in self.machine.listed(now, &id, &listing) {
+                        self.publish(e);
+                    }
+                }
+                Err(e) => {
+                    if let Some(ev) = self.machine.listing_failed(&id, &e.to_string()) {
+                        self.publish(ev);
+                    }
+                }
+            }
+        }
+        self.maybe_compact();
+        let mut done = 0;
+        let mut tried = HashSet::new();
+        while !self.stopping() {
+            self.check_disk();
+            let Some((place, stat)) = self.machine.next(now, &tried) else {
+                break;
+            };
+            tried.insert(place.clone());
+            match self.attempt(now, &place, &stat) {
+                Ok(true) => done += 1,
+                Ok(false) => {}
+                Err(AttemptError::Stopped) => break,
+                Err(AttemptError::Drop(e @ (DropError::Changed { .. } | DropError::Gone { .. }))) => {
+                    log::info!("{e}");
+                    self.machine.changed(now, &place);
+                }
+                Err(e) => {
+                    let ev = self.machine.failed(now, &place, &e.to_string());
+                    self.publish(ev);
+                }
+            }
+            // A series was worked on and nothing large is alive now: give the freed pages back
+            // (see heap).
+            super::heap::release_free_memory();
+        }
+        done
+    }
+
+    fn check_disk(&mut self) {
+        match self.free.free_bytes(&self.config.state) {
+            Ok(free) => {
+                if let Some(e) = self.machine.disk(free, self.config.min_free_bytes) {
+                    self.publish(e);
+                }
+            }
+            Err(e) => {
+                // Unknown free space counts as low: better to wait than to fill the disk.
+                if let Some(ev) = self.machine.disk(0, self.config.min_free_bytes) {
+                    self.publish(ev);
+                }
+                log::error!("cannot read free space of {}: {e}", self.config.state.display());
+            }
+        }
+    }
+
+    /// Compact the journal after the first full look, and whenever it holds far more lines
+    /// than replay needs.
+    fn maybe_compact(&mut self) {
+        let (lines, keep) = self.journal.size();
+        if (self.compacted && lines <= 2 * keep + 1000) || (!self.compacted && lines <= 2 * keep + 100) {
+            self.compacted = true;
+            return;
+        }
+        match self
+            .journal
+            .compact(&self.machine.present(), unix_now(), self.config.retention.as_secs())
+        {
+            Ok(n) => log::info!("journal compacted: {n} line(s) removed"),
+            Err(e) => log::error!("journal compaction failed (will retry): {e}"),
+        }
+        self.compacted = true;
+    }
+
+    fn drop_path(&self, place: &Place) -> PathBuf {
+        self.drops
+            .iter()
+            .find(|(_, id)| *id == place.drop)
+            .map(|(p, _)| p.clone())
+            .unwrap_or_default()
+    }
+
+    fn record(&self, place: &Place, stat: &str, key: &str, state: State) -> Record {
+        Record {
+            key: key.to_string(),
+            series: place.label(),
+            state,
+            at: unix_now(),
+            place: Some(place.clone()),
+            stat: Some(stat.to_string()),
+        }
+    }
+
+    /// Snapshot and, if needed, process one ready series. Ok(true): a result was written (or
+    /// recovered); Ok(false): this snapshot already had its result.
+    fn attempt(&mut self, now: Duration, place: &Place, stat: &str) -> Result<bool, AttemptError> {
+        let root = self.drop_path(place);
+        let snap = dropfs::snapshot(&root, place, stat, &self.layout.work())?;
+        let outcome = self.with_snapshot(now, place, stat, &root, &snap);
+        if let Err(e) = std::fs::remove_dir_all(&snap.dir) {
+            log::warn!("{}: cannot remove the snapshot copy: {e}", snap.dir.display());
+        }
+        outcome
+    }
+
+    fn with_snapshot(
+        &mut self,
+        now: Duration,
+        place: &Place,
+        stat: &str,
+        root: &Path,
+        snap: &Snapshot,
+    ) -> Result<bool, AttemptError> {
+        let _ = now;
+        let key = snap.key.as_str();
+        let result_path = self
+            .layout
+            .result_file(&place.drop, &place.patient_os(), &place.series_os());
+        match self.machine.snapshotted(place, stat, key) {
+            Plan::AlreadyDone => {
+                // Same bytes under a new stat signature (touched, copied again): remember the
+                // new signature so a restart does not read it again.
+                self.journal.append(&self.record(place, stat, key, State::Done))?;
+                log::debug!("{place}: unchanged content, already has its result");
+                Ok(false)
+            }
+            Plan::SetAside { crashes } => {
+                let reason = format!(
+                    "processing this series ended the service {crashes} times (a fault in ctsentinel: \
+                     please report it with the copy in quarantine); set aside so later series go on"
+                );
+                self.publish(Event::Fault {
+                    reason: format!("{}: {reason}", place.label()),
+                });
+                let qdir = self
+                    .layout
+                    .quarantine_dir(&place.drop, &place.patient_os(), &place.series_os(), key);
+                for f in &snap.files {
+                    let dest = qdir.join(layout::safe_name(f.file_name().unwrap_or_default()));
+                    copy_into(f, &dest)?;
+                }
+                write_file(&qdir.join("reason.txt"), format!("{reason}\n").as_bytes())?;
+                let report = pipeline::undetermined_report(&place.label(), reason, &self.classifier);
+                self.write_result(&result_path, root, place, snap, report)?;
+                self.journal.append(&self.record(place, stat, key, State::SetAside))?;
+                self.machine.finished(place, stat, key);
+                Ok(true)
+            }
+            Plan::Process => {
+                if let Some(done) = recovered(&result_path, key) {
+                    self.journal.append(&self.record(place, stat, key, State::Done))?;
+                    self.machine.finished(place, stat, key);
+                    log::info!(
+                        "{}: result already written before the last stop; not computed again",
+                        place.label()
+                    );
+                    self.publish_result(place, &result_path, &done.scan, snap);
+                    return Ok(true);
+                }
+                self.journal.append(&self.record(place, stat, key, State::Processing))?;
+                let marker = InProgress::new(self.layout.crash_marker(), key, &place.label());
+                self.publish(Event::Processing { series: place.label() });
+                fault_injection(place);
+                let report = self.scan(place, root, snap)?;
+                self.quarantine_copies(place, key, snap, &report)?;
+                self.write_result(&result_path, root, place, snap, report.clone())?;
+                self.journal.append(&self.record(place, stat, key, State::Done))?;
+                drop(marker);
+                self.machine.finished(place, stat, key);
+                log::info!(
+                    "RESULT {}: {} (covid fraction {}, {} selected slices) model {} {} sha256 {} — {}",
+                    place.label(),
+                    report.verdict,
+                    report.covid_fraction.map_or("n/a".into(), |f| format!("{f:.3}")),
+                    report.selected_slices,
+                    report.model.name,
+                    report.model.version,
+                    report.model.sha256,
+                    crate::NOTICE
+                );
+                self.publish_result(place, &result_path, &report, snap);
+                Ok(true)
+            }
+        }
+    }
+
+    fn scan(&mut self, place: &Place, root: &Path, snap: &Snapshot) -> Result<ScanReport, AttemptError> {
+        let series = Series {
+            patient: place.patient_os().to_string_lossy().into_owned(),
+            id: place.series_os().to_string_lossy().into_owned(),
+            path: root.join(place.patient_os()).join(place.series_os()),
+            files: snap.files.clone(),
+            refused: snap
+                .refused
+                .iter()
+                .map(|r| FileProblem {
+                    file: r.file.clone(),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+        };
+        let started = Instant::now();
+        let label = place.label();
+        let stop = self.stop.clone();
+        let display = self.display.clone();
+        let mut progress = |p: Progress<'_>| {
+            if let Progress::Classified { done, of, .. } = p {
+                let e = Event::Progress {
+                    series: label.clone(),
+                    done,
+                    of,
+                    elapsed_s: started.elapsed().as_secs(),
+                };
+                e.log();
+                if let Some(s) = display_task::screen_for(&e, &Screen::Booting) {
+                    display.show(s);
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        let patient = series.patient.clone();
+        match pipeline::scan_series(&[series], &patient, &mut self.classifier, &mut progress) {
+            Ok(r) => Ok(r),
+            Err(ScanError::Cancelled) => Err(AttemptError::Stopped),
+            // Not reachable from scan_series (no folder is discovered), kept total.
+            Err(ScanError::Ingest(e)) => Err(AttemptError::Drop(DropError::Read {
+                place: place.to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })),
+        }
+    }
+
+    /// A copy of every unusable file (and a reason beside it) in the quarantine folder of
+    /// this snapshot. The drop folder keeps the original.
+    fn quarantine_copies(
+        &mut self,
+        place: &Place,
+        key: &str,
+        snap: &Snapshot,
+        report: &ScanReport,
+    ) -> Result<(), AttemptError> {
+        let bad: Vec<&FileProblem> = report.series.iter().flat_map(|s| s.unreadable.iter()).collect();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        let qdir = self
+            .layout
+            .quarantine_dir(&place.drop, &place.patient_os(), &place.series_os(), key);
+        let mut events = Vec::new();
+        for p in bad {
+            let safe = layout::safe_name(std::ffi::OsStr::new(&p.file));
+            let copy = snap.files.iter().find(|f| ingest::name_of(f) == p.file);
+            if let Some(src) = copy {
+                copy_into(src, &qdir.join(&safe))?;
+            }
+            let note = format!(
+                "{}/{}: {}{}\n",
+                place.label(),
+                p.file,
+                p.reason,
+                if copy.is_some() {
+                    ""
+                } else {
+                    " (not copied: not a regular file)"
+                }
+            );
+            write_file(&qdir.join(format!("{safe}.reason.txt")), note.as_bytes())?;
+            events.push(Event::Quarantined {
+                series: place.label(),
+                file: p.file.clone(),
+                reason: p.reason.clone(),
+            });
+        }
+        for e in events {
+            self.publish(e);
+        }
+        Ok(())
+    }
+
+    fn write_result(
+        &mut self,
+        path: &Path,
+        root: &Path,
+        place: &Place,
+        snap: &Snapshot,
+        scan: ScanReport,
+    ) -> Result<(), AttemptError> {
+        let result = ServiceResult {
+            scan,
+            source: ResultSource {
+                drop: root.display().to_string(),
+                patient: place.patient_os().to_string_lossy().into_owned(),
+                series_folder: place.series_os().to_string_lossy().into_owned(),
+                key: snap.key.clone(),
+                files: snap.files.len() + snap.refused.len(),
+                ignored: snap
+                    .ignored
+                    .iter()
+                    .map(|r| FileProblem {
+                        file: r.file.clone(),
+                        reason: r.reason.clone(),
+                    })
+                    .collect(),
+                written_at: unix_now(),
+            },
+        };
+        let text = serde_json::to_string_pretty(&result).map_err(|e| AttemptError::Write {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+        write_file(path, format!("{text}\n").as_bytes())
+    }
+
+    fn publish_result(&mut self, place: &Place, file: &Path, report: &ScanReport, snap: &Snapshot) {
+        let thumbnail = representative_thumbnail(snap, report);
+        self.idle = match &self.idle {
+            Screen::Idle { drop, model, .. } => Screen::Idle {
+                drop: drop.clone(),
+                model: model.clone(),
+                last_result: Some(format!("{}: {}", place.label(), report.verdict)),
+            },
+            other => other.clone(),
+        };
+        self.publish(Event::Result {
+            series: place.label(),
+            verdict: report.verdict,
+            covid_fraction: report.covid_fraction,
+            selected: report.selected_slices,
+            file: file.to_path_buf(),
+            thumbnail,
+        });
+    }
+}
+
+/// The result already at `path` if it is for snapshot `key` (a stop came after the write).
+fn recovered(path: &Path, key: &str) -> Option<ServiceResult> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let r: ServiceResult = serde_json::from_str(&text).ok()?;
+    (r.source.key == key).then_some(r)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AttemptError> {
+    let err = |source| AttemptError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    write_atomic(path, bytes).map_err(err)
+}
+
+fn copy_into(src: &Path, dest: &Path) -> Result<(), AttemptError> {
+    let bytes = std::fs::read(src).map_err(|source| AttemptError::Write {
+        path: src.to_path_buf(),
+        source,
+    })?;
+    write_file(dest, &bytes)
+}
+
+/// Turn a crash marker left by our panic hook into a `crashed` journal record.
+fn record_crash(layout: &Layout, journal: &mut Journal) -> Result<(), ServiceError> {
+    let marker = layout.crash_marker();
+    let text = match std::fs::read_to_string(&marker) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(ServiceError::CrashMarker { path: marker, source }),
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let key = v["key"].as_str().unwrap_or_default().to_string();
+    let series = v["series"].as_str().unwrap_or_default().to_string();
+    log::error!(
+        "the service crashed while processing {series}: {} (a fault in ctsentinel; please report it)",
+        v["panic"].as_str().unwrap_or("unknown panic")
+    );
+    if !key.is_empty() {
+        journal.append(&Record {
+            key,
+            series,
+            state: State::Crashed,
+            at: unix_now(),
+            place: None,
+            stat: None,
+        })?;
+    }
+    std::fs::remove_file(&marker).map_err(|source| ServiceError::CrashMarker { path: marker, source })
+}
+
+/// Test builds only: `CTSENTINEL_TEST_PANIC_ON=<patient>/<series>` makes processing of that
+/// series panic, the way a bug would, so the crash accounting can be tested on the real binary.
+#[cfg(debug_assertions)]
+fn fault_injection(place: &Place) {
+    if let Some(target) = std::env::var_os("CTSENTINEL_TEST_PANIC_ON") {
+        if target.to_string_lossy() == place.label() {
+            panic!("fault injected by CTSENTINEL_TEST_PANIC_ON for {}", place.label());
+        }
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn fault_injection(_: &Place) {}
+
+/// Side of the result screen's thumbnail, before it is scaled to the panel.
+const THUMBNAIL_SIDE: u32 = 128;
+
+/// The selected slice with the highest P(COVID), lung-windowed (None if there is none).
+fn representative_thumbnail(snap: &Snapshot, report: &ScanReport) -> Option<Thumbnail> {
+    let slice = report
+        .series
+        .iter()
+        .flat_map(|s| s.slices.iter())
+        .filter(|sl| sl.p_covid.is_some())
+        .max_by(|a, b| a.p_covid.partial_cmp(&b.p_covid).unwrap_or(std::cmp::Ordering::Equal))?;
+    let path = snap.files.iter().find(|f| ingest::name_of(f) == slice.file)?;
+    let mut decoder = SliceDecoder::new();
+    let s = decoder.decode(path).ok()?;
+    Some(Thumbnail::from_stored(s.pixels, s.width, s.height, THUMBNAIL_SIDE))
+}
+
+/// Remove the snapshot copies an interrupted run left (they are redone from the drop folder).
+fn sweep_work(work: &Path) {
+    let Ok(entries) = std::fs::read_dir(work) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        match std::fs::remove_dir_all(&p) {
+            Ok(()) => log::info!("{}: removed the copy of an interrupted run", p.display()),
+            Err(err) => log::error!("{}: cannot remove: {err}", p.display()),
+        }
+    }
+}
+
+/// Remove the temporary files of result writes that a stop interrupted (`.<name>.tmp-…`,
+/// see `present::write_atomic`), anywhere under `results/`; they were never results.
+fn sweep_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            sweep_stale_temporaries(&p);
+            continue;
+        }
+        let name = ingest::name_of(&p);
+        if name.starts_with('.') && name.contains(".tmp-") {
+            match std::fs::remove_file(&p) {
+                Ok(()) => log::warn!("{}: removed the temporary file of an interrupted write", p.display()),
+                Err(e) => log::error!("{}: cannot remove stale temporary file: {e}", p.display()),
+            }
+        }
+    }
+}
+
+/// inotify wake-ups for the drop folders: a one-slot channel that gets a message whenever
+/// something under them changes (the watcher must be kept alive). `None`, with the reason
+/// logged, where inotify is not available; polling goes on regardless.
+pub fn inotify_wakeups(drops: &[PathBuf]) -> Option<(std::sync::mpsc::Receiver<()>, notify::RecommendedWatcher)> {
+    use notify::Watcher as _;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = tx.try_send(());
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            log::warn!("inotify unavailable ({e}); polling only");
+            return None;
+        }
+    };
+    for d in drops {
+        if let Err(e) = watcher.watch(d, notify::RecursiveMode::Recursive) {
+            log::warn!("inotify cannot watch {} ({e}); polling only there", d.display());
+        }
+    }
+    Some((rx, watcher))
+}
+
+/// The appliance loop: tick every poll interval (sooner after an inotify event) until `stop`
+/// is set (SIGTERM/SIGINT, see [`stop_on_signals`]). Returns when stopped; the journal is
+/// consistent at every instant, so there is nothing to flush.
+pub fn run<F: FreeSpace>(mut service: Service<F>, stop: Arc<AtomicBool>) {
+    let (poll, stability) = (service.config.poll_interval, service.config.stability);
+    let wake = if service.config.inotify {
+        inotify_wakeups(&service.config.drop)
+    } else {
+        None
+    };
+    let start = Instant::now();
+    // Look at the stop flag at least this often while waiting.
+    let slice = Duration::from_millis(100);
+    while !stop.load(Ordering::Relaxed) {
+        service.tick(start.elapsed());
+        let _ = service.drain_events();
+        let mut wait = poll;
+        let begun = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let left = wait.saturating_sub(begun.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            let step = left.min(slice);
+            match &wake {
+                Some((rx, _watcher)) => {
+                    if rx.recv_timeout(step).is_ok() {
+                        // Something changed: look again once it can have settled.
+                        wait = wait.min(begun.elapsed() + stability + Duration::from_millis(100));
+                    }
+                }
+                None => std::thread::sleep(step),
+            }
+        }
+    }
+    log::info!(
+        "stop requested: leaving with the journal consistent (an unfinished series is redone at the next start)"
+    );
+}
+
+/// Set `stop` on SIGTERM (systemd stop) and SIGINT (Ctrl-C).
+pub fn stop_on_signals(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(())
+}
