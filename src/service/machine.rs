@@ -260,43 +260,29 @@ impl Machine {
         for s in &listing.series {
             let alias_stat = self.aliases.get(&s.place).map(|(stat, _)| stat.clone());
             let handled = alias_stat.as_deref() == Some(s.stat.as_str());
-            match self.tracks.get_mut(&s.place) {
-                Some(t) if t.stat == s.stat => {}
-                Some(t) => {
-                    *t = Track {
-                        stat: s.stat.clone(),
-                        since: now,
-                        files: s.files,
-                        transient: s.transient.clone(),
-                        phase: if handled { Phase::Handled } else { Phase::Settling },
-                        failures: 0,
-                    };
-                    if !handled {
-                        events.push(Event::Receiving {
-                            series: s.place.label(),
-                            files: s.files,
-                        });
-                    }
-                }
-                None => {
-                    self.tracks.insert(
-                        s.place.clone(),
-                        Track {
-                            stat: s.stat.clone(),
-                            since: now,
-                            files: s.files,
-                            transient: s.transient.clone(),
-                            phase: if handled { Phase::Handled } else { Phase::Settling },
-                            failures: 0,
-                        },
-                    );
-                    if !handled && s.files > 0 {
-                        events.push(Event::Receiving {
-                            series: s.place.label(),
-                            files: s.files,
-                        });
-                    }
-                }
+            let existed = match self.tracks.get(&s.place) {
+                Some(t) if t.stat == s.stat => continue,
+                Some(_) => true,
+                None => false,
+            };
+            // New, or changed: a fresh track (failures start again with the new content).
+            self.tracks.insert(
+                s.place.clone(),
+                Track {
+                    stat: s.stat.clone(),
+                    since: now,
+                    files: s.files,
+                    transient: s.transient.clone(),
+                    phase: if handled { Phase::Handled } else { Phase::Settling },
+                    failures: 0,
+                },
+            );
+            // An empty folder that just appeared is not news; a change to a known one is.
+            if !handled && (existed || s.files > 0) {
+                events.push(Event::Receiving {
+                    series: s.place.label(),
+                    files: s.files,
+                });
             }
         }
         // Stable series with temporary names: say so once.
