@@ -65,6 +65,8 @@ pub struct TiffSpec {
     pub data: Vec<u8>,
     /// Write a second IFD (multi-page file).
     pub second_page: bool,
+    /// TIFF compression code; `data` must then hold the compressed strip.
+    pub compression: u16,
 }
 
 impl TiffSpec {
@@ -79,6 +81,16 @@ impl TiffSpec {
             photometric: 1,
             data: pixels.iter().flat_map(|p| p.to_le_bytes()).collect(),
             second_page: false,
+            compression: 1,
+        }
+    }
+
+    /// The same slice with its one strip already compressed (`data` = the compressed bytes).
+    pub fn compressed(width: u32, height: u32, compression: u16, data: Vec<u8>) -> Self {
+        TiffSpec {
+            compression,
+            data,
+            ..TiffSpec::gray16(width, height, &[])
         }
     }
 
@@ -111,12 +123,21 @@ impl TiffSpec {
                     self.samples as u32,
                     if self.samples > 1 { bps_off } else { self.bits as u32 },
                 ),
-                (259, 3, 1, 1),
+                (259, 3, 1, self.compression as u32),
                 (262, 3, 1, self.photometric as u32),
                 (273, 4, 1, data_off),
                 (277, 3, 1, self.samples as u32),
                 (278, 4, 1, self.height),
-                (279, 4, 1, declared.min(u32::MAX as u64) as u32),
+                (
+                    279,
+                    4,
+                    1,
+                    if self.compression == 1 {
+                        declared.min(u32::MAX as u64) as u32
+                    } else {
+                        self.data.len() as u32
+                    },
+                ),
                 (339, 3, 1, self.sample_format as u32),
             ];
             e.sort_by_key(|x| x.0);
