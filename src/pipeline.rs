@@ -27,9 +27,10 @@ use crate::select;
 /// read as a patient or series folder at all.
 pub fn select_folder(dir: &Path) -> Result<SelectReport, IngestError> {
     let mut decoder = SliceDecoder::new();
-    let series = ingest::discover(dir)?;
+    let found = ingest::find(dir)?;
     Ok(SelectReport {
-        series: series.iter().map(|s| select_series(s, &mut decoder)).collect(),
+        series: found.series.iter().map(|s| select_series(s, &mut decoder)).collect(),
+        ignored: found.ignored,
     })
 }
 
@@ -37,35 +38,51 @@ pub fn select_folder(dir: &Path) -> Result<SelectReport, IngestError> {
 /// file that cannot be used (refused before decoding, or failing to decode) is rejected,
 /// naming every such file: no selection is made on part of a series.
 pub fn select_series(series: &Series, decoder: &mut SliceDecoder) -> SeriesSelection {
+    let mut out = SeriesSelection {
+        patient: series.patient.clone(),
+        path: series.path.display().to_string(),
+        id: series.id.clone(),
+        info: series.info.clone(),
+        threshold: None,
+        slices: Vec::new(),
+        selected: 0,
+        rejected: None,
+        excluded: None,
+        unreadable: Vec::new(),
+    };
+    if let Some(why) = series.info.as_ref().and_then(|i| i.protocol.as_ref()) {
+        log::warn!(
+            "{}: series {}: outside the model's acquisition contract: {why}",
+            series.path.display(),
+            series.id
+        );
+        out.excluded = Some(format!("outside the model's acquisition contract: {why}"));
+        out.unreadable = series.refused.clone();
+        if !out.unreadable.is_empty() {
+            out.rejected = Some(format!("{} files unreadable", out.unreadable.len()));
+        }
+        return out;
+    }
     let mut slices = Vec::with_capacity(series.files.len());
     let mut problems: Vec<FileProblem> = series.refused.clone();
     for path in &series.files {
         match decoder.decode(path) {
             Ok(slice) => slices.push(SliceSelection {
-                file: ingest::name_of(path),
+                file: series.label(path),
                 dark_pixels: select::dark_pixels(slice.pixels, slice.width),
                 selected: false,
                 width: slice.width,
                 height: slice.height,
             }),
             Err(e) => {
-                log::error!("{}: {}: {}", series.path.display(), ingest::name_of(path), e.reason());
+                log::error!("{}: {}: {}", series.path.display(), series.label(path), e.reason());
                 problems.push(FileProblem {
-                    file: ingest::name_of(path),
+                    file: series.label(path),
                     reason: e.reason(),
                 });
             }
         }
     }
-    let mut out = SeriesSelection {
-        patient: series.patient.clone(),
-        path: series.path.display().to_string(),
-        threshold: None,
-        slices: Vec::new(),
-        selected: 0,
-        rejected: None,
-        unreadable: Vec::new(),
-    };
     if !problems.is_empty() {
         problems.sort_by_key(|p| ingest::natural_key(&p.file));
         let total = series.files.len() + series.refused.len();
@@ -131,8 +148,10 @@ pub fn scan_folder(
     classifier: &mut Classifier,
     progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
 ) -> Result<ScanReport, ScanError> {
-    let series = ingest::discover(dir)?;
-    scan_series(&series, &ingest::name_of(dir), classifier, progress)
+    let found = ingest::find(dir)?;
+    let mut report = scan_series(&found.series, &ingest::name_of(dir), classifier, progress)?;
+    report.ignored = found.ignored;
+    Ok(report)
 }
 
 /// [`scan_folder`] over series already found (the service builds them from its snapshot).
@@ -148,9 +167,16 @@ pub fn scan_series(
     let fraction = classifier.card().decision.patient_covid_fraction;
     let mut timing = Timing::default();
     let mut out = Vec::with_capacity(series.len());
+    let mut patients: Vec<&str> = series.iter().map(|s| s.patient.as_str()).collect();
+    patients.sort_unstable();
+    patients.dedup();
     for s in series {
         let t = Instant::now();
-        let sel = select_series(s, &mut decoder);
+        let mut sel = select_series(s, &mut decoder);
+        if patients.len() > 1 && sel.excluded.is_none() {
+            // Never pool two patients' slices: no series of such a folder is classified.
+            sel.excluded = Some(format!("one of {} patients' series in one folder", patients.len()));
+        }
         timing.select += t.elapsed().as_millis() as u64;
         let step = progress(Progress::Selected {
             series: &s.id,
@@ -168,20 +194,35 @@ pub fn scan_series(
         .first()
         .map(|s| s.patient.clone())
         .unwrap_or_else(|| patient.to_string());
-    let selected: usize = out.iter().map(|s| s.selected).sum();
-    let covid: usize = out.iter().map(|s| s.covid).sum();
+    let used = |s: &&SeriesScan| s.rejected.is_none() && s.excluded.is_none();
+    let selected: usize = out.iter().filter(used).map(|s| s.selected).sum();
+    let covid: usize = out.iter().filter(used).map(|s| s.covid).sum();
     let rejected: Vec<String> = out
         .iter()
         .filter(|s| s.rejected.is_some())
         .map(|s| s.id.clone())
         .collect();
-    let decision = if rejected.is_empty() {
-        decide::decide(selected, covid, fraction)
-    } else {
+    let decision = if patients.len() > 1 {
+        decide::undetermined(format!(
+            "the folder holds series of {} patients; a verdict pools one patient's slices: scan one patient at a time",
+            patients.len()
+        ))
+    } else if !rejected.is_empty() {
         decide::undetermined(format!(
             "series {} could not be read completely; no verdict on a partial scan",
             rejected.join(", ")
         ))
+    } else if !out.is_empty() && out.iter().all(|s| s.excluded.is_some()) {
+        let why: Vec<String> = out
+            .iter()
+            .map(|s| format!("{}: {}", s.id, s.excluded.as_deref().unwrap_or_default()))
+            .collect();
+        decide::undetermined(format!(
+            "no series inside the model's acquisition contract ({})",
+            why.join("; ")
+        ))
+    } else {
+        decide::decide(selected, covid, fraction)
     };
     timing.total = start.elapsed().as_millis() as u64;
     Ok(ScanReport {
@@ -193,6 +234,7 @@ pub fn scan_series(
         reason: decision.reason,
         rule: rule_text(classifier),
         series: out,
+        ignored: Vec::new(),
         model: classifier.identity(),
         notice: crate::NOTICE.to_string(),
         timing_ms: timing,
@@ -220,6 +262,8 @@ fn classify_series(
     let mut out = SeriesScan {
         path: sel.path,
         id: s.id.clone(),
+        info: sel.info,
+        excluded: sel.excluded,
         threshold: sel.threshold,
         selected: sel.selected,
         covid: 0,
@@ -229,7 +273,7 @@ fn classify_series(
         unreadable: sel.unreadable,
         slices: Vec::with_capacity(sel.slices.len()),
     };
-    if let Some(reason) = &out.rejected {
+    if let Some(reason) = out.rejected.as_ref().or(out.excluded.as_ref()) {
         out.selected = 0;
         let d = decide::undetermined(reason.clone());
         out.covid_fraction = d.covid_fraction;
@@ -283,7 +327,7 @@ fn classify_series(
             Ok(px) => pending.push((index, classifier.plane_from_stored(px.pixels, px.width, px.height))),
             Err(e) => {
                 // Decoded in the first pass, not now: the file changed under us.
-                let file = ingest::name_of(path);
+                let file = s.label(path);
                 out.rejected = Some(format!("{file}: {} (the file changed during the scan)", e.reason()));
                 out.unreadable.push(FileProblem {
                     file,
@@ -355,7 +399,7 @@ pub fn classify_images(paths: &[std::path::PathBuf], classifier: &mut Classifier
 }
 
 fn classify_image(path: &Path, decoder: &mut SliceDecoder, classifier: &mut Classifier) -> Result<f32, String> {
-    if ingest::is_tiff_file(path) {
+    if ingest::is_tiff_file(path) || ingest::dicom::is_dicom_file(path) {
         let s = decoder.decode(path).map_err(|e| e.to_string())?;
         classifier
             .p_covid_stored(s.pixels, s.width, s.height)
@@ -382,6 +426,7 @@ pub fn undetermined_report(patient: &str, reason: String, classifier: &Classifie
         reason: d.reason,
         rule: rule_text(classifier),
         series: Vec::new(),
+        ignored: Vec::new(),
         model: classifier.identity(),
         notice: crate::NOTICE.to_string(),
         timing_ms: Timing::default(),

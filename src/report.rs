@@ -5,12 +5,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::ModelIdentity;
 use crate::decide::Verdict;
-pub use crate::ingest::FileProblem;
+pub use crate::ingest::{FileProblem, SeriesInfo};
 
 /// `ctsentinel select <DIR> --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SelectReport {
     pub series: Vec<SeriesSelection>,
+    /// Files under the folder that are not slices of any series (DICOM scouts, dose reports,
+    /// other modalities, non-DICOM files), each with the reason; never read as slices.
+    #[serde(default)]
+    pub ignored: Vec<FileProblem>,
 }
 
 /// Selection over one series folder.
@@ -18,6 +22,16 @@ pub struct SelectReport {
 pub struct SeriesSelection {
     pub patient: String,
     pub path: String,
+    /// The series folder's name (TIFF) or the SeriesInstanceUID (DICOM).
+    #[serde(default)]
+    pub id: String,
+    /// What the DICOM headers say (description, spacings, slice order); absent for TIFF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<SeriesInfo>,
+    /// Why the series is outside the model's acquisition contract (not classified), else
+    /// absent. Not an input error: the other series of the patient still count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<String>,
     /// `(max - min) / 1.5` over the series' dark-pixel counts; `null` when rejected.
     pub threshold: Option<f64>,
     pub slices: Vec<SliceSelection>,
@@ -60,6 +74,9 @@ pub struct ScanReport {
     /// The rule that turned slices into the verdict, from the model card.
     pub rule: String,
     pub series: Vec<SeriesScan>,
+    /// Files that are not slices of any series, with the reason (see [`SelectReport`]).
+    #[serde(default)]
+    pub ignored: Vec<FileProblem>,
     pub model: ModelIdentity,
     pub notice: String,
     pub timing_ms: Timing,
@@ -70,6 +87,12 @@ pub struct ScanReport {
 pub struct SeriesScan {
     pub path: String,
     pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<SeriesInfo>,
+    /// Why the series is outside the model's acquisition contract (not classified, not
+    /// counted in the patient verdict), else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<String>,
     /// `(max - min) / 1.5` over the series' dark-pixel counts; `null` when rejected.
     pub threshold: Option<f64>,
     pub selected: usize,

@@ -216,7 +216,7 @@ fn rejected_series_names_every_bad_file_and_exits_2() {
         "{rejected}"
     );
     assert!(
-        rejected.contains("IM00003.tif") && rejected.contains("not a TIFF"),
+        rejected.contains("IM00003.tif") && rejected.contains("neither a TIFF nor a DICOM"),
         "{rejected}"
     );
     assert!(

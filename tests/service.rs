@@ -336,7 +336,7 @@ fn a_series_with_bad_files_is_undetermined_naming_them_and_the_drop_folder_is_un
     );
     for (file, why, copied) in [
         ("IM00010.tif", "empty file", true),
-        ("IM00011.tif", "not a TIFF", true),
+        ("IM00011.tif", "neither a TIFF nor a DICOM", true),
         ("IM00012.tif", "8-bit", true),
         ("IM00013.tif", "symbolic link", false),
     ] {

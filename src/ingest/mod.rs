@@ -9,10 +9,17 @@
 //! (it holds series folders). Slices are ordered by the last number in their file name, so
 //! `IM2` comes before `IM10`.
 //!
+//! DICOM (see [`dicom`]): a folder holding DICOM Part 10 files anywhere below it (a scanner's
+//! export, a USB stick with a DICOMDIR) is read by header instead: series are grouped by
+//! SeriesInstanceUID, ordered by slice position, and every file that is not an axial CT slice
+//! is listed as ignored with its reason.
+//!
 //! Decoding is streaming: [`SliceDecoder`] owns one reusable pixel buffer, so walking a series
 //! never holds more than one decoded slice.
 
+pub mod dicom;
 mod image8;
+mod strict;
 mod tiff;
 
 use std::fs;
@@ -31,7 +38,7 @@ pub struct Slice<'a> {
 }
 
 /// A series folder and its slice files, in slice order. No pixels are held.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     /// Name of the patient folder (the parent of the series folder).
     pub patient: String,
@@ -43,6 +50,44 @@ pub struct Series {
     /// as slices at all (the service's snapshot refuses links and special files): each makes
     /// the series incomplete, exactly like a file that fails to decode.
     pub refused: Vec<FileProblem>,
+    /// What the file headers say about the series (DICOM); `None` for TIFF series.
+    pub info: Option<SeriesInfo>,
+}
+
+impl Series {
+    /// A slice file as the user knows it: its path relative to the folder given.
+    pub fn label(&self, file: &Path) -> String {
+        label_under(&self.path, file)
+    }
+}
+
+/// Series facts from DICOM headers, and whether the series is inside the model's contract.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SeriesInfo {
+    pub format: String,
+    pub description: Option<String>,
+    pub pixel_spacing_mm: Option<[f64; 2]>,
+    pub slice_spacing_mm: Option<f64>,
+    pub slice_thickness_mm: Option<f64>,
+    /// What the slice order rests on: `position`, `instance number` or `file name`.
+    pub ordered_by: String,
+    /// Why the series is outside the model's acquisition contract, else `None`.
+    pub protocol: Option<String>,
+}
+
+/// Series found under a folder, and the files that are not slices of any (with the reason).
+#[derive(Debug, Clone, Default)]
+pub struct Discovery {
+    pub series: Vec<Series>,
+    pub ignored: Vec<FileProblem>,
+}
+
+/// `file` relative to `root` (its name when it is not below `root`).
+pub fn label_under(root: &Path, file: &Path) -> String {
+    match file.strip_prefix(root) {
+        Ok(rel) if !rel.as_os_str().is_empty() => rel.to_string_lossy().into_owned(),
+        _ => name_of(file),
+    }
 }
 
 /// A file of a series that could not be used, and why (file name relative to the series).
@@ -91,8 +136,10 @@ impl IngestError {
 pub enum DecodeError {
     #[error("empty file (0 bytes)")]
     EmptyFile,
-    #[error("not a TIFF file (no TIFF signature)")]
+    #[error("neither a TIFF nor a DICOM file (no TIFF signature, no DICM after a 128-byte preamble)")]
     NotTiff,
+    #[error("malformed DICOM: {0}")]
+    Dicom(String),
     #[error("unsupported pixel format: {0} (need one 16-bit unsigned grayscale sample per pixel)")]
     PixelFormat(String),
     #[error("image is {width}x{height}, smaller than the {min_w}x{min_h} needed for the lung ROI", min_w = MIN_WIDTH, min_h = MIN_HEIGHT)]
@@ -107,19 +154,122 @@ pub enum DecodeError {
     Limits(String),
 }
 
-/// Find the series under `dir` (a patient folder or a series folder).
-///
-/// Series folders are returned in natural order (`SR_2` before `SR_10`), slices likewise.
-/// Hidden files and the temporary names of copies in progress (`*.tmp`, `*.part`) are not
-/// slices and are left alone; every other entry of a series folder is a slice candidate and
-/// must decode, so nothing is skipped silently.
+/// Find the series under `dir` (a patient folder or a series folder) and log what is ignored.
 pub fn discover(dir: &Path) -> Result<Vec<Series>, IngestError> {
+    let found = find(dir)?;
+    for i in &found.ignored {
+        log::info!("{}: {}: ignored: {}", dir.display(), i.file, i.reason);
+    }
+    Ok(found.series)
+}
+
+/// Find the series under `dir`: DICOM when any DICOM file lies below it, else the TIFF layout.
+///
+/// TIFF layout: series folders are returned in natural order (`SR_2` before `SR_10`), slices
+/// likewise. Hidden files and the temporary names of copies in progress (`*.tmp`, `*.part`)
+/// are not slices and are left alone; every other entry of a series folder is a slice
+/// candidate and must decode, so nothing is skipped silently.
+pub fn find(dir: &Path) -> Result<Discovery, IngestError> {
     let meta = fs::metadata(dir).map_err(|e| io(dir, e))?;
     if !meta.is_dir() {
         return Err(IngestError::NotADirectory {
             path: dir.to_path_buf(),
         });
     }
+    let mut all = Vec::new();
+    walk(dir, 0, &mut all)?;
+    if all.iter().any(|p| dicom::is_dicom_file(p)) {
+        return Ok(dicom_discovery(dir, all));
+    }
+    Ok(Discovery {
+        series: discover_tiff(dir)?,
+        ignored: Vec::new(),
+    })
+}
+
+/// Series from files already chosen (the service's snapshot of one folder): DICOM grouping
+/// when any of them is DICOM, else one TIFF series of all of them.
+pub fn series_of_files(patient: String, dir: &Path, files: Vec<PathBuf>, refused: Vec<FileProblem>) -> Discovery {
+    if files.iter().any(|p| dicom::is_dicom_file(p)) {
+        let mut d = dicom_discovery(dir, files);
+        for s in &mut d.series {
+            s.refused.extend(refused.iter().cloned());
+        }
+        return d;
+    }
+    let mut s = series(patient, dir, files);
+    s.refused = refused;
+    Discovery {
+        series: vec![s],
+        ignored: Vec::new(),
+    }
+}
+
+/// Deepest folder level read below a DICOM root (USB exports: DICOM/ST/SE/IM = 3).
+const MAX_DEPTH: usize = 8;
+/// Most files looked at under one folder.
+const MAX_FILES: usize = 20_000;
+
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), IngestError> {
+    let (files, dirs) = list(dir)?;
+    out.extend(files);
+    if out.len() > MAX_FILES {
+        return Err(IngestError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(format!("more than {MAX_FILES} files below this folder")),
+        });
+    }
+    if depth < MAX_DEPTH {
+        for d in dirs {
+            walk(&d, depth + 1, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn dicom_discovery(root: &Path, files: Vec<PathBuf>) -> Discovery {
+    let mut found = dicom::Found::default();
+    // A DICOMDIR lists what the export holds: a file it lists that is not there makes the
+    // export incomplete (it could be a slice of any series found).
+    for dd in files
+        .iter()
+        .filter(|p| name_of(p).eq_ignore_ascii_case("DICOMDIR") && dicom::is_dicom_file(p))
+    {
+        match dicom::dicomdir_missing(dd) {
+            Ok(missing) => found.unreadable.extend(missing.into_iter().map(|id| FileProblem {
+                file: id,
+                reason: format!("listed in {} but missing", label_under(root, dd)),
+            })),
+            Err(e) => found.unreadable.push(FileProblem {
+                file: label_under(root, dd),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    for path in files {
+        let label = label_under(root, &path);
+        if !dicom::is_dicom_file(&path) {
+            let reason = if name_of(&path).eq_ignore_ascii_case("DICOMDIR") {
+                "DICOMDIR that is not a DICOM file".to_string()
+            } else {
+                "not a DICOM file (a DICOM folder is read by its DICOM files only)".to_string()
+            };
+            found.ignored.push(FileProblem { file: label, reason });
+            continue;
+        }
+        match dicom::read_header(&path) {
+            Ok(h) => found.headers.push((path, h)),
+            Err(e) => found.unreadable.push(FileProblem {
+                file: label,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    let (series, ignored) = dicom::group(root, found);
+    Discovery { series, ignored }
+}
+
+fn discover_tiff(dir: &Path) -> Result<Vec<Series>, IngestError> {
     let (files, dirs) = list(dir)?;
     if dirs.is_empty() {
         if files.is_empty() {
@@ -166,6 +316,7 @@ fn series(patient: String, dir: &Path, mut files: Vec<PathBuf>) -> Series {
         path: dir.to_path_buf(),
         files,
         refused: Vec::new(),
+        info: None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! 16-bit grayscale TIFF slices through the `tiff` crate.
+//! 16-bit grayscale TIFF slices through the `tiff` crate; [`SliceDecoder`] also hands DICOM
+//! files (by their signature) to `super::dicom`.
 //!
 //! Only what the method defines is accepted: one unsigned 16-bit sample per pixel, black is
 //! zero, a single image, at least as large as the lung ROI. Everything else is a specific
@@ -6,7 +7,7 @@
 //! allocate more than one maximal slice.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{Cursor, Read};
 use std::path::Path;
 
 use tiff::decoder::{Decoder, DecodingResult, Limits};
@@ -41,6 +42,10 @@ fn limits() -> Limits {
 #[derive(Default)]
 pub struct SliceDecoder {
     buf: Vec<u16>,
+    /// The whole file, read once: decoded and checked from the same bytes.
+    file: Vec<u8>,
+    /// Output buffer of the complete-decode check (see `strict`).
+    scratch: Vec<u8>,
 }
 
 impl SliceDecoder {
@@ -55,14 +60,33 @@ impl SliceDecoder {
             reason,
         };
         check_candidate(path)?;
-        let mut file = File::open(path).map_err(|e| io(path, e))?;
-        let mut magic = [0u8; 4];
-        let n = read_up_to(&mut file, &mut magic).map_err(|e| io(path, e))?;
-        if n < 4 || !is_tiff_signature(&magic) {
+        let file = File::open(path).map_err(|e| io(path, e))?;
+        // Read once, bounded even if the file grows after it was looked at; decoded and
+        // checked from these bytes only.
+        self.file.clear();
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut self.file)
+            .map_err(|e| io(path, e))?;
+        if self.file.len() as u64 > MAX_FILE_BYTES {
+            return Err(dec(DecodeError::Limits(format!(
+                "file grew past the {MAX_FILE_BYTES} bytes a slice may have while it was read"
+            ))));
+        }
+        if super::dicom::is_dicom_signature(&self.file) {
+            let (width, height) = super::dicom::decode_slice(&self.file, &mut self.buf).map_err(|e| {
+                self.buf.clear();
+                dec(e)
+            })?;
+            return Ok(Slice {
+                width,
+                height,
+                pixels: &self.buf,
+            });
+        }
+        if self.file.len() < 4 || !is_tiff_signature(self.file[..4].try_into().unwrap_or(&[0; 4])) {
             return Err(dec(DecodeError::NotTiff));
         }
-        file.seek(SeekFrom::Start(0)).map_err(|e| io(path, e))?;
-        let (width, height) = self.decode_into(BufReader::new(file)).map_err(dec)?;
+        let (width, height) = self.decode_buffered().map_err(dec)?;
         Ok(Slice {
             width,
             height,
@@ -70,8 +94,15 @@ impl SliceDecoder {
         })
     }
 
-    fn decode_into<R: Read + Seek>(&mut self, reader: R) -> Result<(usize, usize), DecodeError> {
-        let mut d = Decoder::new(reader).map_err(map_err)?.with_limits(limits());
+    fn decode_buffered(&mut self) -> Result<(usize, usize), DecodeError> {
+        let file = std::mem::take(&mut self.file);
+        let r = self.decode_from(&file);
+        self.file = file;
+        r
+    }
+
+    fn decode_from(&mut self, file: &[u8]) -> Result<(usize, usize), DecodeError> {
+        let mut d = Decoder::new(Cursor::new(file)).map_err(map_err)?.with_limits(limits());
         let (w, h) = d.dimensions().map_err(map_err)?;
         if w > MAX_SIDE || h > MAX_SIDE {
             return Err(DecodeError::TooLarge { width: w, height: h });
@@ -106,6 +137,7 @@ impl SliceDecoder {
                 "multi-page TIFF (a slice file must hold one image)".into(),
             ));
         }
+        super::strict::codec(&mut d)?;
         let mut result = DecodingResult::U16(std::mem::take(&mut self.buf));
         let read = d.read_image_to_buffer(&mut result).map_err(map_err);
         let pixels = match result {
@@ -120,6 +152,12 @@ impl SliceDecoder {
                 "decoded {} pixels, expected {need}",
                 self.buf.len()
             )));
+        }
+        // The crate stops reading a strip once it has enough bytes: make sure every strip
+        // really decompresses completely and exactly (see `strict`).
+        if let Err(e) = super::strict::verify_chunks(&mut d, file, w, h, &mut self.scratch) {
+            self.buf.clear();
+            return Err(e);
         }
         Ok((w as usize, h as usize))
     }
@@ -164,17 +202,6 @@ pub(crate) fn check_candidate(path: &Path) -> Result<(), IngestError> {
         ))));
     }
     Ok(())
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 fn map_err(e: TiffError) -> DecodeError {

@@ -24,8 +24,15 @@ pub fn select_table(r: &SelectReport) -> String {
     let mut out = String::new();
     for s in &r.series {
         let _ = writeln!(out, "series {}  (patient {})", s.path, s.patient);
+        if let Some(info) = &s.info {
+            let _ = writeln!(out, "  {}", info_line(&s.id, info));
+        }
         if let Some(reason) = &s.rejected {
             let _ = writeln!(out, "  REJECTED: {reason}");
+            continue;
+        }
+        if let Some(reason) = &s.excluded {
+            let _ = writeln!(out, "  EXCLUDED (not classified): {reason}");
             continue;
         }
         let _ = writeln!(
@@ -52,7 +59,33 @@ pub fn select_table(r: &SelectReport) -> String {
             );
         }
     }
+    ignored_lines(&mut out, &r.ignored);
     out
+}
+
+fn info_line(id: &str, i: &crate::report::SeriesInfo) -> String {
+    let mm = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2} mm"));
+    format!(
+        "DICOM series {id} \"{}\": pixel {}, slices {} apart, ordered by {}",
+        i.description.as_deref().unwrap_or(""),
+        mm(i.pixel_spacing_mm.map(|p| p[0])),
+        mm(i.slice_spacing_mm),
+        i.ordered_by
+    )
+}
+
+fn ignored_lines(out: &mut String, ignored: &[crate::report::FileProblem]) {
+    if ignored.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "ignored   {} files that are not slices of any series:",
+        ignored.len()
+    );
+    for i in ignored {
+        let _ = writeln!(out, "  {}: {}", i.file, i.reason);
+    }
 }
 
 /// One-screen summary of a scan, notice first and last so it cannot be missed.
@@ -82,11 +115,14 @@ pub fn scan_summary(r: &ScanReport) -> String {
     }
     let _ = writeln!(out, "rule      {}", r.rule);
     for s in &r.series {
-        match &s.rejected {
-            Some(reason) => {
+        match (&s.rejected, &s.excluded) {
+            (Some(reason), _) => {
                 let _ = writeln!(out, "  series {:<10} REJECTED: {reason}", s.id);
             }
-            None => {
+            (None, Some(reason)) => {
+                let _ = writeln!(out, "  series {:<10} EXCLUDED (not classified): {reason}", s.id);
+            }
+            (None, None) => {
                 let _ = writeln!(
                     out,
                     "  series {:<10} {:>3} of {:>3} slices selected, {:>3} COVID  -> {}",
@@ -99,6 +135,7 @@ pub fn scan_summary(r: &ScanReport) -> String {
             }
         }
     }
+    ignored_lines(&mut out, &r.ignored);
     let _ = writeln!(out, "model     {}", model_line(&r.model));
     let _ = writeln!(
         out,

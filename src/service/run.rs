@@ -33,7 +33,7 @@ use super::journal::{Journal, JournalError, Record, State};
 use super::layout::{self, Layout};
 use super::machine::{Machine, Place, Plan, Settings};
 use crate::classify::Classifier;
-use crate::ingest::{self, FileProblem, Series, SliceDecoder};
+use crate::ingest::{self, FileProblem, SliceDecoder};
 use crate::pipeline::{self, Progress, ScanError};
 use crate::present::display::{Screen, Thumbnail};
 use crate::present::write_atomic;
@@ -441,20 +441,18 @@ impl<F: FreeSpace> Service<F> {
     }
 
     fn scan(&mut self, place: &Place, root: &Path, snap: &Snapshot) -> Result<ScanReport, AttemptError> {
-        let series = Series {
-            patient: place.patient_os().to_string_lossy().into_owned(),
-            id: place.series_os().to_string_lossy().into_owned(),
-            path: root.join(place.patient_os()).join(place.series_os()),
-            files: snap.files.clone(),
-            refused: snap
-                .refused
+        let found = ingest::series_of_files(
+            place.patient_os().to_string_lossy().into_owned(),
+            &root.join(place.patient_os()).join(place.series_os()),
+            snap.files.clone(),
+            snap.refused
                 .iter()
                 .map(|r| FileProblem {
                     file: r.file.clone(),
                     reason: r.reason.clone(),
                 })
                 .collect(),
-        };
+        );
         let started = Instant::now();
         let label = place.label();
         let stop = self.stop.clone();
@@ -478,9 +476,12 @@ impl<F: FreeSpace> Service<F> {
                 ControlFlow::Continue(())
             }
         };
-        let patient = series.patient.clone();
-        match pipeline::scan_series(&[series], &patient, &mut self.classifier, &mut progress) {
-            Ok(r) => Ok(r),
+        let patient = place.patient_os().to_string_lossy().into_owned();
+        match pipeline::scan_series(&found.series, &patient, &mut self.classifier, &mut progress) {
+            Ok(mut r) => {
+                r.ignored = found.ignored;
+                Ok(r)
+            }
             Err(ScanError::Cancelled) => Err(AttemptError::Stopped),
             // Not reachable from scan_series (no folder is discovered), kept total.
             Err(ScanError::Ingest(e)) => Err(AttemptError::Drop(DropError::Read {

@@ -1,0 +1,512 @@
+//! DICOM input (issue 14): real exports from ../shared/data and generated DICOM files, each
+//! test named after the promise it guards.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use ctsentinel::ingest::{self, DecodeError, IngestError, SliceDecoder};
+use ctsentinel::pipeline;
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+
+const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+
+/// A generated CT slice: everything a scanner writes that ingest reads.
+#[derive(Clone)]
+struct Slice {
+    series_uid: String,
+    patient: String,
+    sop_class: String,
+    modality: String,
+    image_type: String,
+    z: f64,
+    orientation: [f64; 6],
+    spacing: f64,
+    rescale: Option<(f64, f64)>,
+    signed: bool,
+    bits_stored: u16,
+    size: u16,
+    /// Stored values, row-major (as i32; written as u16 bit patterns).
+    pixels: Vec<i32>,
+    transfer_syntax: String,
+    instance: i32,
+}
+
+impl Slice {
+    fn ct(series: &str, z: f64, instance: i32) -> Self {
+        let size = 512u16;
+        Slice {
+            series_uid: series.into(),
+            patient: "PAT-1".into(),
+            sop_class: CT.into(),
+            modality: "CT".into(),
+            image_type: "ORIGINAL\\PRIMARY\\AXIAL".into(),
+            z,
+            orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            spacing: 0.7,
+            rescale: Some((1.0, -1024.0)),
+            signed: false,
+            bits_stored: 12,
+            size,
+            pixels: phantom(size as usize, instance),
+            transfer_syntax: EXPLICIT_LE.into(),
+            instance,
+        }
+    }
+
+    fn write(&self, path: &Path) {
+        let mut o = InMemDicomObject::new_empty();
+        let s = |o: &mut InMemDicomObject, tag, vr, v: &str| o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+        let uid = format!(
+            "1.2.826.0.1.3680043.9.7777.{}.{}",
+            self.instance,
+            (self.z * 10.0).abs() as i64
+        );
+        s(&mut o, tags::SOP_CLASS_UID, VR::UI, &self.sop_class);
+        s(&mut o, tags::SOP_INSTANCE_UID, VR::UI, &uid);
+        s(&mut o, tags::MODALITY, VR::CS, &self.modality);
+        s(&mut o, tags::IMAGE_TYPE, VR::CS, &self.image_type);
+        s(&mut o, tags::PATIENT_ID, VR::LO, &self.patient);
+        s(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, &self.series_uid);
+        s(&mut o, tags::SERIES_DESCRIPTION, VR::LO, "Thorax 2.0");
+        s(&mut o, tags::BODY_PART_EXAMINED, VR::CS, "CHEST");
+        s(&mut o, tags::INSTANCE_NUMBER, VR::IS, &self.instance.to_string());
+        s(
+            &mut o,
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            &format!("-170\\-330\\{}", self.z),
+        );
+        let io: Vec<String> = self.orientation.iter().map(|v| v.to_string()).collect();
+        s(&mut o, tags::IMAGE_ORIENTATION_PATIENT, VR::DS, &io.join("\\"));
+        s(
+            &mut o,
+            tags::PIXEL_SPACING,
+            VR::DS,
+            &format!("{}\\{}", self.spacing, self.spacing),
+        );
+        s(&mut o, tags::SLICE_THICKNESS, VR::DS, "2");
+        if let Some((slope, intercept)) = self.rescale {
+            s(&mut o, tags::RESCALE_SLOPE, VR::DS, &slope.to_string());
+            s(&mut o, tags::RESCALE_INTERCEPT, VR::DS, &intercept.to_string());
+        }
+        s(&mut o, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+        let us = |o: &mut InMemDicomObject, tag, v: u16| o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+        us(&mut o, tags::SAMPLES_PER_PIXEL, 1);
+        us(&mut o, tags::ROWS, self.size);
+        us(&mut o, tags::COLUMNS, self.size);
+        us(&mut o, tags::BITS_ALLOCATED, 16);
+        us(&mut o, tags::BITS_STORED, self.bits_stored);
+        us(&mut o, tags::HIGH_BIT, self.bits_stored - 1);
+        us(&mut o, tags::PIXEL_REPRESENTATION, u16::from(self.signed));
+        let words: Vec<u16> = self.pixels.iter().map(|&v| v as u16).collect();
+        o.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::U16(words.into()),
+        ));
+        let meta = FileMetaTableBuilder::new()
+            .transfer_syntax(self.transfer_syntax.as_str())
+            .media_storage_sop_class_uid(self.sop_class.as_str())
+            .media_storage_sop_instance_uid(uid.as_str());
+        o.with_meta(meta).unwrap().write_to_file(path).unwrap();
+    }
+}
+
+/// Lungs (dark) inside a body, darker toward the middle slices, so selection has a spread.
+fn phantom(size: usize, instance: i32) -> Vec<i32> {
+    let lung = (instance - 10).abs() < 5;
+    (0..size * size)
+        .map(|i| {
+            let (x, y) = ((i % size) as i32 - 256, (i / size) as i32 - 256);
+            if x * x + y * y > 240 * 240 {
+                24 // air
+            } else if lung && (x.abs() > 30 && x.abs() < 180 && y.abs() < 120) {
+                200 // lung, about -824 HU
+            } else {
+                1064 // soft tissue, +40 HU
+            }
+        })
+        .collect()
+}
+
+fn series_dir(n: i32, uid: &str, dir: &Path) -> Vec<PathBuf> {
+    (1..=n)
+        .map(|i| {
+            let p = dir.join(format!("X{}_{}", uid.len(), i)); // no extension, non-lexical order
+            Slice::ct(uid, -50.0 - 6.0 * f64::from(i), i).write(&p);
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn generated_dicom_slice_decodes_to_stored_value_convention() {
+    let dir = tempfile::tempdir().unwrap();
+    // Unsigned, intercept -1024: stored values are already HU + 1024.
+    let a = dir.path().join("a.dcm");
+    let s = Slice::ct("1.2.3", -50.0, 1);
+    s.write(&a);
+    let mut d = SliceDecoder::new();
+    let px = d.decode(&a).unwrap().pixels.to_vec();
+    assert_eq!(px, s.pixels.iter().map(|&v| v as u16).collect::<Vec<_>>());
+    // Signed values with intercept 0 (HU stored directly), 16 bits stored: HU + 1024.
+    let b = dir.path().join("b.dcm");
+    let mut t = Slice::ct("1.2.3", -56.0, 2);
+    t.signed = true;
+    t.bits_stored = 16;
+    t.rescale = Some((1.0, 0.0));
+    t.pixels = s.pixels.iter().map(|&v| v - 1024).collect();
+    t.pixels[0] = -3024; // padding outside the field of view: clamped to 0
+    t.write(&b);
+    let got = d.decode(&b).unwrap().pixels.to_vec();
+    let mut want: Vec<u16> = s.pixels.iter().map(|&v| v as u16).collect();
+    want[0] = 0;
+    assert_eq!(got, want);
+    // Slope 2, intercept -2048: stored 600 means HU 1200 - 2048 = -848, i.e. 176.
+    let c = dir.path().join("c.dcm");
+    let mut u = Slice::ct("1.2.3", -62.0, 3);
+    u.rescale = Some((2.0, -2048.0));
+    u.pixels = vec![600; 512 * 512];
+    u.write(&c);
+    assert!(d.decode(&c).unwrap().pixels.iter().all(|&v| v == 176));
+}
+
+#[test]
+fn series_are_grouped_by_uid_not_folder_and_ordered_by_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = series_dir(12, "1.2.840.99.1", dir.path());
+    let sub = dir.path().join("nested/deeper");
+    std::fs::create_dir_all(&sub).unwrap();
+    let b = series_dir(11, "1.2.840.99.22", &sub);
+    let found = ingest::find(dir.path()).unwrap();
+    assert_eq!(
+        found.series.len(),
+        2,
+        "{:?}",
+        found.series.iter().map(|s| &s.id).collect::<Vec<_>>()
+    );
+    let sa = found.series.iter().find(|s| s.id == "1.2.840.99.1").unwrap();
+    // Names X12_1 .. X12_12 do not sort lexically; the order is head to foot (z falling).
+    a.sort_by_key(|p| ingest::natural_key(&ingest::name_of(p)));
+    assert_eq!(sa.files, a);
+    let sb = found.series.iter().find(|s| s.id == "1.2.840.99.22").unwrap();
+    assert_eq!(sb.files.len(), b.len());
+    assert_eq!(sa.patient, "PAT-1");
+    let info = sa.info.as_ref().unwrap();
+    assert_eq!(info.ordered_by, "position");
+    assert!((info.slice_spacing_mm.unwrap() - 6.0).abs() < 1e-9);
+    assert_eq!(info.protocol, None);
+    // Labels are relative to the folder given.
+    assert_eq!(
+        sb.label(&sb.files[0]),
+        format!("nested/deeper/{}", ingest::name_of(&sb.files[0]))
+    );
+}
+
+#[test]
+fn scouts_reports_and_other_files_are_ignored_with_reasons_never_read_as_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    series_dir(12, "1.2.840.99.1", dir.path());
+    let mut scout = Slice::ct("1.2.840.99.1", 0.0, 99);
+    scout.image_type = "ORIGINAL\\PRIMARY\\LOCALIZER".into();
+    scout.write(&dir.path().join("scout"));
+    let mut sr = Slice::ct("1.2.840.99.7", 0.0, 98);
+    sr.sop_class = "1.2.840.10008.5.1.4.1.1.88.67".into(); // X-Ray Radiation Dose SR
+    sr.modality = "SR".into();
+    sr.write(&dir.path().join("dose"));
+    let mut mr = Slice::ct("1.2.840.99.8", 0.0, 97);
+    mr.modality = "MR".into();
+    mr.write(&dir.path().join("mr"));
+    std::fs::write(dir.path().join("README.TXT"), b"exported by the scanner").unwrap();
+    let found = ingest::find(dir.path()).unwrap();
+    assert_eq!(found.series.len(), 1);
+    assert_eq!(
+        found.series[0].files.len(),
+        12,
+        "the scout shares the UID but is not a slice"
+    );
+    let reasons: Vec<(String, String)> = found
+        .ignored
+        .iter()
+        .map(|i| (i.file.clone(), i.reason.clone()))
+        .collect();
+    let has = |f: &str, w: &str| reasons.iter().any(|(file, r)| file == f && r.contains(w));
+    assert!(has("scout", "localizer"), "{reasons:?}");
+    assert!(has("dose", "modality SR"), "{reasons:?}");
+    assert!(has("mr", "modality MR"), "{reasons:?}");
+    assert!(has("README.TXT", "not a DICOM file"), "{reasons:?}");
+    let report = pipeline::select_folder(dir.path()).unwrap();
+    assert_eq!(report.ignored.len(), 4);
+    assert!(report.series[0].rejected.is_none());
+    assert_eq!(report.series[0].slices.len(), 12);
+    assert!(report.series[0].selected > 0);
+}
+
+#[test]
+fn unparsable_dicom_file_makes_every_series_of_the_folder_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    series_dir(12, "1.2.840.99.1", dir.path());
+    let mut bad = vec![0u8; 128];
+    bad.extend_from_slice(b"DICM\x02\x00\x00\x00garbage that is no meta group");
+    std::fs::write(dir.path().join("broken"), &bad).unwrap();
+    let report = pipeline::select_folder(dir.path()).unwrap();
+    assert_eq!(report.series.len(), 1);
+    let s = &report.series[0];
+    assert!(s.rejected.as_deref().unwrap_or("").contains("broken"), "{s:?}");
+    assert_eq!(s.unreadable.len(), 1);
+    assert!(s.unreadable[0].reason.contains("DICOM"), "{:?}", s.unreadable);
+}
+
+fn decode_reason(s: &Slice) -> DecodeError {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("IM1");
+    s.write(&p);
+    match SliceDecoder::new().decode(&p) {
+        Err(IngestError::Decode { reason, .. }) => reason,
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
+
+#[test]
+fn slice_without_rescale_is_refused_hounsfield_units_unknown() {
+    let mut s = Slice::ct("1.2.3", 0.0, 1);
+    s.rescale = None;
+    assert!(matches!(decode_reason(&s), DecodeError::Unsupported(m) if m.contains("Rescale")));
+}
+
+#[test]
+fn refused_transfer_syntax_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("IM1");
+    Slice::ct("1.2.3", 0.0, 1).write(&p);
+    // Relabel the (native) file as RLE: the syntax is checked before any pixel is decoded.
+    let mut bytes = std::fs::read(&p).unwrap();
+    let pos = bytes
+        .windows(EXPLICIT_LE.len() + 1)
+        .position(|w| &w[..EXPLICIT_LE.len()] == EXPLICIT_LE.as_bytes() && w[EXPLICIT_LE.len()] == 0)
+        .unwrap();
+    bytes[pos..pos + 20].copy_from_slice(b"1.2.840.10008.1.2.5\0");
+    std::fs::write(&p, &bytes).unwrap();
+    match SliceDecoder::new().decode(&p) {
+        Err(IngestError::Decode {
+            reason: DecodeError::Unsupported(m),
+            ..
+        }) => assert!(m.contains("RLE") && m.contains("JPEG Lossless"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn truncated_native_pixel_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("IM1");
+    Slice::ct("1.2.3", 0.0, 1).write(&p);
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 5000]).unwrap();
+    assert!(SliceDecoder::new().decode(&p).is_err(), "a cut file must not decode");
+}
+
+#[test]
+fn series_outside_the_contract_is_excluded_with_its_reason_not_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 1..=12 {
+        let mut s = Slice::ct("1.2.840.99.5", 0.0, i);
+        // Coronal reformat: the slices stack along y.
+        s.orientation = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0];
+        s.write(&dir.path().join(format!("cor{i}")));
+    }
+    let report = pipeline::select_folder(dir.path()).unwrap();
+    let s = &report.series[0];
+    assert!(s.excluded.as_deref().unwrap_or("").contains("not axial"), "{s:?}");
+    assert!(s.rejected.is_none(), "out of contract is not unreadable");
+    assert!(!report.any_rejected());
+    // Too few slices and a pixel spacing out of range are named too.
+    let dir2 = tempfile::tempdir().unwrap();
+    for i in 1..=4 {
+        let mut s = Slice::ct("1.2.840.99.6", -6.0 * f64::from(i), i);
+        s.spacing = 1.6;
+        s.write(&dir2.path().join(format!("s{i}")));
+    }
+    let r2 = pipeline::select_folder(dir2.path()).unwrap();
+    let why = r2.series[0].excluded.clone().unwrap_or_default();
+    assert!(why.contains("4 slices") && why.contains("pixel spacing"), "{why}");
+}
+
+#[test]
+fn selection_on_dicom_equals_selection_on_the_same_slices_as_tiff() {
+    let Some(shared) = common::shared_or_skip("selection_on_dicom_equals_selection_on_the_same_slices_as_tiff") else {
+        return;
+    };
+    let dicom = pipeline::select_folder(&shared.join("dicom/covid/ctmd_P001/SR_1")).unwrap();
+    let tiff = pipeline::select_folder(&shared.join("ct16/covid/ctmd_P001/SR_1")).unwrap();
+    assert_eq!(dicom.series.len(), 1);
+    let (d, t) = (&dicom.series[0], &tiff.series[0]);
+    assert!(d.rejected.is_none() && d.excluded.is_none(), "{d:?}");
+    assert_eq!(d.slices.len(), t.slices.len());
+    for (a, b) in d.slices.iter().zip(&t.slices) {
+        // Same slice in the same place: IMnnnnn.dcm beside IMnnnnn.tif.
+        assert_eq!(a.file.trim_end_matches(".dcm"), b.file.trim_end_matches(".tif"));
+        assert_eq!((a.dark_pixels, a.selected), (b.dark_pixels, b.selected), "{}", a.file);
+    }
+    assert_eq!(d.threshold, t.threshold);
+    assert_eq!(d.selected, t.selected);
+    assert_eq!(d.patient, "98C14734-ASSH");
+    let info = d.info.as_ref().unwrap();
+    assert!((info.pixel_spacing_mm.unwrap()[0] - 0.748046875).abs() < 1e-9);
+    assert!((info.slice_spacing_mm.unwrap() - 6.0).abs() < 0.01, "{info:?}");
+}
+
+#[test]
+fn jpeg_lossless_pixels_equal_the_tiff_bit_for_bit() {
+    let Some(shared) = common::shared_or_skip("jpeg_lossless_pixels_equal_the_tiff_bit_for_bit") else {
+        return;
+    };
+    let (mut a, mut b) = (SliceDecoder::new(), SliceDecoder::new());
+    for n in [1, 17, 25, 50] {
+        let d = shared.join(format!("dicom/covid/ctmd_P001/SR_1/IM{n:05}.dcm"));
+        let t = shared.join(format!("ct16/covid/ctmd_P001/SR_1/IM{n:05}.tif"));
+        let (x, y) = (a.decode(&d).unwrap(), b.decode(&t).unwrap());
+        assert_eq!((x.width, x.height), (y.width, y.height));
+        assert!(x.pixels == y.pixels, "IM{n:05}: DICOM and TIFF pixels differ");
+    }
+}
+
+#[test]
+fn thin_export_with_non_lexical_names_is_one_series_in_head_to_foot_order() {
+    let Some(shared) = common::shared_or_skip("thin_export_with_non_lexical_names_is_one_series_in_head_to_foot_order")
+    else {
+        return;
+    };
+    let dir = shared.join("dicom/normal/ctmd_normal001_thin");
+    let found = ingest::find(&dir).unwrap();
+    assert_eq!(found.series.len(), 1);
+    assert!(found.ignored.is_empty(), "{:?}", found.ignored);
+    let s = &found.series[0];
+    assert_eq!(s.files.len(), 154);
+    let z: Vec<f64> = s
+        .files
+        .iter()
+        .map(|p| ingest::dicom::read_header(p).unwrap().position.unwrap()[2])
+        .collect();
+    assert!(z.windows(2).all(|w| w[0] > w[1]), "slices must run head to foot");
+    let names: Vec<String> = s.files.iter().map(|p| ingest::name_of(p)).collect();
+    // File names are in no useful order (pydicom reads _1 at z -24.5, _67 at -26.5, ...).
+    assert_eq!(
+        &names[..3],
+        ["99C628-ASAD_1.dcm", "99C628-ASAD_67.dcm", "99C628-ASAD_78.dcm"]
+    );
+    let info = s.info.as_ref().unwrap();
+    assert_eq!(info.protocol, None, "the thin series is inside the contract");
+    assert!((info.slice_spacing_mm.unwrap() - 2.0).abs() < 0.01);
+    let sel = pipeline::select_folder(&dir).unwrap();
+    assert!(sel.series[0].rejected.is_none());
+    assert!(sel.series[0].selected > 20, "{}", sel.series[0].selected);
+}
+
+/// A DICOMDIR listing `ids` (each `DIR\FILE` style components) as IMAGE records.
+fn write_dicomdir(path: &Path, ids: &[Vec<&str>]) {
+    use dicom_core::value::DataSetSequence;
+    let items: Vec<InMemDicomObject> = ids
+        .iter()
+        .map(|id| {
+            let mut r = InMemDicomObject::new_empty();
+            r.put(DataElement::new(
+                tags::DIRECTORY_RECORD_TYPE,
+                VR::CS,
+                PrimitiveValue::from("IMAGE"),
+            ));
+            r.put(DataElement::new(
+                tags::REFERENCED_FILE_ID,
+                VR::CS,
+                PrimitiveValue::Strs(id.iter().map(|s| s.to_string()).collect()),
+            ));
+            r
+        })
+        .collect();
+    let mut o = InMemDicomObject::new_empty();
+    o.put(DataElement::new(
+        tags::DIRECTORY_RECORD_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(items),
+    ));
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax(EXPLICIT_LE)
+        .media_storage_sop_class_uid("1.2.840.10008.1.3.10")
+        .media_storage_sop_instance_uid("1.2.826.0.1.3680043.9.7777.1");
+    o.with_meta(meta).unwrap().write_to_file(path).unwrap();
+}
+
+#[test]
+fn usb_export_with_dicomdir_is_read_and_a_listed_missing_file_makes_it_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let se = dir.path().join("DICOM/ST000001/SE000001");
+    std::fs::create_dir_all(&se).unwrap();
+    let mut ids = Vec::new();
+    for i in 1..=12 {
+        let name = format!("IM{i:06}");
+        Slice::ct("1.2.840.99.31", -6.0 * f64::from(i), i).write(&se.join(&name));
+        ids.push(name);
+    }
+    let listed: Vec<Vec<&str>> = ids
+        .iter()
+        .map(|n| vec!["DICOM", "ST000001", "SE000001", n.as_str()])
+        .collect();
+    write_dicomdir(&dir.path().join("DICOMDIR"), &listed);
+    let report = pipeline::select_folder(dir.path()).unwrap();
+    assert_eq!(report.series.len(), 1);
+    assert!(report.series[0].rejected.is_none(), "{:?}", report.series[0]);
+    assert_eq!(report.series[0].slices.len(), 12);
+    assert!(report.series[0].slices[0].file.starts_with("DICOM/ST000001/SE000001/"));
+    assert!(
+        report
+            .ignored
+            .iter()
+            .any(|i| i.file == "DICOMDIR" && i.reason.contains("media directory")),
+        "{:?}",
+        report.ignored
+    );
+    // The stick lost a file the DICOMDIR lists: no verdict on part of the series.
+    std::fs::remove_file(se.join(&ids[5])).unwrap();
+    let report = pipeline::select_folder(dir.path()).unwrap();
+    let s = &report.series[0];
+    assert!(s.rejected.is_some(), "{s:?}");
+    assert!(
+        s.unreadable
+            .iter()
+            .any(|u| u.file == "DICOM/ST000001/SE000001/IM000006" && u.reason.contains("missing")),
+        "{:?}",
+        s.unreadable
+    );
+}
+
+#[test]
+fn two_patients_in_one_folder_get_no_pooled_verdict() {
+    // Checked at the report level: the scan pools slices only within one patient.
+    let dir = tempfile::tempdir().unwrap();
+    series_dir(12, "1.2.840.99.1", dir.path());
+    for i in 1..=12 {
+        let mut s = Slice::ct("1.2.840.99.2", -6.0 * f64::from(i), i + 100);
+        s.patient = "PAT-2".into();
+        s.write(&dir.path().join(format!("other{i}")));
+    }
+    let found = ingest::find(dir.path()).unwrap();
+    let mut patients: Vec<&str> = found.series.iter().map(|s| s.patient.as_str()).collect();
+    patients.sort();
+    assert_eq!(patients, ["PAT-1", "PAT-2"]);
+    let mut c = ctsentinel::classify::Classifier::load(&common::models(), Default::default()).unwrap();
+    let r = pipeline::scan_folder(dir.path(), &mut c, &mut |_| std::ops::ControlFlow::Continue(())).unwrap();
+    assert_eq!(r.verdict, ctsentinel::decide::Verdict::Undetermined);
+    assert!(
+        r.reason.as_deref().unwrap_or("").contains("2 patients"),
+        "{:?}",
+        r.reason
+    );
+    assert!(
+        r.series.iter().all(|s| s.slices.iter().all(|sl| sl.p_covid.is_none())),
+        "nothing is classified"
+    );
+}
