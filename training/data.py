@@ -145,27 +145,106 @@ def encode_jpeg(plane01: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
+# 8-bit slices have no pixel spacing. lung.py assumes 0.7 mm/px for a slice of unknown spacing,
+# i.e. a 358 mm field of view over 512 px; train8 slices are those fields of view downscaled
+# to 256 px, so the same assumption gives 0.7 * 512 / width mm/px (1.4 mm at 256 px).
+EIGHT_BIT_FOV_PX = 512
+
+
+def eight_bit_spacing(width: int) -> float:
+    from . import lung
+    return lung.DEFAULT_SPACING_MM * EIGHT_BIT_FOV_PX / width
+
+
+def eight_bit_stored(gray: np.ndarray, w: SourceWindow) -> np.ndarray:
+    """8-bit slice -> stored 16-bit values (HU + 1024) through the source's estimated window."""
+    hu = (np.arange(256, dtype=np.float64) - w.offset) / w.slope
+    lut = np.clip(np.floor(hu - preprocess.HU_INTERCEPT + 0.5), 0, 65535).astype(np.uint16)
+    return lut[gray]
+
+
+def framed_plane(stored: np.ndarray, pre: dict, size: int, spacing_mm: float | None,
+                 intercept: float = preprocess.HU_INTERCEPT) -> tuple[np.ndarray | None, str]:
+    """Lung-framed model input of one stored slice (training/lung.py), or (None, verdict)."""
+    from . import lung
+    lf = lung.lung_frame(stored, intercept, spacing_mm)
+    if lf["verdict"] != "ok":
+        return None, lf["verdict"]
+    return lung.framed_input(stored, lf, pre, size, intercept), "ok"
+
+
+def dicom_series(folder: Path) -> list[tuple[str, np.ndarray, float, float]]:
+    """(name, stored uint16, intercept, spacing mm) per slice, in ImagePositionPatient z order."""
+    import pydicom
+    out = []
+    for f in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        z = float(ds.ImagePositionPatient[2]) if "ImagePositionPatient" in ds else float(ds.InstanceNumber)
+        out.append((z, int(ds.InstanceNumber), f.name, ds.pixel_array.astype(np.uint16),
+                    float(ds.RescaleIntercept), float(ds.PixelSpacing[0])))
+    out.sort(key=lambda t: (-t[0], t[1]))  # superior first, like ct16
+    return [(n, a, i, s) for _, _, n, a, i, s in out]
+
+
+DICOM_THIN = "dicom/normal/ctmd_normal001_thin"
+
+
 def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float, out: Path,
-               quality: int = 90, use_ct16: bool = True) -> dict:
+               quality: int = 90, use_ct16: bool = True, log=print) -> dict:
     """Map every image into the model representation at `size`, JPEG-encode it (the GPU
-    machine's transfer limit), and write one .npz with images, labels, sources and splits."""
+    machine's transfer limit), and write one .npz with images, labels, sources and splits.
+
+    pre["frame"] == "lung": every slice is lung-framed (training/lung.py); a slice whose mask is
+    implausible is left out of the pack and counted per source and verdict (meta["excluded"]).
+    The thin DICOM series of the normal patient then joins the pack as source "dicom", split
+    "patient" (never trained on: evaluation only). ct16 slices keep split "train"; whether
+    training uses them is the config's data.use_ct16."""
+    frame = pre.get("frame", "none")
+    if frame not in ("none", "lung"):
+        raise ValueError(f"preprocessing.frame must be 'none' or 'lung', not {frame!r}")
     train8 = data_root / "train8"
     rows = read_labels(train8)
     windows = estimate_windows(train8, rows)
     split = split_train8(rows, holdout, seed)
     luts = {s: w.lut(pre) for s, w in windows.items()}
     blobs, labels, sources, splits, names = [], [], [], [], []
+    excluded: Counter = Counter()
     for r in rows:
-        plane = luts[r["source"]][load_gray(train8 / r["path"])]
-        plane = preprocess.box_resize(plane, size, size)
+        gray = load_gray(train8 / r["path"])
+        if frame == "lung":
+            plane, verdict = framed_plane(eight_bit_stored(gray, windows[r["source"]]), pre, size,
+                                          eight_bit_spacing(gray.shape[1]))
+            if plane is None:
+                excluded[f"{r['source']}/{verdict}"] += 1
+                continue
+        else:
+            plane = preprocess.box_resize(luts[r["source"]][gray], size, size)
         blobs.append(encode_jpeg(plane, quality)); labels.append(is_covid(r["label"]))
         sources.append(r["source"]); splits.append(split[r["path"]]); names.append(r["path"])
     if use_ct16:
         import tifffile
         for r in ct16_slices(data_root / "ct16"):
-            plane = preprocess.preprocess_stored(tifffile.imread(data_root / "ct16" / r["path"]), pre, size)
+            stored = tifffile.imread(data_root / "ct16" / r["path"])
+            if frame == "lung":
+                plane, verdict = framed_plane(stored, pre, size, None)  # TIFF: spacing unknown
+                if plane is None:
+                    excluded[f"ct16/{verdict}"] += 1
+                    continue
+            else:
+                plane = preprocess.preprocess_stored(stored, pre, size)
             blobs.append(encode_jpeg(plane, quality)); labels.append(r["label"])
             sources.append("ct16"); splits.append("train"); names.append("ct16/" + r["path"])
+        thin = data_root / DICOM_THIN
+        if frame == "lung" and thin.is_dir():
+            for name, stored, intercept, spacing in dicom_series(thin):
+                plane, verdict = framed_plane(stored, pre, size, spacing, intercept)
+                if plane is None:
+                    excluded[f"dicom/{verdict}"] += 1
+                    continue
+                blobs.append(encode_jpeg(plane, quality)); labels.append(0)
+                sources.append("dicom"); splits.append("patient"); names.append(f"{DICOM_THIN}/{name}")
+    if excluded:
+        log("excluded (implausible lung mask): " + json.dumps(dict(sorted(excluded.items()))))
     lens = np.array([len(b) for b in blobs], dtype=np.int64)
     np.savez(out, blob=np.frombuffer(b"".join(blobs), dtype=np.uint8), lens=lens,
              label=np.array(labels, dtype=np.int64), source=np.array(sources), split=np.array(splits),
@@ -173,7 +252,8 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
     meta = {"windows": {s: {"air_value": w.air_value, "tissue_value": w.tissue_value,
                             "hu_range": [round(x, 1) for x in w.hu_range()]} for s, w in windows.items()},
             "counts": dict(sorted(Counter(f"{a}/{b}/{c}" for a, b, c in zip(sources, splits, labels)).items())),
-            "images": len(blobs), "bytes": int(lens.sum())}
+            "images": len(blobs), "bytes": int(lens.sum()), "frame": frame,
+            "excluded": dict(sorted(excluded.items()))}
     return meta
 
 

@@ -6,13 +6,22 @@ shear, Nadam, class-balanced loss) plus window jitter, and writes to --out:
 - metrics.json: held-out metrics (overall and per source), learning curves, config, splits
 - heldout_predictions.csv, ct16_predictions.csv
 - weights.pt (fp32 state dict) or weights_fp16.pt with --fp16-weights (transfer-friendly)
+- checkpoint.pt after every epoch (atomic rename): model, optimizer, RNG states, epoch, history;
+  `--resume` continues at the next epoch and gives the same result as an uninterrupted run
 Augmentation runs on the accelerator on whole batches, so data loading never starves it.
+
+CPU fine-tuning from the shipped weights (see training/README.md for the measured epoch times):
+    python -m training.train --config training/configs/fpn192_lung.toml --threads 1 \
+        --init-onnx models/ctsentinel-fpn256.fp32.onnx --resume
+One progress line per epoch: epoch, train loss, held-out AUC (a fixed subsample,
+train.heldout_eval slices), seconds, ETA.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -29,8 +38,10 @@ def seed_all(seed: int):
     np.random.seed(seed)
 
 
-def augment(x: torch.Tensor, aug: dict, gen: torch.Generator) -> torch.Tensor:
-    """Random affine (rotation, zoom, shift, shear, horizontal flip) and window jitter, per image."""
+def augment(x: torch.Tensor, aug: dict, gen: torch.Generator, pad: float = 0.0) -> torch.Tensor:
+    """Random affine (rotation, zoom, shift, shear, horizontal flip), window jitter and optional
+    Gaussian noise (aug["noise"], std in [0, 1] units), per image. `pad` is the value that
+    enters from outside the image (air for lung-framed input)."""
     b = x.shape[0]
     dev = x.device
     u = lambda lo, hi: torch.rand(b, generator=gen, device=dev) * (hi - lo) + lo
@@ -47,10 +58,13 @@ def augment(x: torch.Tensor, aug: dict, gen: torch.Generator) -> torch.Tensor:
     theta[:, 1, 1] = (cos + torch.tan(shear) * sin) / zoom
     theta[:, 0, 2], theta[:, 1, 2] = tx, ty
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    x = F.grid_sample(x - pad, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + pad
     c = u(1 - aug["contrast"], 1 + aug["contrast"]).view(b, 1, 1, 1)
     d = u(-aug["brightness"], aug["brightness"]).view(b, 1, 1, 1)
-    return ((x - 0.5) * c + 0.5 + d).clamp(0.0, 1.0)
+    x = (x - 0.5) * c + 0.5 + d
+    if aug.get("noise", 0.0) > 0:
+        x = x + torch.randn(x.shape, generator=gen, device=dev) * aug["noise"]
+    return x.clamp(0.0, 1.0)
 
 
 @torch.no_grad()
@@ -96,32 +110,121 @@ def lr_at(epoch_f: float, tr: dict) -> float:
     return tr["lr"] * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: bool = False, log=print) -> dict:
+PATIENT_SOURCES = ("ct16", "dicom")  # whole in-domain patients; trained on only with data.use_ct16
+
+
+def freeze_modules(model: torch.nn.Module, k: int) -> list[torch.nn.Module]:
+    """The first k backbone parts (stem, stage 1, stage 2, ...) of a ResNet50V2-based model,
+    with their parameters set to requires_grad=False (kept in eval mode while training)."""
+    if k <= 0:
+        return []
+    bb = getattr(model, "backbone", None)
+    if bb is None:
+        raise ValueError("train.freeze needs a model with a ResNet50V2 backbone")
+    parts = [bb.stem, *bb.stages][:k]
+    for m in parts:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return parts
+
+
+def set_train_mode(model, frozen: list, bn: str):
+    model.train()
+    for m in frozen:
+        m.eval()
+    if bn == "frozen":
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+
+
+def pad_value(cfg: dict) -> float:
+    """The input value of air (-1000 HU) for lung-framed input (what lies outside the frame)."""
+    pre = cfg["preprocessing"]
+    if pre.get("frame", "none") != "lung" or pre["kind"] != "hu_window":
+        return 0.0
+    lo = pre["center"] - pre["width"] / 2.0
+    return float(min(max((-1000.0 - lo) / pre["width"], 0.0), 1.0))
+
+
+def save_atomic(obj, path: Path):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: bool = False, log=print,
+          init_onnx: str | Path | None = None, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Train (or continue, with resume) one config. `stop_after`: return after that many epochs
+    of this call (the checkpoint holds the state; a later resume continues)."""
     tr, aug = cfg["train"], cfg["augment"]
     seed_all(tr["seed"])
     out.mkdir(parents=True, exist_ok=True)
     labels = pack["label"]
     src, split = pack["source"], pack["split"]
-    is_ct16 = src == "ct16"
-    train_mask = (split == "train") & (~is_ct16 | cfg["data"]["use_ct16"])
-    train_idx, held_idx, ct16_idx = np.where(train_mask)[0], np.where(split == "heldout")[0], np.where(is_ct16)[0]
+    is_patient = np.isin(src, PATIENT_SOURCES)
+    train_mask = (split == "train") & (~is_patient | cfg["data"]["use_ct16"])
+    train_idx, held_idx, ct16_idx = np.where(train_mask)[0], np.where(split == "heldout")[0], np.where(is_patient)[0]
+    n_eval = int(tr.get("heldout_eval", 0))
+    eval_idx = (np.sort(np.random.default_rng(tr["seed"] + 1).choice(held_idx, n_eval, replace=False))
+                if 0 < n_eval < len(held_idx) else held_idx)
     images = torch.from_numpy(pack["images"]).to(device)
     y_all = torch.from_numpy(labels).to(device)
     counts = np.bincount(labels[train_idx], minlength=2)
     sample_w = torch.from_numpy(sample_weights(src, labels, train_idx, tr["balance"])).to(device)
-    log(f"[{cfg['name']}] train {len(train_idx)} (covid {counts[1]}), held-out {len(held_idx)}, ct16 {len(ct16_idx)}; device {device}")
+    log(f"[{cfg['name']}] train {len(train_idx)} (covid {counts[1]}), held-out {len(held_idx)} "
+        f"(per-epoch AUC on {len(eval_idx)}), patients {len(ct16_idx)} (trained on: {bool(cfg['data']['use_ct16'])}); "
+        f"device {device}, threads {torch.get_num_threads()}")
 
-    model = models.build(cfg["arch"], cfg["input_size"], cfg["in_channels"]).to(device).to(memory_format=torch.channels_last)
+    model = models.build(cfg["arch"], cfg["input_size"], cfg["in_channels"]).to(device)
+    ckpt_path = out / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, map_location=device, weights_only=False) if resume and ckpt_path.exists() else None
+    if ckpt is None and init_onnx:
+        from . import onnx_init
+        info = onnx_init.load_onnx_weights(model, init_onnx, cfg["input_size"], cfg["in_channels"])
+        calib = np.random.default_rng(tr["seed"] + 2).choice(train_idx, min(64, len(train_idx)), replace=False)
+        xc = images[torch.as_tensor(np.sort(calib), device=device)].float().div_(255.0).unsqueeze(1)
+        onnx_init.calibrate_bn(model, xc)
+        log(f"initialised from {init_onnx}: {json.dumps(info)}; fused BNs calibrated on {len(calib)} training slices")
+    model = model.to(memory_format=torch.channels_last)
+    frozen = freeze_modules(model, int(tr.get("freeze", 0)))
+    bn_mode = tr.get("bn", "train")
     if tr["optimizer"] != "nadam":
         raise ValueError("only nadam (the paper's optimizer) is wired")
-    opt = torch.optim.NAdam(model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"], decoupled_weight_decay=True)
+    opt = torch.optim.NAdam([p for p in model.parameters() if p.requires_grad], lr=tr["lr"],
+                            weight_decay=tr["weight_decay"], decoupled_weight_decay=True)
     gen = torch.Generator(device=device).manual_seed(tr["seed"])
     rng = np.random.default_rng(tr["seed"])
     steps = max(1, len(train_idx) // tr["batch"])
     history = []
+    start_epoch, prior_s = 0, 0.0
+    cfg_key = json.dumps(cfg, sort_keys=True)
+    if ckpt is not None:
+        if ckpt["config"] != cfg_key:
+            raise ValueError(f"{ckpt_path} was written with another config; use a new --out or remove it")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        gen.set_state(ckpt["gen_rng"])
+        rng.bit_generator.state = ckpt["numpy_rng"]
+        np.random.set_state(ckpt["numpy_global_rng"])
+        start_epoch, history, prior_s = ckpt["epoch"], ckpt["history"], ckpt["seconds"]
+        log(f"resumed from {ckpt_path} after epoch {start_epoch}")
+    pad = pad_value(cfg)
     t0 = time.time()
-    for epoch in range(tr["epochs"]):
-        model.train()
+    done_here = 0
+    for epoch in range(start_epoch, tr["epochs"]):
+        if stop_after is not None and done_here >= stop_after:
+            return {"stopped_after_epoch": epoch, "history": history}
+        te = time.time()
+        set_train_mode(model, frozen, bn_mode)
         perm = rng.permutation(train_idx)
         tot, n = 0.0, 0
         for s in range(steps):
@@ -129,7 +232,7 @@ def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: 
                 g["lr"] = lr_at(epoch + s / steps, tr)
             bi = torch.as_tensor(perm[s * tr["batch"]:(s + 1) * tr["batch"]], device=device)
             x = images[bi].float().div_(255.0).unsqueeze(1)
-            x = augment(x, aug, gen).contiguous(memory_format=torch.channels_last)
+            x = augment(x, aug, gen, pad).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = model.logits(x)
             loss = (F.cross_entropy(logits.float(), y_all[bi], reduction="none") * sample_w[bi]).mean()
@@ -138,13 +241,24 @@ def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: 
             opt.step()
             tot += float(loss.detach()) * len(bi)
             n += len(bi)
-        rec = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "lr": lr_at(epoch + 1, tr), "seconds": round(time.time() - t0, 1)}
-        if len(held_idx) and ((epoch + 1) % 5 == 0 or epoch + 1 == tr["epochs"]):
-            p = predict(model, images, held_idx, device)
-            m = metrics.summary(labels[held_idx], p)
-            rec.update({"heldout_auc": m["auc"], "heldout_accuracy": m["accuracy"]})
+        rec = {"epoch": epoch + 1, "train_loss": round(tot / max(n, 1), 6), "lr": lr_at(epoch + 1, tr)}
+        if len(eval_idx):
+            p = predict(model, images, eval_idx, device)
+            m = metrics.summary(labels[eval_idx], p)
+            rec.update({"heldout_auc": m["auc"], "heldout_accuracy": m["accuracy"], "heldout_n": int(len(eval_idx))})
+        done_here += 1
+        now = time.time()
+        rec["epoch_seconds"] = round(now - te, 1)
+        rec["seconds"] = round(prior_s + now - t0, 1)
+        eta = (now - t0) / done_here * (tr["epochs"] - epoch - 1)
         history.append(rec)
-        log(json.dumps(rec))
+        save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                     "gen_rng": gen.get_state(), "numpy_rng": rng.bit_generator.state,
+                     "numpy_global_rng": np.random.get_state(), "epoch": epoch + 1, "history": history,
+                     "seconds": rec["seconds"], "config": cfg_key}, ckpt_path)
+        auc = f"{rec['heldout_auc']:.4f}" if "heldout_auc" in rec else "-"
+        log(f"epoch {epoch + 1}/{tr['epochs']} loss {rec['train_loss']:.4f} heldout_auc {auc} "
+            f"epoch_s {rec['epoch_seconds']:.0f} total_s {rec['seconds']:.0f} eta {_fmt_s(eta)} | {json.dumps(rec)}")
 
     p_held = predict(model, images, held_idx, device)
     p_ct16 = predict(model, images, ct16_idx, device)
@@ -154,7 +268,8 @@ def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: 
         "heldout": metrics.summary(labels[held_idx], p_held),
         "heldout_by_source": {s: metrics.summary(labels[held_idx][src[held_idx] == s], p_held[src[held_idx] == s])
                               for s in sorted(set(src[held_idx]))},
-        "history": history, "train_seconds": round(time.time() - t0, 1), "device": str(device),
+        "history": history, "train_seconds": history[-1]["seconds"] if history else 0.0, "device": str(device),
+        "init_onnx": str(init_onnx) if init_onnx else None, "threads": torch.get_num_threads(),
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     with open(out / "heldout_predictions.csv", "w") as f:
@@ -162,9 +277,9 @@ def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: 
         for i, p in zip(held_idx, p_held):
             f.write(f"{pack['name'][i]},{src[i]},{labels[i]},{p:.6f}\n")
     with open(out / "ct16_predictions.csv", "w") as f:
-        f.write("name,label,p_covid,trained_on\n")
+        f.write("name,source,label,p_covid,trained_on\n")
         for i, p in zip(ct16_idx, p_ct16):
-            f.write(f"{pack['name'][i]},{labels[i]},{p:.6f},{int(cfg['data']['use_ct16'])}\n")
+            f.write(f"{pack['name'][i]},{src[i]},{labels[i]},{p:.6f},{int(cfg['data']['use_ct16'])}\n")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if fp16_weights:
         state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
@@ -183,16 +298,29 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--fp16-weights", action="store_true")
+    ap.add_argument("--init-onnx", help="initialise from an exported fp32 ONNX file (the shipped model)")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt when it exists")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    ap.add_argument("--freeze", type=int, default=None, help="freeze the stem and the first N-1 stages (sets train.freeze)")
+    ap.add_argument("--stop-after", type=int, default=None, help="return after N epochs of this call (resume later)")
     a = ap.parse_args(argv)
-    cfg = config_mod.load(a.config, config_mod.parse_overrides(a.set))
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    overrides = config_mod.parse_overrides(a.set)
+    if a.freeze is not None:
+        overrides["train.freeze"] = str(a.freeze)
+    cfg = config_mod.load(a.config, overrides)
     out = Path(a.out or f"training/runs/{cfg['name']}")
     if a.pack and Path(a.pack).exists():
         pack_path = Path(a.pack)
     else:
         pack_path = out / "pack.npz"
         out.mkdir(parents=True, exist_ok=True)
-        data.build_pack(Path(a.data), cfg["preprocessing"], cfg["input_size"], cfg["data"]["seed"],
-                        cfg["data"]["holdout"], pack_path, cfg["data"]["jpeg_quality"])
+        if not (a.resume and pack_path.exists()):
+            meta = data.build_pack(Path(a.data), cfg["preprocessing"], cfg["input_size"], cfg["data"]["seed"],
+                                   cfg["data"]["holdout"], pack_path, cfg["data"]["jpeg_quality"])
+            (out / "pack.json").write_text(json.dumps(meta, indent=1))
+            print(json.dumps({k: meta[k] for k in ("images", "frame", "excluded", "counts")}), flush=True)
     pack = data.load_pack(pack_path)
     if pack["images"].shape[1] != cfg["input_size"]:
         raise ValueError(f"pack is {pack['images'].shape[1]} px, config wants {cfg['input_size']}")
@@ -200,8 +328,10 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    r = train(cfg, pack, out, torch.device(a.device), a.fp16_weights)
-    print(json.dumps({"heldout": r["heldout"], "by_source": r["heldout_by_source"]}, indent=1))
+    r = train(cfg, pack, out, torch.device(a.device), a.fp16_weights, log=lambda m: print(m, flush=True),
+              init_onnx=a.init_onnx, resume=a.resume, stop_after=a.stop_after)
+    if "heldout" in r:
+        print(json.dumps({"heldout": r["heldout"], "by_source": r["heldout_by_source"]}, indent=1))
 
 
 if __name__ == "__main__":

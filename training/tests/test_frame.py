@@ -1,0 +1,31 @@
+"""Lung-framed pack input (data.framed_plane / eight_bit_stored) on generated images."""
+import numpy as np
+
+from training import data, lung
+
+PRE = {"kind": "hu_window", "center": -500.0, "width": 1500.0, "frame": "lung"}
+
+
+def test_eight_bit_values_map_back_to_their_hu():
+    w = data.SourceWindow(air_value=98.0, tissue_value=177.0)
+    gray = np.array([[98, 177]], dtype=np.uint8)
+    stored = data.eight_bit_stored(gray, w)
+    assert stored.dtype == np.uint16
+    assert abs(int(stored[0, 0]) - 1024 - data.AIR_HU) <= 1 and abs(int(stored[0, 1]) - 1024 - data.SOFT_TISSUE_HU) <= 1
+
+
+def test_eight_bit_spacing_is_lungpy_default_over_a_512_px_field():
+    assert data.eight_bit_spacing(512) == lung.DEFAULT_SPACING_MM
+    assert abs(data.eight_bit_spacing(256) - 1.4) < 1e-12
+
+
+def test_phantom_is_framed_and_an_empty_slice_is_refused():
+    img = lung.render(lung.chest(), 512, 512, 0.7)
+    plane, verdict = data.framed_plane(img, PRE, 64, 0.7)
+    assert verdict == "ok" and plane.shape == (64, 64)
+    air = (-1000 - (PRE["center"] - PRE["width"] / 2)) / PRE["width"]
+    assert abs(plane[0, 0] - air) < 1e-6, "outside the lungs is air"
+    assert plane.max() > air + 0.05 or plane.min() < air - 0.01, "the lungs are in the frame"
+    empty = np.full((128, 128), 24, dtype=np.uint16)  # all air
+    plane, verdict = data.framed_plane(empty, PRE, 64, 0.7)
+    assert plane is None and verdict != "ok"
