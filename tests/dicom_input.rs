@@ -510,3 +510,56 @@ fn two_patients_in_one_folder_get_no_pooled_verdict() {
         "nothing is classified"
     );
 }
+
+#[test]
+fn forged_pixel_data_length_is_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("IM1");
+    Slice::ct("1.2.3", 0.0, 1).write(&p);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let at = bytes
+        .windows(8)
+        .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0])
+        .expect("pixel data element");
+    bytes[at + 8..at + 12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    std::fs::write(&p, &bytes).unwrap();
+    match SliceDecoder::new().decode(&p) {
+        Err(IngestError::Decode {
+            reason: DecodeError::Dicom(m),
+            ..
+        }) => assert!(m.contains("forged length"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // Discovery reads the same header: the file is unreadable, never grouped.
+    let report = pipeline::select_folder(dir.path()).unwrap();
+    assert!(report.series[0].rejected.is_some());
+}
+
+#[test]
+fn colour_and_missing_pixel_data_objects_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("IM1");
+    Slice::ct("1.2.3", 0.0, 1).write(&p);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let at = bytes.windows(11).position(|w| w == b"MONOCHROME2").unwrap();
+    bytes[at..at + 11].copy_from_slice(b"RGB        ");
+    let q = dir.path().join("IM2");
+    std::fs::write(&q, &bytes).unwrap();
+    assert!(matches!(
+        SliceDecoder::new().decode(&q),
+        Err(IngestError::Decode {
+            reason: DecodeError::PixelFormat(_),
+            ..
+        })
+    ));
+    // Cut just before the pixel data element: a header without pixels.
+    let bytes = std::fs::read(&p).unwrap();
+    let at = bytes.windows(4).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00]).unwrap();
+    std::fs::write(&q, &bytes[..at]).unwrap();
+    match SliceDecoder::new().decode(&q) {
+        Err(IngestError::Decode { reason, .. }) => {
+            assert!(reason.to_string().to_lowercase().contains("pixel"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

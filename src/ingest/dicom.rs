@@ -132,6 +132,8 @@ fn open(bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject, DecodeErr
             "no DICM signature after the 128-byte preamble".into(),
         ));
     }
+    // Every declared length must fit in the file before dicom-rs allocates from it.
+    super::dicom_prescan::check(bytes)?;
     let mut o = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)
         .odd_length_strategy(OddLengthStrategy::Accept);

@@ -18,6 +18,7 @@
 //! never holds more than one decoded slice.
 
 pub mod dicom;
+mod dicom_prescan;
 mod image8;
 mod strict;
 mod tiff;

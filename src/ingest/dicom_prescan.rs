@@ -1,0 +1,387 @@
+//! A bounds pre-scan of a DICOM file's element structure, before dicom-rs parses it.
+//!
+//! Why: dicom-rs allocates an element's value from its *declared* length (up to 4 GiB) before
+//! it reads the bytes, and builds nested sequences recursively without a depth limit. A
+//! 200-byte file declaring a 4 GiB string would make the appliance commit 4 GiB (the OOM
+//! killer on a 4 GiB board); 100,000 nested sequences would overflow the stack (an abort, not
+//! an error). The whole file is already in memory (at most `MAX_FILE_BYTES`), so this walks
+//! every element header — meta group, data set, sequence items, pixel data fragments — and
+//! refuses the file unless every declared length fits inside the bytes that remain and
+//! nesting stays within [`MAX_DEPTH`]. Values are never looked at (except the transfer syntax
+//! UID, which says how the data set is encoded). A file that passes can still be malformed;
+//! dicom-rs then reports it, but it can no longer allocate more than the file holds.
+
+use super::DecodeError;
+
+/// Deepest sequence nesting accepted (real CT headers nest 3 or 4 levels).
+pub const MAX_DEPTH: usize = 16;
+/// Most elements accepted in one file (a CT slice has a few hundred).
+const MAX_ELEMENTS: usize = 200_000;
+
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+const ITEM: (u16, u16) = (0xFFFE, 0xE000);
+const ITEM_END: (u16, u16) = (0xFFFE, 0xE00D);
+const SEQ_END: (u16, u16) = (0xFFFE, 0xE0DD);
+
+const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+const BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+
+/// Check `file` (a whole Part 10 file: preamble, `DICM`, meta group, data set).
+pub fn check(file: &[u8]) -> Result<(), DecodeError> {
+    let body = file
+        .get(132..)
+        .ok_or_else(|| DecodeError::Dicom("file ends inside the preamble".into()))?;
+    let mut s = Scan {
+        buf: body,
+        pos: 0,
+        explicit: true,
+        elements: 0,
+    };
+    let ts = s.meta()?;
+    let rest = &body[s.pos..];
+    match ts.as_str() {
+        BIG_ENDIAN => Err(DecodeError::Unsupported(
+            "transfer syntax Explicit VR Big Endian (retired)".into(),
+        )),
+        DEFLATED => {
+            // The data set is deflated: check it as it will be read, inflated, bounded.
+            use std::io::Read;
+            let mut inflated = Vec::new();
+            flate2::read::DeflateDecoder::new(rest)
+                .take(super::MAX_FILE_BYTES + 1)
+                .read_to_end(&mut inflated)
+                .map_err(|e| DecodeError::Dicom(format!("deflated data set is corrupt ({e})")))?;
+            if inflated.len() as u64 > super::MAX_FILE_BYTES {
+                return Err(DecodeError::Limits(format!(
+                    "deflated data set inflates past {} bytes",
+                    super::MAX_FILE_BYTES
+                )));
+            }
+            Scan::new(&inflated, true).elements_until_end(0)
+        }
+        other => Scan::new(rest, other != IMPLICIT_LE).elements_until_end(0),
+    }
+}
+
+struct Scan<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    explicit: bool,
+    elements: usize,
+}
+
+fn err(at: usize, what: impl std::fmt::Display) -> DecodeError {
+    DecodeError::Dicom(format!("{what} (at byte {at} of the data set)"))
+}
+
+impl<'a> Scan<'a> {
+    fn new(buf: &'a [u8], explicit: bool) -> Self {
+        Scan {
+            buf,
+            pos: 0,
+            explicit,
+            elements: 0,
+        }
+    }
+
+    fn left(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self
+            .buf
+            .get(self.pos..self.pos + 2)
+            .ok_or_else(|| err(self.pos, "file ends inside an element header (truncated)"))?;
+        self.pos += 2;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self
+            .buf
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| err(self.pos, "file ends inside an element header (truncated)"))?;
+        self.pos += 4;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn skip(&mut self, len: u32, tag: (u16, u16)) -> Result<(), DecodeError> {
+        if len as usize > self.left() {
+            return Err(err(
+                self.pos,
+                format_args!(
+                    "element ({:04X},{:04X}) declares {len} bytes, only {} remain (truncated or forged length)",
+                    tag.0,
+                    tag.1,
+                    self.left()
+                ),
+            ));
+        }
+        self.pos += len as usize;
+        Ok(())
+    }
+
+    /// The meta group (always explicit VR little endian); returns the transfer syntax UID.
+    fn meta(&mut self) -> Result<String, DecodeError> {
+        let mut ts = None;
+        while self.left() >= 4 && u16::from_le_bytes([self.buf[self.pos], self.buf[self.pos + 1]]) == 0x0002 {
+            let start = self.pos;
+            let (tag, _vr, len) = self.header()?;
+            if len == UNDEFINED {
+                return Err(err(start, "undefined length in the file meta group"));
+            }
+            let vstart = self.pos;
+            self.skip(len, tag)?;
+            if tag == (0x0002, 0x0010) {
+                let v = &self.buf[vstart..self.pos];
+                ts = Some(String::from_utf8_lossy(v).trim_end_matches(['\0', ' ']).to_string());
+            }
+        }
+        ts.ok_or_else(|| DecodeError::Dicom("file meta group has no transfer syntax (0002,0010)".into()))
+    }
+
+    /// Tag, VR (explicit only) and length of the next element.
+    fn header(&mut self) -> Result<((u16, u16), [u8; 2], u32), DecodeError> {
+        let tag = (self.u16()?, self.u16()?);
+        self.elements += 1;
+        if self.elements > MAX_ELEMENTS {
+            return Err(DecodeError::Limits(format!("more than {MAX_ELEMENTS} elements")));
+        }
+        if tag.0 == 0xFFFE {
+            // Item and delimiters have no VR in any encoding.
+            return Ok((tag, *b"  ", self.u32()?));
+        }
+        let explicit = self.explicit || tag.0 == 0x0002;
+        if !explicit {
+            return Ok((tag, *b"  ", self.u32()?));
+        }
+        let vr = self.u16()?.to_le_bytes();
+        let long = matches!(
+            &vr,
+            b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UN" | b"UR" | b"UT" | b"SV" | b"UV"
+        );
+        let len = if long {
+            self.u16()?; // reserved
+            self.u32()?
+        } else {
+            u32::from(self.u16()?)
+        };
+        Ok((tag, vr, len))
+    }
+
+    /// Elements until the end of the buffer.
+    fn elements_until_end(&mut self, depth: usize) -> Result<(), DecodeError> {
+        while self.left() > 0 {
+            self.element(depth)?;
+        }
+        Ok(())
+    }
+
+    /// One element of a data set (or of an item), recursing into sequences.
+    fn element(&mut self, depth: usize) -> Result<Option<(u16, u16)>, DecodeError> {
+        let start = self.pos;
+        let (tag, vr, len) = self.header()?;
+        if tag == ITEM_END || tag == SEQ_END {
+            return Ok(Some(tag));
+        }
+        if tag.0 == 0xFFFE {
+            return Err(err(start, format_args!("unexpected item tag (FFFE,{:04X})", tag.1)));
+        }
+        let is_seq = &vr == b"SQ" || (&vr == b"UN" && len == UNDEFINED) || (&vr == b"  " && len == UNDEFINED);
+        if tag == (0x7FE0, 0x0010) && len == UNDEFINED {
+            return self.fragments(start).map(|_| None);
+        }
+        if is_seq {
+            if depth + 1 > MAX_DEPTH {
+                return Err(DecodeError::Limits(format!(
+                    "sequences nested deeper than {MAX_DEPTH} levels"
+                )));
+            }
+            // UN of undefined length is an implicit VR sequence (PS3.5 6.2.2).
+            let saved = self.explicit;
+            if &vr == b"UN" {
+                self.explicit = false;
+            }
+            let r = if len == UNDEFINED {
+                self.items_until_delimiter(depth + 1)
+            } else {
+                self.items_within(len, tag, depth + 1)
+            };
+            self.explicit = saved;
+            return r.map(|_| None);
+        }
+        if len == UNDEFINED {
+            return Err(err(
+                start,
+                format_args!(
+                    "element ({:04X},{:04X}) has an undefined length but is not a sequence",
+                    tag.0, tag.1
+                ),
+            ));
+        }
+        let vstart = self.pos;
+        self.skip(len, tag)?;
+        // Implicit VR: a defined-length sequence is only recognisable by its first item tag.
+        if &vr == b"  " && len >= 8 && self.buf[vstart..vstart + 4] == [0xFE, 0xFF, 0x00, 0xE0] {
+            if depth + 1 > MAX_DEPTH {
+                return Err(DecodeError::Limits(format!(
+                    "sequences nested deeper than {MAX_DEPTH} levels"
+                )));
+            }
+            let mut inner = Scan::new(&self.buf[vstart..self.pos], false);
+            inner.elements = self.elements;
+            inner.items_all(depth + 1)?;
+            self.elements = inner.elements;
+        }
+        Ok(None)
+    }
+
+    /// Items of a defined-length sequence value of `len` bytes starting here.
+    fn items_within(&mut self, len: u32, tag: (u16, u16), depth: usize) -> Result<(), DecodeError> {
+        let start = self.pos;
+        self.skip(len, tag)?;
+        let mut inner = Scan::new(&self.buf[start..self.pos], self.explicit);
+        inner.elements = self.elements;
+        inner.items_all(depth)?;
+        self.elements = inner.elements;
+        Ok(())
+    }
+
+    fn items_all(&mut self, depth: usize) -> Result<(), DecodeError> {
+        while self.left() > 0 {
+            let start = self.pos;
+            let (tag, _, len) = self.header()?;
+            if tag != ITEM {
+                return Err(err(
+                    start,
+                    format_args!("expected an item, found ({:04X},{:04X})", tag.0, tag.1),
+                ));
+            }
+            self.item(len, depth)?;
+        }
+        Ok(())
+    }
+
+    fn items_until_delimiter(&mut self, depth: usize) -> Result<(), DecodeError> {
+        loop {
+            let start = self.pos;
+            let (tag, _, len) = self.header()?;
+            match tag {
+                SEQ_END => return Ok(()),
+                ITEM => self.item(len, depth)?,
+                other => {
+                    return Err(err(
+                        start,
+                        format_args!("expected an item, found ({:04X},{:04X})", other.0, other.1),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// One item's data set: defined length (bounded) or up to its delimiter.
+    fn item(&mut self, len: u32, depth: usize) -> Result<(), DecodeError> {
+        if len == UNDEFINED {
+            loop {
+                if self.left() == 0 {
+                    return Err(err(self.pos, "file ends inside a sequence item (truncated)"));
+                }
+                match self.element(depth)? {
+                    Some(ITEM_END) => return Ok(()),
+                    Some(_) => return Err(err(self.pos, "sequence ended inside an item")),
+                    None => {}
+                }
+            }
+        }
+        let start = self.pos;
+        self.skip(len, ITEM)?;
+        let mut inner = Scan::new(&self.buf[start..self.pos], self.explicit);
+        inner.elements = self.elements;
+        while inner.left() > 0 {
+            if inner.element(depth)?.is_some() {
+                return Err(err(start, "delimiter inside a defined-length item"));
+            }
+        }
+        self.elements = inner.elements;
+        Ok(())
+    }
+
+    /// Encapsulated pixel data: items of defined length up to the sequence delimiter.
+    fn fragments(&mut self, start: usize) -> Result<(), DecodeError> {
+        loop {
+            let (tag, _, len) = self.header()?;
+            match tag {
+                SEQ_END => return Ok(()),
+                ITEM if len != UNDEFINED => self.skip(len, ITEM)?,
+                _ => return Err(err(start, "malformed encapsulated pixel data")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(meta_ts: &str, dataset: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 128];
+        f.extend_from_slice(b"DICM");
+        let mut ts = meta_ts.as_bytes().to_vec();
+        if ts.len() % 2 == 1 {
+            ts.push(0);
+        }
+        f.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        f.extend_from_slice(&(ts.len() as u16).to_le_bytes());
+        f.extend_from_slice(&ts);
+        f.extend_from_slice(dataset);
+        f
+    }
+
+    fn explicit(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+        let mut e = Vec::new();
+        e.extend_from_slice(&tag.0.to_le_bytes());
+        e.extend_from_slice(&tag.1.to_le_bytes());
+        e.extend_from_slice(vr);
+        e.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        e.extend_from_slice(value);
+        e
+    }
+
+    #[test]
+    fn a_forged_length_is_refused_before_anything_is_allocated() {
+        let ok = file("1.2.840.10008.1.2.1", &explicit((0x0010, 0x0020), b"LO", b"PAT1"));
+        assert_eq!(check(&ok), Ok(()));
+        // (7FE0,0010) OW declaring 4 GiB - 2 in a 160-byte file.
+        let mut forged = file("1.2.840.10008.1.2.1", &[]);
+        forged.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 0xFE, 0xFF, 0xFF, 0xFF, 1, 2]);
+        let e = check(&forged).unwrap_err().to_string();
+        assert!(e.contains("declares 4294967294 bytes"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        // 40 nested undefined-length sequences, each in an undefined-length item.
+        let mut ds = Vec::new();
+        for _ in 0..40 {
+            ds.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+            ds.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        let e = check(&file("1.2.840.10008.1.2.1", &ds)).unwrap_err().to_string();
+        assert!(e.contains("nested deeper"), "{e}");
+    }
+
+    #[test]
+    fn truncated_header_and_implicit_lengths_are_checked() {
+        let cut = file("1.2.840.10008.1.2.1", &[0x10, 0x00, 0x20]);
+        assert!(check(&cut).unwrap_err().to_string().contains("truncated"));
+        // Implicit VR: (0010,0010) with a 4-byte length of 1,000,000.
+        let mut imp = Vec::new();
+        imp.extend_from_slice(&[0x10, 0x00, 0x10, 0x00]);
+        imp.extend_from_slice(&1_000_000u32.to_le_bytes());
+        imp.extend_from_slice(b"DOE^JOHN");
+        let e = check(&file("1.2.840.10008.1.2", &imp)).unwrap_err().to_string();
+        assert!(e.contains("only 8 remain"), "{e}");
+    }
+}
