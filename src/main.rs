@@ -198,6 +198,14 @@ fn watch(cfg: ctsentinel::service::config::Config) -> Result<ExitCode, Failure> 
         cfg.drop,
         cfg.state.display()
     );
+    if cfg.dicom.is_some() {
+        // The receiver's folder is ours (under the state folder): the self-test checks it
+        // like any drop folder, so it must exist first.
+        let received = cfg.layout().received();
+        std::fs::create_dir_all(&received)
+            .with_context(|| format!("cannot create {}", received.display()))
+            .map_err(Failure::Internal)?;
+    }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     run::stop_on_signals(&stop)
         .context("installing the SIGTERM/SIGINT handlers")
@@ -226,10 +234,21 @@ fn watch(cfg: ctsentinel::service::config::Config) -> Result<ExitCode, Failure> 
             )));
         }
     };
+    // The receiver starts only after the self-test passed: nothing is acknowledged by a box
+    // that could not process it. It stops (and joins) when dropped, after the service loop.
+    let receiver = match &cfg.dicom {
+        Some(d) => Some(
+            ctsentinel::service::receiver::Receiver::start(d, &cfg.layout().received(), cfg.min_free_bytes)
+                .with_context(|| format!("starting the DICOM receiver on {}", d.listen))
+                .map_err(Failure::Internal)?,
+        ),
+        None => None,
+    };
     let service = run::Service::new(cfg, classifier, run::StatVfs, display, stop.clone())
         .context("starting the service")
         .map_err(Failure::Internal)?;
     run::run(service, stop);
+    drop(receiver);
     Ok(ExitCode::SUCCESS)
 }
 

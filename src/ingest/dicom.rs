@@ -188,7 +188,8 @@ pub fn read_header(path: &Path) -> Result<Header, DecodeError> {
     header_of(&bytes)
 }
 
-pub(super) fn header_of(bytes: &[u8]) -> Result<Header, DecodeError> {
+/// [`read_header`] of a file already in memory (the receiver checks what it was sent).
+pub fn header_of(bytes: &[u8]) -> Result<Header, DecodeError> {
     let o = open(bytes, true)?;
     let mut sop_class = text(&o, tags::SOP_CLASS_UID);
     if sop_class.is_empty() {

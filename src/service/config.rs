@@ -41,6 +41,114 @@ struct RawConfig {
     inotify: bool,
     #[serde(default = "default_retention")]
     retention_days: u64,
+    /// The C-STORE receiver; absent (or without `listen`): no listener.
+    #[serde(default)]
+    dicom: Option<RawDicom>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDicom {
+    listen: Option<String>,
+    #[serde(default = "default_ae")]
+    ae_title: String,
+    #[serde(default)]
+    allowed_callers: Vec<String>,
+    #[serde(default = "default_instance_mb")]
+    max_instance_mb: u64,
+    #[serde(default = "default_associations")]
+    max_associations: usize,
+    #[serde(default = "default_idle")]
+    idle_timeout_s: f64,
+}
+
+fn default_ae() -> String {
+    "CTSENTINEL".into()
+}
+fn default_instance_mb() -> u64 {
+    64
+}
+fn default_associations() -> usize {
+    4
+}
+fn default_idle() -> f64 {
+    30.0
+}
+
+/// The validated `[dicom]` table: where the C-STORE receiver listens and whom it accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DicomReceive {
+    /// `host:port` to bind (`127.0.0.1:11112`; port 0 picks a free port, for tests).
+    pub listen: String,
+    /// Our (called) AE title.
+    pub ae_title: String,
+    /// Calling AE titles accepted; every other association is rejected.
+    pub allowed_callers: Vec<String>,
+    pub max_instance_bytes: u64,
+    pub max_associations: usize,
+    /// An association with no PDU for this long is ended.
+    pub idle_timeout: Duration,
+}
+
+/// An AE title: 1 to 16 characters of printable ASCII, no backslash, not only spaces.
+fn valid_ae(t: &str) -> bool {
+    (1..=16).contains(&t.len()) && t.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\') && !t.trim().is_empty()
+}
+
+fn dicom_config(path: &Path, raw: Option<RawDicom>) -> Result<Option<DicomReceive>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let Some(d) = raw else { return Ok(None) };
+    let Some(listen) = d.listen else { return Ok(None) };
+    if listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(invalid(format!(
+            "[dicom] listen = {listen:?} is not an address such as \"127.0.0.1:11112\""
+        )));
+    }
+    if !valid_ae(&d.ae_title) {
+        return Err(invalid(format!(
+            "[dicom] ae_title = {:?} is not a DICOM AE title (1-16 printable characters)",
+            d.ae_title
+        )));
+    }
+    if d.allowed_callers.is_empty() {
+        return Err(invalid(
+            "[dicom] allowed_callers is empty: name the scanner's calling AE title(s)".into(),
+        ));
+    }
+    if let Some(bad) = d.allowed_callers.iter().find(|c| !valid_ae(c)) {
+        return Err(invalid(format!(
+            "[dicom] allowed_callers: {bad:?} is not a DICOM AE title"
+        )));
+    }
+    if !(1..=1024).contains(&d.max_instance_mb) {
+        return Err(invalid(format!(
+            "[dicom] max_instance_mb = {} must lie in 1..=1024",
+            d.max_instance_mb
+        )));
+    }
+    if !(1..=64).contains(&d.max_associations) {
+        return Err(invalid(format!(
+            "[dicom] max_associations = {} must lie in 1..=64",
+            d.max_associations
+        )));
+    }
+    if !(d.idle_timeout_s.is_finite() && (1.0..=3600.0).contains(&d.idle_timeout_s)) {
+        return Err(invalid(format!(
+            "[dicom] idle_timeout_s = {} must lie in 1..=3600",
+            d.idle_timeout_s
+        )));
+    }
+    Ok(Some(DicomReceive {
+        listen,
+        ae_title: d.ae_title.trim().to_string(),
+        allowed_callers: d.allowed_callers.iter().map(|c| c.trim().to_string()).collect(),
+        max_instance_bytes: d.max_instance_mb << 20,
+        max_associations: d.max_associations,
+        idle_timeout: Duration::from_secs_f64(d.idle_timeout_s),
+    }))
 }
 
 fn default_retention() -> u64 {
@@ -120,6 +228,9 @@ pub struct Config {
     /// journal this long after it was processed (if it is dropped again later it is
     /// processed again; its result file is replaced, never duplicated).
     pub retention: Duration,
+    /// The C-STORE receiver, when `[dicom] listen` is set. Its folder
+    /// (`<state>/received`) is then one of `drop`, watched like any other.
+    pub dicom: Option<DicomReceive>,
 }
 
 const BACKENDS: [&str; 4] = ["none", "png", "framebuffer", "spi"];
@@ -197,10 +308,16 @@ impl Config {
         if !(1..=64).contains(&threads) {
             return Err(bad(format!("threads = {threads} must lie in 1..=64")));
         }
+        let dicom = dicom_config(path, raw.dicom.clone())?;
+        let mut drop = raw.drop.clone();
+        if dicom.is_some() {
+            // Received instances land here and are processed like a drop folder's series.
+            drop.push(super::layout::Layout::new(&raw.state).received());
+        }
         Ok(Config {
             models: raw.models.unwrap_or_else(|| board.models.clone()),
             board,
-            drop: raw.drop,
+            drop,
             state: raw.state,
             poll_interval: Duration::from_secs_f64(raw.poll_interval_s),
             stability: Duration::from_secs_f64(raw.stability_s),
@@ -210,6 +327,7 @@ impl Config {
             threads,
             inotify: raw.inotify,
             retention: Duration::from_secs(raw.retention_days * 86_400),
+            dicom,
         })
     }
 }

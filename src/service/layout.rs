@@ -102,6 +102,12 @@ impl Layout {
         self.state.join("work")
     }
 
+    /// Instances received by C-STORE: `received/<patient>/<series>/<instance>.dcm`, watched
+    /// like a drop folder (see `service::receiver`).
+    pub fn received(&self) -> PathBuf {
+        self.state.join("received")
+    }
+
     /// `<state>/work/<key>`: where one snapshot is copied to be processed.
     pub fn snapshot_dir(&self, key: &str) -> PathBuf {
         self.work().join(short_key(key))

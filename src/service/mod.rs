@@ -19,6 +19,7 @@ pub mod heap;
 pub mod journal;
 pub mod layout;
 pub mod machine;
+pub mod receiver;
 pub mod run;
 pub mod selftest;
 

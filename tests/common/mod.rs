@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: locating ../shared data and writing tiny TIFFs.
 #![allow(dead_code)]
 
+pub mod dicom_gen;
+
 use std::path::{Path, PathBuf};
 
 /// `../shared/data` beside the repository, or `CTSENTINEL_SHARED_DATA`.

@@ -1,0 +1,329 @@
+//! The C-STORE receiver of `ctsentinel watch` (issue 14, step 3), pushed to by a real DICOM
+//! client (dicom-ul's SCU) on 127.0.0.1, against the real binary.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::dicom_gen::{Slice, CT, EXPLICIT_LE};
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
+use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::{ClientAssociation, ClientAssociationOptions, Pdu};
+
+const SERIES: &str = "1.2.840.99.500";
+
+struct Box {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Box {
+    fn new() -> Box {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("drop")).unwrap();
+        let port = free_port();
+        let cfg = format!(
+            "board = \"generic-x86_64\"\ndrop = [\"{d}/drop\"]\nstate = \"{d}/state\"\nmodels = \"{m}\"\n\
+             min_free_mb = 0\nstability_s = 2\npoll_interval_s = 0.5\ndisplay = \"none\"\n\n\
+             [dicom]\nlisten = \"127.0.0.1:{port}\"\nae_title = \"CTSENTINEL\"\nallowed_callers = [\"CT_SCANNER\"]\n\
+             max_instance_mb = 4\nidle_timeout_s = 5\n",
+            d = dir.path().display(),
+            m = common::models().display()
+        );
+        std::fs::write(dir.path().join("config.toml"), cfg).unwrap();
+        Box { dir, port }
+    }
+
+    fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("watch.log"))
+            .unwrap();
+        let child = common::ctsentinel()
+            .args(["watch", "--config"])
+            .arg(self.dir.path().join("config.toml"))
+            .arg("--boards")
+            .arg(common::repo().join("boards"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_until("the receiver to listen", Duration::from_secs(120), || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+        child
+    }
+
+    fn received(&self) -> PathBuf {
+        self.dir.path().join("state/received")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("watch.log")).unwrap_or_default()
+    }
+
+    fn results(&self) -> Vec<PathBuf> {
+        files_under(&self.dir.path().join("state/results"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect()
+    }
+
+    fn connect(&self, calling: &str) -> Result<ClientAssociation<TcpStream>, dicom_ul::association::Error> {
+        ClientAssociationOptions::new()
+            .calling_ae_title(calling)
+            .called_ae_title("CTSENTINEL")
+            .with_presentation_context(CT, vec![EXPLICIT_LE])
+            .max_pdu_length(16384)
+            .establish(("127.0.0.1", self.port))
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill9(child: &mut Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+fn slices(n: i32) -> Vec<Slice> {
+    (1..=n)
+        .map(|i| Slice::ct(SERIES, -50.0 - 6.0 * f64::from(i), i))
+        .collect()
+}
+
+/// The C-STORE-RQ command set and the data set (explicit VR LE, no file meta) of `s`.
+fn request(s: &Slice, message_id: u16) -> (Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.dcm");
+    s.write(&p);
+    let obj = dicom_object::open_file(&p).unwrap();
+    let mut data = Vec::new();
+    obj.write_dataset_with_ts(&mut data, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+        .unwrap();
+    let uid = s.instance_uid();
+    let cmd = InMemDicomObject::command_from_element_iter([
+        DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from(CT)),
+        DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(0x0001u16)),
+        DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id)),
+        DataElement::new(tags::PRIORITY, VR::US, PrimitiveValue::from(0u16)),
+        DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, PrimitiveValue::from(0u16)),
+        DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(uid.as_str()),
+        ),
+    ]);
+    let mut c = Vec::new();
+    cmd.write_dataset_with_ts(&mut c, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .unwrap();
+    (c, data)
+}
+
+fn pc_id(scu: &ClientAssociation<TcpStream>) -> u8 {
+    scu.presentation_contexts()
+        .iter()
+        .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .expect("CT Image Storage accepted")
+        .id
+}
+
+fn pdv(pc: u8, value_type: PDataValueType, is_last: bool, data: Vec<u8>) -> Pdu {
+    Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc,
+            value_type,
+            is_last,
+            data,
+        }],
+    }
+}
+
+/// C-STORE one slice; returns the response status.
+fn store(scu: &mut ClientAssociation<TcpStream>, s: &Slice, message_id: u16) -> u16 {
+    let pc = pc_id(scu);
+    let (cmd, data) = request(s, message_id);
+    scu.send(&pdv(pc, PDataValueType::Command, true, cmd)).unwrap();
+    let chunks: Vec<&[u8]> = data.chunks(8000).collect();
+    for (i, c) in chunks.iter().enumerate() {
+        scu.send(&pdv(pc, PDataValueType::Data, i + 1 == chunks.len(), c.to_vec()))
+            .unwrap();
+    }
+    match scu.receive().unwrap() {
+        Pdu::PData { data } => {
+            let rsp =
+                InMemDicomObject::read_dataset_with_ts(&data[0].data[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased()).unwrap();
+            rsp.element(tags::STATUS).unwrap().to_int::<u16>().unwrap()
+        }
+        other => panic!("expected a C-STORE-RSP, got {other:?}"),
+    }
+}
+
+fn stored_instances(b: &Box) -> Vec<PathBuf> {
+    files_under(&b.received())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect()
+}
+
+#[test]
+fn pushed_series_is_acknowledged_durably_and_gets_exactly_one_result() {
+    let b = Box::new();
+    let mut child = b.spawn();
+    let mut scu = b.connect("CT_SCANNER").expect("the allowed caller gets an association");
+    let all = slices(12);
+    for (i, s) in all.iter().enumerate() {
+        assert_eq!(store(&mut scu, s, i as u16 + 1), 0x0000, "slice {}", i + 1);
+        // Acknowledged means on disk under its final name.
+        assert_eq!(stored_instances(&b).len(), i + 1);
+    }
+    scu.release().unwrap();
+    wait_until("the result of the pushed series", Duration::from_secs(120), || {
+        b.results().len() == 1
+    });
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&b.results()[0]).unwrap()).unwrap();
+    assert_eq!(v["patient"], "PAT-1", "{v}");
+    assert_eq!(v["series"][0]["id"], SERIES);
+    assert_eq!(v["series"][0]["slices"].as_array().unwrap().len(), 12);
+    assert!(v["notice"].as_str().unwrap().contains("research use only"));
+    // The same slices through `scan` give the same selection.
+    let local = tempfile::tempdir().unwrap();
+    for s in &all {
+        s.write(&local.path().join(format!("{}.dcm", s.instance)));
+    }
+    let sel = ctsentinel::pipeline::select_folder(local.path()).unwrap();
+    assert_eq!(v["selected_slices"].as_u64().unwrap() as usize, sel.series[0].selected);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.results().len(), 1, "exactly one result");
+    kill9(&mut child);
+}
+
+#[test]
+fn a_caller_not_in_allowed_callers_is_rejected_and_logged() {
+    let b = Box::new();
+    let mut child = b.spawn();
+    assert!(b.connect("INTRUDER").is_err(), "an unknown calling AE must be rejected");
+    let wrong_called = ClientAssociationOptions::new()
+        .calling_ae_title("CT_SCANNER")
+        .called_ae_title("SOMEONE_ELSE")
+        .with_presentation_context(CT, vec![EXPLICIT_LE])
+        .establish(("127.0.0.1", b.port));
+    assert!(wrong_called.is_err(), "a wrong called AE must be rejected");
+    wait_until("the refusal in the log", Duration::from_secs(10), || {
+        b.log().contains("INTRUDER")
+    });
+    assert!(stored_instances(&b).is_empty());
+    kill9(&mut child);
+}
+
+#[test]
+fn a_connection_cut_mid_instance_leaves_nothing_half_written() {
+    let b = Box::new();
+    let mut child = b.spawn();
+    let mut scu = b.connect("CT_SCANNER").unwrap();
+    let s = &slices(1)[0];
+    let pc = pc_id(&scu);
+    let (cmd, data) = request(s, 1);
+    scu.send(&pdv(pc, PDataValueType::Command, true, cmd)).unwrap();
+    scu.send(&pdv(pc, PDataValueType::Data, false, data[..8000].to_vec()))
+        .unwrap();
+    // The scanner's cable is pulled: the socket closes without release or abort.
+    drop(scu);
+    wait_until("the receiver to notice", Duration::from_secs(20), || {
+        b.log().contains("partial instance is discarded")
+    });
+    assert!(
+        files_under(&b.received()).is_empty(),
+        "{:?}",
+        files_under(&b.received())
+    );
+    kill9(&mut child);
+}
+
+#[test]
+fn kill_during_a_push_loses_no_acknowledged_instance() {
+    let b = Box::new();
+    let mut child = b.spawn();
+    let all = slices(12);
+    let mut scu = b.connect("CT_SCANNER").unwrap();
+    for (i, s) in all[..6].iter().enumerate() {
+        assert_eq!(store(&mut scu, s, i as u16 + 1), 0);
+    }
+    // kill -9 while the association is open and a seventh instance is half sent.
+    let pc = pc_id(&scu);
+    let (cmd, data) = request(&all[6], 7);
+    scu.send(&pdv(pc, PDataValueType::Command, true, cmd)).unwrap();
+    scu.send(&pdv(pc, PDataValueType::Data, false, data[..8000].to_vec()))
+        .unwrap();
+    kill9(&mut child);
+    drop(scu);
+    let kept = stored_instances(&b);
+    assert_eq!(kept.len(), 6, "every acknowledged instance survives: {kept:?}");
+    for p in &kept {
+        assert!(ingest_ok(p), "{} must be a whole, readable slice", p.display());
+    }
+    // After the restart the scanner sends the rest; the series gets one result of 12 slices.
+    let mut child = b.spawn();
+    let mut scu = b.connect("CT_SCANNER").unwrap();
+    for (i, s) in all[6..].iter().enumerate() {
+        assert_eq!(store(&mut scu, s, i as u16 + 7), 0);
+    }
+    scu.release().unwrap();
+    wait_until("the result of the whole series", Duration::from_secs(120), || {
+        b.results().iter().any(|r| {
+            std::fs::read_to_string(r)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .is_some_and(|v| v["series"][0]["slices"].as_array().map_or(0, |a| a.len()) == 12)
+        })
+    });
+    assert!(
+        files_under(&b.received())
+            .iter()
+            .all(|p| p.extension().is_some_and(|e| e == "dcm")),
+        "no temporaries left"
+    );
+    kill9(&mut child);
+}
+
+fn ingest_ok(p: &Path) -> bool {
+    ctsentinel::ingest::SliceDecoder::new().decode(p).is_ok()
+}
