@@ -711,3 +711,29 @@ fn soak_300_series_with_bounded_memory() {
         rss[5]
     );
 }
+
+#[test]
+fn a_flat_dicom_export_dropped_at_the_top_is_its_own_series_and_gets_one_result() {
+    let rig = Rig::new();
+    let mut svc = rig.service();
+    // What a scanner's export to a share looks like: one folder, DICOM files, no sub-folders,
+    // names that do not sort in slice order.
+    let export = rig.drop_dir("drop").join("EXPORT_0412");
+    std::fs::create_dir_all(&export).unwrap();
+    for i in 1..=12 {
+        common::dicom_gen::Slice::ct("1.2.840.99.77", -50.0 - 6.0 * f64::from(i), i)
+            .write(&export.join(format!("99C-{}", (i * 7) % 13)));
+    }
+    svc.tick(secs(0));
+    assert_eq!(svc.tick(secs(20)), 1);
+    let v = json(&rig.result_path("drop", "EXPORT_0412", "."));
+    assert!(rig
+        .result_path("drop", "EXPORT_0412", ".")
+        .ends_with("EXPORT_0412/series.json"));
+    assert_eq!(v["series"][0]["id"], "1.2.840.99.77", "{v}");
+    assert_eq!(v["patient"], "PAT-1");
+    let sel = ctsentinel::pipeline::select_folder(&export).unwrap();
+    assert_eq!(v["selected_slices"].as_u64().unwrap() as usize, sel.series[0].selected);
+    assert_eq!(v["series"][0]["slices"].as_array().unwrap().len(), 12);
+    assert_eq!(svc.tick(secs(40)), 0, "exactly once");
+}

@@ -29,6 +29,9 @@ use sha2::{Digest, Sha256};
 use super::machine::Place;
 use crate::ingest::{self, MAX_FILE_BYTES};
 
+/// The series name of a top-level folder that holds slice files itself (opened as `.`).
+pub const SELF: &str = ".";
+
 /// One series folder as listed: enough to tell whether it changed, nothing read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesListing {
@@ -205,6 +208,17 @@ pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
                 continue;
             }
         };
+        // A folder holding slice files and no folders is a series folder dropped at the top
+        // (a scanner's flat DICOM export, one TIFF series): it is its own series, `<name>/.`.
+        let has_dirs = series.iter().any(|s| matches!(s.kind, Kind::Dir));
+        let has_files = series
+            .iter()
+            .any(|s| !ingest::is_transient_name(&lossy(&s.name)) && !matches!(s.kind, Kind::Dir | Kind::Link));
+        if has_files && !has_dirs {
+            out.series
+                .push(listing(Place::new(drop_id, &p.name, OsStr::new(SELF)), &series));
+            continue;
+        }
         for s in series {
             let sname = lossy(&s.name);
             if ingest::is_transient_name(&sname) {

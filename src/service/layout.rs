@@ -60,6 +60,16 @@ pub fn safe_name(original: &OsStr) -> String {
     out
 }
 
+/// A series' file name: [`safe_name`], and `series` for the folder itself (`.`); no real
+/// series folder can be called that beside it, since such a folder holds no sub-folders.
+fn series_name(series: &OsStr) -> String {
+    if series == OsStr::new(super::dropfs::SELF) {
+        "series".into()
+    } else {
+        safe_name(series)
+    }
+}
+
 /// The subtree name of a drop folder: its last component made safe, a `-`, and 8 hex digits
 /// of the SHA-256 of its whole configured path (two folders both called `drop` differ).
 pub fn drop_id(drop: &Path) -> String {
@@ -113,12 +123,13 @@ impl Layout {
         self.work().join(short_key(key))
     }
 
-    /// `<state>/results/<drop>/<patient>/<series>.json`.
+    /// `<state>/results/<drop>/<patient>/<series>.json` (`<folder>/series.json` for a
+    /// top-level folder that holds its slices itself, see `dropfs::SELF`).
     pub fn result_file(&self, drop_id: &str, patient: &OsStr, series: &OsStr) -> PathBuf {
         self.results()
             .join(drop_id)
             .join(safe_name(patient))
-            .join(format!("{}.json", safe_name(series)))
+            .join(format!("{}.json", series_name(series)))
     }
 
     /// `<state>/quarantine/<drop>/<patient>/<series>/<key>/`.
@@ -126,7 +137,7 @@ impl Layout {
         self.quarantine()
             .join(drop_id)
             .join(safe_name(patient))
-            .join(safe_name(series))
+            .join(series_name(series))
             .join(short_key(key))
     }
 }
