@@ -42,6 +42,10 @@ enum Command {
         /// Also write the JSON contract to this file, atomically (temp file, fsync, rename).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also write the result as a DICOM Comprehensive SR referencing the source instances
+        /// (DICOM input only), atomically.
+        #[arg(long)]
+        sr: Option<PathBuf>,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -289,14 +293,31 @@ fn run(cli: Cli, service_config: Option<LoadedConfig>) -> Result<ExitCode, Failu
                 ExitCode::SUCCESS
             })
         }
-        Command::Scan { dir, json, out, model } => {
+        Command::Scan {
+            dir,
+            json,
+            out,
+            sr,
+            model,
+        } => {
             let mut classifier = model.load().map_err(Failure::Internal)?;
-            let report = pipeline::scan_folder(&dir, &mut classifier, &mut |p| {
-                log::debug!("{p:?}");
-                std::ops::ControlFlow::Continue(())
-            })
-            .with_context(|| format!("cannot scan {}", dir.display()))
-            .map_err(Failure::Input)?;
+            let found = ctsentinel::ingest::find(&dir)
+                .with_context(|| format!("cannot scan {}", dir.display()))
+                .map_err(Failure::Input)?;
+            let report =
+                pipeline::scan_discovery(&found, &ctsentinel::ingest::name_of(&dir), &mut classifier, &mut |p| {
+                    log::debug!("{p:?}");
+                    std::ops::ControlFlow::Continue(())
+                })
+                .with_context(|| format!("cannot scan {}", dir.display()))
+                .map_err(Failure::Input)?;
+            if let Some(sr) = &sr {
+                let files: Vec<PathBuf> = found.series.iter().flat_map(|s| s.files.iter().cloned()).collect();
+                let sources = ctsentinel::ingest::dicom::source_refs(&files);
+                present::sr::write(sr, &report, &sources, &present::sr::now())
+                    .with_context(|| format!("cannot write the SR {}", sr.display()))
+                    .map_err(Failure::Input)?;
+            }
             let text = to_json(&report)?;
             if let Some(out) = &out {
                 present::write_atomic(out, format!("{text}\n").as_bytes())

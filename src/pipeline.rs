@@ -149,8 +149,19 @@ pub fn scan_folder(
     progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
 ) -> Result<ScanReport, ScanError> {
     let found = ingest::find(dir)?;
-    let mut report = scan_series(&found.series, &ingest::name_of(dir), classifier, progress)?;
-    report.ignored = found.ignored;
+    scan_discovery(&found, &ingest::name_of(dir), classifier, progress)
+}
+
+/// [`scan_folder`] over a folder already discovered (the caller keeps the series' files,
+/// e.g. to reference them in a DICOM SR).
+pub fn scan_discovery(
+    found: &ingest::Discovery,
+    patient: &str,
+    classifier: &mut Classifier,
+    progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
+) -> Result<ScanReport, ScanError> {
+    let mut report = scan_series(&found.series, patient, classifier, progress)?;
+    report.ignored = found.ignored.clone();
     Ok(report)
 }
 

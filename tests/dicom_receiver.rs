@@ -224,6 +224,25 @@ fn pushed_series_is_acknowledged_durably_and_gets_exactly_one_result() {
     assert_eq!(v["series"][0]["id"], SERIES);
     assert_eq!(v["series"][0]["slices"].as_array().unwrap().len(), 12);
     assert!(v["notice"].as_str().unwrap().contains("research use only"));
+    // Beside the JSON, the same result as a DICOM SR in the source study, referencing all 12.
+    let sr = dicom_object::open_file(b.results()[0].with_extension("sr.dcm")).expect("the SR beside the result");
+    assert_eq!(sr.element(tags::MODALITY).unwrap().to_str().unwrap(), "SR");
+    assert_eq!(sr.element(tags::PATIENT_ID).unwrap().to_str().unwrap(), "PAT-1");
+    let ev = &sr
+        .element(tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0];
+    let series = &ev.element(tags::REFERENCED_SERIES_SEQUENCE).unwrap().items().unwrap()[0];
+    assert_eq!(
+        series
+            .element(tags::REFERENCED_SOP_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()
+            .len(),
+        12
+    );
     // The same slices through `scan` give the same selection.
     let local = tempfile::tempdir().unwrap();
     for s in &all {

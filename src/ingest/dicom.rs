@@ -110,6 +110,8 @@ pub(super) fn is_dicom_signature(head: &[u8]) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Header {
     pub sop_class: String,
+    pub sop_instance_uid: String,
+    pub study_uid: String,
     pub modality: String,
     pub image_type: Vec<String>,
     pub series_uid: String,
@@ -201,6 +203,8 @@ pub fn header_of(bytes: &[u8]) -> Result<Header, DecodeError> {
     }
     Ok(Header {
         sop_class,
+        sop_instance_uid: text(&o, tags::SOP_INSTANCE_UID),
+        study_uid: text(&o, tags::STUDY_INSTANCE_UID),
         modality: text(&o, tags::MODALITY),
         image_type: o
             .get(tags::IMAGE_TYPE)
@@ -607,4 +611,30 @@ pub(super) fn dicomdir_missing(dicomdir: &Path) -> Result<Vec<String>, DecodeErr
         }
     }
     Ok(missing)
+}
+
+/// A source instance a DICOM result (SR) references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRef {
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_class: String,
+    pub sop_instance: String,
+}
+
+/// The instances among `files` (headers read again; files that are not DICOM CT slices with
+/// UIDs are left out).
+pub fn source_refs(files: &[PathBuf]) -> Vec<SourceRef> {
+    files
+        .iter()
+        .filter(|p| is_dicom_file(p))
+        .filter_map(|p| read_header(p).ok())
+        .filter(|h| not_a_candidate(h).is_none() && !h.sop_instance_uid.is_empty() && !h.study_uid.is_empty())
+        .map(|h| SourceRef {
+            study_uid: h.study_uid,
+            series_uid: h.series_uid,
+            sop_class: h.sop_class,
+            sop_instance: h.sop_instance_uid,
+        })
+        .collect()
 }

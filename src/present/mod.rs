@@ -3,6 +3,7 @@
 
 pub mod display;
 pub mod spi_panel;
+pub mod sr;
 
 use std::fmt::Write as _;
 

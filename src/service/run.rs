@@ -420,6 +420,7 @@ impl<F: FreeSpace> Service<F> {
                 let report = self.scan(place, root, snap)?;
                 self.quarantine_copies(place, key, snap, &report)?;
                 self.write_result(&result_path, root, place, snap, report.clone())?;
+                write_sr_beside(&result_path, &report, snap);
                 self.journal.append(&self.record(place, stat, key, State::Done))?;
                 drop(marker);
                 self.machine.finished(place, stat, key);
@@ -773,6 +774,19 @@ pub fn run<F: FreeSpace>(mut service: Service<F>, stop: Arc<AtomicBool>) {
     log::info!(
         "stop requested: leaving with the journal consistent (an unfinished series is redone at the next start)"
     );
+}
+
+/// For a DICOM series, the result as a DICOM SR beside the JSON (`<series>.sr.dcm`), for the
+/// hospital's PACS. The JSON is the result of record: a failure here is logged, not retried.
+fn write_sr_beside(result: &Path, report: &ScanReport, snap: &Snapshot) {
+    if !report.series.iter().any(|s| s.info.is_some()) {
+        return;
+    }
+    let sources = ingest::dicom::source_refs(&snap.files);
+    let path = result.with_extension("sr.dcm");
+    if let Err(e) = crate::present::sr::write(&path, report, &sources, &crate::present::sr::now()) {
+        log::error!("{}: the DICOM SR was not written: {e}", path.display());
+    }
 }
 
 /// Set `stop` on SIGTERM (systemd stop) and SIGINT (Ctrl-C).

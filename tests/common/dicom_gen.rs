@@ -76,6 +76,12 @@ impl Slice {
         s(&mut o, tags::IMAGE_TYPE, VR::CS, &self.image_type);
         s(&mut o, tags::PATIENT_ID, VR::LO, &self.patient);
         s(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, &self.series_uid);
+        s(
+            &mut o,
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            &format!("{}.1", self.series_uid),
+        );
         s(&mut o, tags::SERIES_DESCRIPTION, VR::LO, "Thorax 2.0");
         s(&mut o, tags::BODY_PART_EXAMINED, VR::CS, "CHEST");
         s(&mut o, tags::INSTANCE_NUMBER, VR::IS, &self.instance.to_string());

@@ -1,0 +1,297 @@
+//! A scan's result as a DICOM Comprehensive SR (issue 14, step 4), for a PACS or viewer.
+//!
+//! Why: the hospital's systems speak DICOM; a result that only exists as JSON on the box is
+//! invisible to the radiologist's workstation. The SR holds what the JSON holds that a reader
+//! needs — verdict, COVID fraction, selected and COVID slice counts, the rule, the model's
+//! name, version and SHA-256, the notice "research use only, not a diagnosis" — and references
+//! every source instance it rests on (Current Requested Procedure Evidence), in the source
+//! study, as a new series. Its UIDs are derived (`2.25.` + 128 bits of SHA-256) from the source
+//! series and the model, so writing the same result twice gives the same SR, never a second one.
+//! Codes are from this project's local scheme `99CTSNTL`, as DICOM allows for private
+//! concepts. The document is `UNVERIFIED` and `PARTIAL`: no person has signed it.
+
+use std::path::Path;
+
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use sha2::{Digest, Sha256};
+
+use crate::report::ScanReport;
+
+pub const COMPREHENSIVE_SR: &str = "1.2.840.10008.5.1.4.1.1.88.33";
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+const SCHEME: &str = "99CTSNTL";
+
+pub use crate::ingest::dicom::SourceRef;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SrError {
+    #[error("no DICOM source instances: an SR needs the study it belongs to")]
+    NoSources,
+    #[error("the source instances belong to {0} studies; one SR covers one study")]
+    SeveralStudies(usize),
+    #[error("cannot encode the SR: {0}")]
+    Encode(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `2.25.<decimal of 128 bits of SHA-256 over the parts>`: a valid, stable UID.
+pub fn derived_uid(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    format!("2.25.{}", u128::from_be_bytes(b))
+}
+
+fn code(value: &str, meaning: &str) -> InMemDicomObject {
+    let mut c = InMemDicomObject::new_empty();
+    c.put(DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from(value)));
+    c.put(DataElement::new(
+        tags::CODING_SCHEME_DESIGNATOR,
+        VR::SH,
+        PrimitiveValue::from(SCHEME),
+    ));
+    c.put(DataElement::new(
+        tags::CODE_MEANING,
+        VR::LO,
+        PrimitiveValue::from(meaning),
+    ));
+    c
+}
+
+fn seq(tag: dicom_core::Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+}
+
+fn item(value_type: &str, concept: (&str, &str)) -> InMemDicomObject {
+    let mut i = InMemDicomObject::new_empty();
+    i.put(DataElement::new(
+        tags::RELATIONSHIP_TYPE,
+        VR::CS,
+        PrimitiveValue::from("CONTAINS"),
+    ));
+    i.put(DataElement::new(
+        tags::VALUE_TYPE,
+        VR::CS,
+        PrimitiveValue::from(value_type),
+    ));
+    i.put(seq(tags::CONCEPT_NAME_CODE_SEQUENCE, vec![code(concept.0, concept.1)]));
+    i
+}
+
+fn text_item(concept: (&str, &str), text: &str) -> InMemDicomObject {
+    let mut i = item("TEXT", concept);
+    i.put(DataElement::new(tags::TEXT_VALUE, VR::UT, PrimitiveValue::from(text)));
+    i
+}
+
+fn num_item(concept: (&str, &str), value: f64, unit: (&str, &str)) -> InMemDicomObject {
+    let mut i = item("NUM", concept);
+    let mut m = InMemDicomObject::new_empty();
+    // DS: at most 16 characters.
+    let mut v = format!("{value:.6}");
+    v.truncate(16);
+    m.put(DataElement::new(
+        tags::NUMERIC_VALUE,
+        VR::DS,
+        PrimitiveValue::from(v.as_str()),
+    ));
+    let mut u = InMemDicomObject::new_empty();
+    u.put(DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from(unit.0)));
+    u.put(DataElement::new(
+        tags::CODING_SCHEME_DESIGNATOR,
+        VR::SH,
+        PrimitiveValue::from("UCUM"),
+    ));
+    u.put(DataElement::new(
+        tags::CODE_MEANING,
+        VR::LO,
+        PrimitiveValue::from(unit.1),
+    ));
+    m.put(seq(tags::MEASUREMENT_UNITS_CODE_SEQUENCE, vec![u]));
+    i.put(seq(tags::MEASURED_VALUE_SEQUENCE, vec![m]));
+    i
+}
+
+/// The SR of `report`, referencing `sources`; `now` = (YYYYMMDD, HHMMSS), see [`now`].
+pub fn build(report: &ScanReport, sources: &[SourceRef], now: &(String, String)) -> Result<Vec<u8>, SrError> {
+    let first = sources.first().ok_or(SrError::NoSources)?;
+    let mut studies: Vec<&str> = sources.iter().map(|s| s.study_uid.as_str()).collect();
+    studies.sort_unstable();
+    studies.dedup();
+    if studies.len() != 1 {
+        return Err(SrError::SeveralStudies(studies.len()));
+    }
+    let mut series: Vec<&str> = sources.iter().map(|s| s.series_uid.as_str()).collect();
+    series.sort_unstable();
+    series.dedup();
+    let key = series.join(",");
+    let sr_series = derived_uid(&["sr-series", &key, &report.model.sha256]);
+    let sr_instance = derived_uid(&[
+        "sr-instance",
+        &key,
+        &report.model.sha256,
+        report.verdict.to_string().as_str(),
+    ]);
+
+    let mut o = InMemDicomObject::new_empty();
+    let s = |o: &mut InMemDicomObject, tag, vr, v: &str| o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+    s(&mut o, tags::SOP_CLASS_UID, VR::UI, COMPREHENSIVE_SR);
+    s(&mut o, tags::SOP_INSTANCE_UID, VR::UI, &sr_instance);
+    s(&mut o, tags::MODALITY, VR::CS, "SR");
+    s(&mut o, tags::PATIENT_ID, VR::LO, &report.patient);
+    s(&mut o, tags::PATIENT_NAME, VR::PN, "");
+    s(&mut o, tags::PATIENT_BIRTH_DATE, VR::DA, "");
+    s(&mut o, tags::PATIENT_SEX, VR::CS, "");
+    s(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, &first.study_uid);
+    s(&mut o, tags::STUDY_DATE, VR::DA, "");
+    s(&mut o, tags::STUDY_TIME, VR::TM, "");
+    s(&mut o, tags::STUDY_ID, VR::SH, "");
+    s(&mut o, tags::ACCESSION_NUMBER, VR::SH, "");
+    s(&mut o, tags::REFERRING_PHYSICIAN_NAME, VR::PN, "");
+    s(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, &sr_series);
+    s(&mut o, tags::SERIES_NUMBER, VR::IS, "9901");
+    s(
+        &mut o,
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        "ctsentinel result - research use only",
+    );
+    s(&mut o, tags::MANUFACTURER, VR::LO, "ctsentinel");
+    s(&mut o, tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION"));
+    s(&mut o, tags::INSTANCE_NUMBER, VR::IS, "1");
+    s(&mut o, tags::CONTENT_DATE, VR::DA, &now.0);
+    s(&mut o, tags::CONTENT_TIME, VR::TM, &now.1);
+    s(&mut o, tags::COMPLETION_FLAG, VR::CS, "PARTIAL");
+    s(&mut o, tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED");
+    s(&mut o, tags::VALUE_TYPE, VR::CS, "CONTAINER");
+    s(&mut o, tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE");
+    o.put(seq(
+        tags::CONCEPT_NAME_CODE_SEQUENCE,
+        vec![code("CTS-0001", "COVID-19 CT pattern assessment (research use only)")],
+    ));
+    let mut content = vec![
+        text_item(("CTS-0010", "Notice"), crate::NOTICE),
+        text_item(("CTS-0011", "Verdict"), &report.verdict.to_string()),
+    ];
+    if let Some(f) = report.covid_fraction {
+        content.push(num_item(("CTS-0012", "COVID slice fraction"), f, ("1", "no units")));
+    }
+    if let Some(r) = &report.reason {
+        content.push(text_item(("CTS-0013", "Reason"), r));
+    }
+    content.push(num_item(
+        ("CTS-0014", "Selected slices"),
+        report.selected_slices as f64,
+        ("{slices}", "slices"),
+    ));
+    content.push(num_item(
+        ("CTS-0015", "COVID slices"),
+        report.covid_slices as f64,
+        ("{slices}", "slices"),
+    ));
+    content.push(text_item(("CTS-0016", "Rule"), &report.rule));
+    content.push(text_item(
+        ("CTS-0017", "Model"),
+        &format!(
+            "{} {} sha256 {}",
+            report.model.name, report.model.version, report.model.sha256
+        ),
+    ));
+    o.put(seq(tags::CONTENT_SEQUENCE, content));
+    // Current Requested Procedure Evidence: every source instance, by series.
+    let mut by_series = Vec::new();
+    for uid in &series {
+        let refs: Vec<InMemDicomObject> = sources
+            .iter()
+            .filter(|r| r.series_uid == *uid)
+            .map(|r| {
+                let mut i = InMemDicomObject::new_empty();
+                s(&mut i, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &r.sop_class);
+                s(&mut i, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &r.sop_instance);
+                i
+            })
+            .collect();
+        let mut si = InMemDicomObject::new_empty();
+        s(&mut si, tags::SERIES_INSTANCE_UID, VR::UI, uid);
+        si.put(seq(tags::REFERENCED_SOP_SEQUENCE, refs));
+        by_series.push(si);
+    }
+    let mut study = InMemDicomObject::new_empty();
+    s(&mut study, tags::STUDY_INSTANCE_UID, VR::UI, &first.study_uid);
+    study.put(seq(tags::REFERENCED_SERIES_SEQUENCE, by_series));
+    o.put(seq(tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE, vec![study]));
+
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax(EXPLICIT_LE)
+        .media_storage_sop_class_uid(COMPREHENSIVE_SR)
+        .media_storage_sop_instance_uid(sr_instance.as_str());
+    let file = o.with_meta(meta).map_err(|e| SrError::Encode(e.to_string()))?;
+    let mut out = Vec::new();
+    file.write_all(&mut out).map_err(|e| SrError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// [`build`] and write it atomically to `path`.
+pub fn write(path: &Path, report: &ScanReport, sources: &[SourceRef], now: &(String, String)) -> Result<(), SrError> {
+    let bytes = build(report, sources, now)?;
+    super::write_atomic(path, &bytes).map_err(|source| SrError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The current UTC date and time as DICOM DA and TM (YYYYMMDD, HHMMSS).
+pub fn now() -> (String, String) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    da_tm(secs)
+}
+
+/// Unix seconds to (YYYYMMDD, HHMMSS), UTC (days to civil date: H. Hinnant's algorithm).
+pub fn da_tm(secs: u64) -> (String, String) {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        format!("{y:04}{m:02}{d:02}"),
+        format!("{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dicom_dates_and_uids_are_well_formed() {
+        assert_eq!(da_tm(0), ("19700101".into(), "000000".into()));
+        assert_eq!(da_tm(1_796_169_600 + 3_723), ("20261202".into(), "010203".into()));
+        assert_eq!(da_tm(951_782_400), ("20000229".into(), "000000".into()));
+        let u = derived_uid(&["a", "b"]);
+        assert!(u.starts_with("2.25.") && u.len() <= 64, "{u}");
+        assert_eq!(u, derived_uid(&["a", "b"]));
+        assert_ne!(u, derived_uid(&["ab", ""]));
+    }
+}
