@@ -173,3 +173,24 @@ pub struct ResultSource {
     /// Seconds since the Unix epoch when the result was written.
     pub written_at: u64,
 }
+
+/// One check of the power-up self-test (`service::selftest`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+    pub ms: u64,
+}
+
+/// `ctsentinel selftest --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelfTestReport {
+    pub passed: bool,
+    pub checks: Vec<Check>,
+    pub model: Option<ModelIdentity>,
+    /// The CPU features tract's kernels use on this box ([`crate::classify::cpu_kernels`]).
+    #[serde(default)]
+    pub cpu: String,
+    pub notice: String,
+}

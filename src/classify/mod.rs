@@ -10,6 +10,7 @@
 //! slice, optimise. Each slice then reuses the same plan.
 
 pub mod card;
+pub mod phantom;
 pub mod preprocess;
 
 use std::path::{Path, PathBuf};

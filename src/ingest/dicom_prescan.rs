@@ -64,6 +64,9 @@ pub fn check(file: &[u8]) -> Result<(), DecodeError> {
     }
 }
 
+/// (group, element), VR bytes (`"  "` when implicit), declared length.
+type ElementHeader = ((u16, u16), [u8; 2], u32);
+
 struct Scan<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -143,7 +146,7 @@ impl<'a> Scan<'a> {
     }
 
     /// Tag, VR (explicit only) and length of the next element.
-    fn header(&mut self) -> Result<((u16, u16), [u8; 2], u32), DecodeError> {
+    fn header(&mut self) -> Result<ElementHeader, DecodeError> {
         let tag = (self.u16()?, self.u16()?);
         self.elements += 1;
         if self.elements > MAX_ELEMENTS {

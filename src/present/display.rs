@@ -678,7 +678,7 @@ pub fn sample_screens() -> Vec<Screen> {
             model: "ctsentinel-fpn256 1.0.0".into(),
             time: "2026-11-28 10:43".into(),
             thumbnail: Some(Thumbnail::from_stored(
-                &crate::service::selftest::phantom(2),
+                &crate::classify::phantom::phantom(2),
                 512,
                 512,
                 128,

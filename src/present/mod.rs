@@ -5,6 +5,28 @@ pub mod display;
 pub mod spi_panel;
 pub mod sr;
 
+/// The attached screen: backend and, for panels, wiring.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisplayProfile {
+    /// `none`, `png`, `framebuffer` or `spi`.
+    pub backend: String,
+    pub width: u32,
+    pub height: u32,
+    /// `/dev/fb0` for a framebuffer, `/dev/spidev0.0` for a panel, a folder for `png`.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// SPI panels: controller (`st7789`, `ili9341`, `ili9486`) and GPIO lines.
+    #[serde(default)]
+    pub controller: Option<String>,
+    #[serde(default)]
+    pub gpio_chip: Option<String>,
+    #[serde(default)]
+    pub dc_line: Option<u32>,
+    #[serde(default)]
+    pub reset_line: Option<u32>,
+}
+
 use std::fmt::Write as _;
 
 use crate::decide::Verdict;
@@ -169,7 +191,7 @@ pub fn classify_table(r: &ClassifyReport) -> String {
 }
 
 /// Self-test result, one line per check.
-pub fn selftest_summary(r: &crate::service::selftest::SelfTestReport) -> String {
+pub fn selftest_summary(r: &crate::report::SelfTestReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

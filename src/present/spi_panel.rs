@@ -98,7 +98,7 @@ impl<SPI: SpiDevice, DC: OutputPin, RST: OutputPin> Panel<SPI, DC, RST> {
 pub type LinuxPanel = Panel<linux_embedded_hal::SpidevDevice, linux_embedded_hal::CdevPin, linux_embedded_hal::CdevPin>;
 
 /// Open the board's SPI panel (`device`, `gpio_chip`, `dc_line`, `reset_line`, `controller`).
-pub fn open_linux(p: &crate::service::config::DisplayProfile) -> Result<LinuxPanel, String> {
+pub fn open_linux(p: &super::DisplayProfile) -> Result<LinuxPanel, String> {
     use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
     use linux_embedded_hal::spidev::{SpiModeFlags, SpidevOptions};
     let controller = Controller::parse(p.controller.as_deref().unwrap_or(""))?;

@@ -185,27 +185,7 @@ pub struct Board {
     pub models: PathBuf,
 }
 
-/// The attached screen: backend and, for panels, wiring.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DisplayProfile {
-    /// `none`, `png`, `framebuffer` or `spi`.
-    pub backend: String,
-    pub width: u32,
-    pub height: u32,
-    /// `/dev/fb0` for a framebuffer, `/dev/spidev0.0` for a panel, a folder for `png`.
-    #[serde(default)]
-    pub device: Option<String>,
-    /// SPI panels: controller (`st7789`, `ili9341`, `ili9486`) and GPIO lines.
-    #[serde(default)]
-    pub controller: Option<String>,
-    #[serde(default)]
-    pub gpio_chip: Option<String>,
-    #[serde(default)]
-    pub dc_line: Option<u32>,
-    #[serde(default)]
-    pub reset_line: Option<u32>,
-}
+pub use crate::present::DisplayProfile;
 
 /// The validated configuration the service runs on.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,52 +17,14 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Classifier, ModelCard, ModelIdentity, Options};
+pub use crate::classify::phantom::{phantom, PHANTOM_SIDE};
+use crate::classify::{Classifier, ModelCard, Options};
+pub use crate::report::{Check, SelfTestReport};
 use crate::select::{count_below, count_below_naive, DARK_BELOW, ROI_COLS, ROI_ROWS};
 
-/// Side of the phantom slices (the COVID-CTset slice size).
-pub const PHANTOM_SIDE: usize = 512;
 /// Largest accepted |logit(tract) - logit(expected)|; tract and ONNX Runtime round int8
 /// requantization differently, measured < 0.1 on real slices (tests/model_int8.rs).
 pub const KAT_LOGIT_TOLERANCE: f32 = 0.25;
-
-/// A 512x512 chest phantom of stored values (HU + 1024): air, a soft-tissue body, two dark
-/// lungs, and `k * 3` ground-glass-like blobs in the lungs. Integer arithmetic only.
-pub fn phantom(k: u32) -> Vec<u16> {
-    let n = PHANTOM_SIDE as i64;
-    let mut px = vec![24u16; PHANTOM_SIDE * PHANTOM_SIDE]; // air, -1000 HU
-    let blobs: Vec<(i64, i64, i64)> = (0..k as i64 * 3)
-        .map(|i| {
-            let side = if i % 2 == 0 { -1 } else { 1 };
-            (
-                256 + side * (80 + (i * 37) % 40),
-                180 + (i * 53) % 150,
-                10 + (i * 7 + k as i64 * 5) % 14,
-            )
-        })
-        .collect();
-    for y in 0..n {
-        for x in 0..n {
-            let (dx, dy) = (x - 256, y - 256);
-            let mut v = 24;
-            if dx * dx + dy * dy * 2 < 230 * 230 {
-                v = 1064; // soft tissue, +40 HU
-                let adx = dx.abs();
-                if (adx - 100) * (adx - 100) * 4 + dy * dy < 150 * 150 {
-                    v = 174; // lung, -850 HU
-                    if blobs
-                        .iter()
-                        .any(|&(bx, by, r)| (x - bx) * (x - bx) + (y - by) * (y - by) < r * r)
-                    {
-                        v = 474; // ground glass, -550 HU
-                    }
-                }
-            }
-            px[(y * n + x) as usize] = v as u16;
-        }
-    }
-    px
-}
 
 /// The shipped expected answers: `models/<name>.kat.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,26 +34,6 @@ pub struct KnownAnswers {
     /// Phantom index `k` → P(COVID) from ONNX Runtime.
     pub p_covid: Vec<(u32, f32)>,
     pub produced_by: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Check {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
-    pub ms: u64,
-}
-
-/// `ctsentinel selftest --json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SelfTestReport {
-    pub passed: bool,
-    pub checks: Vec<Check>,
-    pub model: Option<ModelIdentity>,
-    /// The CPU features tract's kernels use on this box ([`crate::classify::cpu_kernels`]).
-    #[serde(default)]
-    pub cpu: String,
-    pub notice: String,
 }
 
 fn timed(name: &str, f: impl FnOnce() -> Result<String, String>) -> Check {
