@@ -79,7 +79,7 @@ impl Box {
     }
 
     fn results(&self) -> Vec<PathBuf> {
-        files_under(&self.dir.path().join("state/results"))
+        common::files_under(&self.dir.path().join("state/results"))
             .into_iter()
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .collect()
@@ -93,20 +93,6 @@ impl Box {
             .max_pdu_length(16384)
             .establish(("127.0.0.1", self.port))
     }
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -198,7 +184,7 @@ fn store(scu: &mut ClientAssociation<TcpStream>, s: &Slice, message_id: u16) -> 
 }
 
 fn stored_instances(b: &Box) -> Vec<PathBuf> {
-    files_under(&b.received())
+    common::files_under(&b.received())
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
         .collect()
@@ -290,9 +276,9 @@ fn a_connection_cut_mid_instance_leaves_nothing_half_written() {
         b.log().contains("partial instance is discarded")
     });
     assert!(
-        files_under(&b.received()).is_empty(),
+        common::files_under(&b.received()).is_empty(),
         "{:?}",
-        files_under(&b.received())
+        common::files_under(&b.received())
     );
     kill9(&mut child);
 }
@@ -335,7 +321,7 @@ fn kill_during_a_push_loses_no_acknowledged_instance() {
         })
     });
     assert!(
-        files_under(&b.received())
+        common::files_under(&b.received())
             .iter()
             .all(|p| p.extension().is_some_and(|e| e == "dcm")),
         "no temporaries left"

@@ -112,7 +112,7 @@ impl Rig {
     }
 
     fn results(&self) -> Vec<PathBuf> {
-        files_under(&self.state().join("results"))
+        common::files_under(&self.state().join("results"))
             .into_iter()
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .collect()
@@ -123,21 +123,6 @@ impl Rig {
             .map(|t| t.lines().count())
             .unwrap_or(0)
     }
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
-    for e in rd.flatten() {
-        let p = e.path();
-        if e.file_type().unwrap().is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Every entry under `dir` (links not followed): kind, size, mtime and content. Equal before

@@ -482,7 +482,7 @@ fn random_kills_end_in_exactly_one_clean_result_per_series() {
             "{n} (seed {seed})"
         );
     }
-    let results = files_under(&rig.state().join("results"));
+    let results = common::files_under(&rig.state().join("results"));
     assert_eq!(
         results.len(),
         names.len(),
@@ -497,16 +497,4 @@ fn random_kills_end_in_exactly_one_clean_result_per_series() {
         .unwrap()
         .next()
         .is_none());
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().unwrap().is_dir() {
-            out.extend(files_under(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }

@@ -192,8 +192,11 @@ pub fn read_header(path: &Path) -> Result<Header, DecodeError> {
 
 /// [`read_header`] of a file already in memory (the receiver checks what it was sent).
 pub fn header_of(bytes: &[u8]) -> Result<Header, DecodeError> {
-    let o = open(bytes, true)?;
-    let mut sop_class = text(&o, tags::SOP_CLASS_UID);
+    Ok(header_from(&open(bytes, true)?))
+}
+
+fn header_from(o: &DefaultDicomObject) -> Header {
+    let mut sop_class = text(o, tags::SOP_CLASS_UID);
     if sop_class.is_empty() {
         sop_class = o
             .meta()
@@ -201,31 +204,31 @@ pub fn header_of(bytes: &[u8]) -> Result<Header, DecodeError> {
             .trim_end_matches('\0')
             .to_string();
     }
-    Ok(Header {
+    Header {
         sop_class,
-        sop_instance_uid: text(&o, tags::SOP_INSTANCE_UID),
-        study_uid: text(&o, tags::STUDY_INSTANCE_UID),
-        modality: text(&o, tags::MODALITY),
+        sop_instance_uid: text(o, tags::SOP_INSTANCE_UID),
+        study_uid: text(o, tags::STUDY_INSTANCE_UID),
+        modality: text(o, tags::MODALITY),
         image_type: o
             .get(tags::IMAGE_TYPE)
             .and_then(|e| e.to_multi_str().ok())
             .map(|v| v.iter().map(|s| s.trim().to_ascii_uppercase()).collect())
             .unwrap_or_default(),
-        series_uid: text(&o, tags::SERIES_INSTANCE_UID),
-        series_description: text(&o, tags::SERIES_DESCRIPTION),
-        patient_id: text(&o, tags::PATIENT_ID),
-        body_part: text(&o, tags::BODY_PART_EXAMINED).to_ascii_uppercase(),
-        rows: int(&o, tags::ROWS).and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
-        columns: int(&o, tags::COLUMNS).and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
-        frames: int(&o, tags::NUMBER_OF_FRAMES)
+        series_uid: text(o, tags::SERIES_INSTANCE_UID),
+        series_description: text(o, tags::SERIES_DESCRIPTION),
+        patient_id: text(o, tags::PATIENT_ID),
+        body_part: text(o, tags::BODY_PART_EXAMINED).to_ascii_uppercase(),
+        rows: int(o, tags::ROWS).and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+        columns: int(o, tags::COLUMNS).and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+        frames: int(o, tags::NUMBER_OF_FRAMES)
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(1),
-        pixel_spacing: floats::<2>(&o, tags::PIXEL_SPACING),
-        position: floats::<3>(&o, tags::IMAGE_POSITION_PATIENT),
-        orientation: floats::<6>(&o, tags::IMAGE_ORIENTATION_PATIENT),
-        thickness: float(&o, tags::SLICE_THICKNESS),
-        instance: int(&o, tags::INSTANCE_NUMBER),
-    })
+        pixel_spacing: floats::<2>(o, tags::PIXEL_SPACING),
+        position: floats::<3>(o, tags::IMAGE_POSITION_PATIENT),
+        orientation: floats::<6>(o, tags::IMAGE_ORIENTATION_PATIENT),
+        thickness: float(o, tags::SLICE_THICKNESS),
+        instance: int(o, tags::INSTANCE_NUMBER),
+    }
 }
 
 /// `None` when the file is an axial CT image slice candidate, else why it is not one.
@@ -267,7 +270,7 @@ pub(super) fn decode_slice(bytes: &[u8], out: &mut Vec<u16>) -> Result<(usize, u
             accepted.join(", ")
         )));
     }
-    let h = header_of(bytes)?;
+    let h = header_from(&o);
     if let Some(why) = not_a_candidate(&h) {
         return Err(DecodeError::Unsupported(why));
     }
