@@ -1,4 +1,5 @@
-//! A scan's result as a DICOM Comprehensive SR (issue 14, step 4), for a PACS or viewer.
+//! A scan's result as DICOM (issue 14, step 4), for a PACS or viewer: a Comprehensive SR
+//! ([`build`]) and a Secondary Capture of the bedside result screen ([`build_sc`]).
 //!
 //! Why: the hospital's systems speak DICOM; a result that only exists as JSON on the box is
 //! invisible to the radiologist's workstation. The SR holds what the JSON holds that a reader
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::report::ScanReport;
 
 pub const COMPREHENSIVE_SR: &str = "1.2.840.10008.5.1.4.1.1.88.33";
+pub const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const SCHEME: &str = "99CTSNTL";
 
@@ -238,6 +240,80 @@ pub fn build(report: &ScanReport, sources: &[SourceRef], now: &(String, String))
         .transfer_syntax(EXPLICIT_LE)
         .media_storage_sop_class_uid(COMPREHENSIVE_SR)
         .media_storage_sop_instance_uid(sr_instance.as_str());
+    let file = o.with_meta(meta).map_err(|e| SrError::Encode(e.to_string()))?;
+    let mut out = Vec::new();
+    file.write_all(&mut out).map_err(|e| SrError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// A Secondary Capture of the bedside result screen (`screen`, as rendered for the display) in
+/// the same study and SR series: what the radiographer saw, for the PACS. The screen carries
+/// the PatientID, verdict and notice as burned-in text (BurnedInAnnotation YES).
+pub fn build_sc(
+    report: &ScanReport,
+    sources: &[SourceRef],
+    screen: &super::display::Canvas,
+    now: &(String, String),
+) -> Result<Vec<u8>, SrError> {
+    let first = sources.first().ok_or(SrError::NoSources)?;
+    let mut series: Vec<&str> = sources.iter().map(|s| s.series_uid.as_str()).collect();
+    series.sort_unstable();
+    series.dedup();
+    let key = series.join(",");
+    let sr_series = derived_uid(&["sr-series", &key, &report.model.sha256]);
+    let instance = derived_uid(&[
+        "sc-instance",
+        &key,
+        &report.model.sha256,
+        report.verdict.to_string().as_str(),
+    ]);
+    let mut o = InMemDicomObject::new_empty();
+    let s = |o: &mut InMemDicomObject, tag, vr, v: &str| o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+    s(&mut o, tags::SOP_CLASS_UID, VR::UI, SECONDARY_CAPTURE);
+    s(&mut o, tags::SOP_INSTANCE_UID, VR::UI, &instance);
+    s(&mut o, tags::MODALITY, VR::CS, "OT");
+    s(&mut o, tags::CONVERSION_TYPE, VR::CS, "SYN");
+    s(&mut o, tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY");
+    s(&mut o, tags::BURNED_IN_ANNOTATION, VR::CS, "YES");
+    s(&mut o, tags::PATIENT_ID, VR::LO, &report.patient);
+    s(&mut o, tags::PATIENT_NAME, VR::PN, "");
+    s(&mut o, tags::PATIENT_BIRTH_DATE, VR::DA, "");
+    s(&mut o, tags::PATIENT_SEX, VR::CS, "");
+    s(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, &first.study_uid);
+    s(&mut o, tags::STUDY_DATE, VR::DA, "");
+    s(&mut o, tags::STUDY_TIME, VR::TM, "");
+    s(&mut o, tags::STUDY_ID, VR::SH, "");
+    s(&mut o, tags::ACCESSION_NUMBER, VR::SH, "");
+    s(&mut o, tags::REFERRING_PHYSICIAN_NAME, VR::PN, "");
+    s(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, &sr_series);
+    s(&mut o, tags::SERIES_NUMBER, VR::IS, "9901");
+    s(&mut o, tags::INSTANCE_NUMBER, VR::IS, "2");
+    s(&mut o, tags::CONTENT_DATE, VR::DA, &now.0);
+    s(&mut o, tags::CONTENT_TIME, VR::TM, &now.1);
+    s(&mut o, tags::IMAGE_COMMENTS, VR::LT, crate::NOTICE);
+    s(&mut o, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB");
+    let us = |o: &mut InMemDicomObject, tag, v: u16| o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    let (w, h) = (u16::try_from(screen.width), u16::try_from(screen.height));
+    let (Ok(w), Ok(h)) = (w, h) else {
+        return Err(SrError::Encode("screen too large for DICOM".into()));
+    };
+    us(&mut o, tags::SAMPLES_PER_PIXEL, 3);
+    us(&mut o, tags::PLANAR_CONFIGURATION, 0);
+    us(&mut o, tags::ROWS, h);
+    us(&mut o, tags::COLUMNS, w);
+    us(&mut o, tags::BITS_ALLOCATED, 8);
+    us(&mut o, tags::BITS_STORED, 8);
+    us(&mut o, tags::HIGH_BIT, 7);
+    us(&mut o, tags::PIXEL_REPRESENTATION, 0);
+    o.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(screen.rgb8()),
+    ));
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax(EXPLICIT_LE)
+        .media_storage_sop_class_uid(SECONDARY_CAPTURE)
+        .media_storage_sop_instance_uid(instance.as_str());
     let file = o.with_meta(meta).map_err(|e| SrError::Encode(e.to_string()))?;
     let mut out = Vec::new();
     file.write_all(&mut out).map_err(|e| SrError::Encode(e.to_string()))?;

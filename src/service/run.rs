@@ -420,7 +420,7 @@ impl<F: FreeSpace> Service<F> {
                 let report = self.scan(place, root, snap)?;
                 self.quarantine_copies(place, key, snap, &report)?;
                 self.write_result(&result_path, root, place, snap, report.clone())?;
-                write_sr_beside(&result_path, &report, snap);
+                self.write_dicom_beside(place, &result_path, &report, snap);
                 self.journal.append(&self.record(place, stat, key, State::Done))?;
                 drop(marker);
                 self.machine.finished(place, stat, key);
@@ -571,6 +571,44 @@ impl<F: FreeSpace> Service<F> {
             source: std::io::Error::other(e),
         })?;
         write_file(path, format!("{text}\n").as_bytes())
+    }
+
+    /// For a DICOM series, the result as DICOM beside the JSON, for the hospital's PACS: an SR
+    /// (`<series>.sr.dcm`) and a Secondary Capture of the result screen (`<series>.sc.dcm`).
+    /// The JSON is the result of record: a failure here is logged, not retried.
+    fn write_dicom_beside(&self, place: &Place, result: &Path, report: &ScanReport, snap: &Snapshot) {
+        use crate::present::sr;
+        if !report.series.iter().any(|s| s.info.is_some()) {
+            return;
+        }
+        let sources = ingest::dicom::source_refs(&snap.files);
+        let now = sr::now();
+        let path = result.with_extension("sr.dcm");
+        if let Err(e) = sr::write(&path, report, &sources, &now) {
+            log::error!("{}: the DICOM SR was not written: {e}", path.display());
+        }
+        let event = Event::Result {
+            series: place.label(),
+            verdict: report.verdict,
+            covid_fraction: report.covid_fraction,
+            selected: report.selected_slices,
+            file: result.to_path_buf(),
+            thumbnail: representative_thumbnail(snap, report),
+        };
+        let Some(screen) = display_task::screen_for(&event, &self.idle) else {
+            return;
+        };
+        let canvas = crate::present::display::render(&screen, 800, 480);
+        let path = result.with_extension("sc.dcm");
+        let written = sr::build_sc(report, &sources, &canvas, &now).and_then(|bytes| {
+            write_atomic(&path, &bytes).map_err(|source| sr::SrError::Write {
+                path: path.display().to_string(),
+                source,
+            })
+        });
+        if let Err(e) = written {
+            log::error!("{}: the DICOM Secondary Capture was not written: {e}", path.display());
+        }
     }
 
     fn publish_result(&mut self, place: &Place, file: &Path, report: &ScanReport, snap: &Snapshot) {
@@ -774,19 +812,6 @@ pub fn run<F: FreeSpace>(mut service: Service<F>, stop: Arc<AtomicBool>) {
     log::info!(
         "stop requested: leaving with the journal consistent (an unfinished series is redone at the next start)"
     );
-}
-
-/// For a DICOM series, the result as a DICOM SR beside the JSON (`<series>.sr.dcm`), for the
-/// hospital's PACS. The JSON is the result of record: a failure here is logged, not retried.
-fn write_sr_beside(result: &Path, report: &ScanReport, snap: &Snapshot) {
-    if !report.series.iter().any(|s| s.info.is_some()) {
-        return;
-    }
-    let sources = ingest::dicom::source_refs(&snap.files);
-    let path = result.with_extension("sr.dcm");
-    if let Err(e) = crate::present::sr::write(&path, report, &sources, &crate::present::sr::now()) {
-        log::error!("{}: the DICOM SR was not written: {e}", path.display());
-    }
 }
 
 /// Set `stop` on SIGTERM (systemd stop) and SIGINT (Ctrl-C).
