@@ -44,6 +44,7 @@ fn lung(c: &mut Criterion) {
         center: -500.0,
         width: 1500.0,
         stored_intercept: -1024.0,
+        frame: ctsentinel::classify::preprocess::Frame::Whole,
     };
     let mut m = LungMasker::new();
     let mut f = LungFrame::default();

@@ -11,9 +11,11 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
+use crate::classify::preprocess::Frame;
 use crate::classify::Classifier;
 use crate::decide::{self, Verdict};
 use crate::ingest::{self, FileProblem, IngestError, Series, SliceDecoder};
+use crate::lung::{LungFrame, LungInput, LungMasker};
 use crate::report::{
     ClassifyReport, ImageClass, ScanReport, SelectReport, SeriesScan, SeriesSelection, SliceScan, SliceSelection,
     Timing,
@@ -206,7 +208,7 @@ pub fn scan_series(
         .map(|s| s.patient.clone())
         .unwrap_or_else(|| patient.to_string());
     let used = |s: &&SeriesScan| s.rejected.is_none() && s.excluded.is_none();
-    let selected: usize = out.iter().filter(used).map(|s| s.selected).sum();
+    let selected: usize = out.iter().filter(used).map(|s| s.selected - s.not_classified).sum();
     let covid: usize = out.iter().filter(used).map(|s| s.covid).sum();
     let rejected: Vec<String> = out
         .iter()
@@ -275,6 +277,7 @@ fn classify_series(
         id: s.id.clone(),
         info: sel.info,
         excluded: sel.excluded,
+        not_classified: 0,
         threshold: sel.threshold,
         selected: sel.selected,
         covid: 0,
@@ -293,6 +296,14 @@ fn classify_series(
     // Selected slices are decoded and preprocessed in order, and classified a few at a time
     // across the classifier's workers: at most `batch` input planes (256 KiB each) are held.
     let batch = 2 * classifier.parallel_slices();
+    // A lung-framed model sees only plausible lungs (crate::lung); the other selected slices
+    // are reported with the reason and not classified.
+    let pre = classifier.card().preprocessing.clone();
+    let framed = pre.frame() == Frame::Lung;
+    let size = classifier.input_size();
+    let spacing = s.info.as_ref().and_then(|i| i.pixel_spacing_mm).map(|p| p[0]);
+    let (mut masker, mut lungs) = (LungMasker::new(), LungFrame::default());
+    let mut not_classified = 0usize;
     let mut pending: Vec<(usize, Vec<f32>)> = Vec::with_capacity(batch);
     let mut done = 0;
     let of = out.selected;
@@ -330,11 +341,32 @@ fn classify_series(
             dark_pixels: slice.dark_pixels,
             selected,
             p_covid: None,
+            not_classified: None,
         });
         if !selected {
             continue;
         }
         match decoder.decode(path) {
+            Ok(px) if framed => {
+                let input = LungInput::new(px.pixels, px.width, px.height).with_spacing(spacing);
+                let mut plane = Vec::new();
+                let framed = match masker.compute(&input, &mut lungs) {
+                    Err(e) => Err(e.to_string()),
+                    Ok(()) => match lungs.plausible {
+                        Ok(()) => masker
+                            .framed_input(&input, &lungs, &pre, size, &mut plane)
+                            .map_err(|e| e.to_string()),
+                        Err(why) => Err(why.to_string()),
+                    },
+                };
+                match framed {
+                    Ok(()) => pending.push((index, plane)),
+                    Err(e) => {
+                        out.slices[index].not_classified = Some(format!("lung mask: {e}"));
+                        not_classified += 1;
+                    }
+                }
+            }
             Ok(px) => pending.push((index, classifier.plane_from_stored(px.pixels, px.width, px.height))),
             Err(e) => {
                 // Decoded in the first pass, not now: the file changed under us.
@@ -368,9 +400,21 @@ fn classify_series(
         out.covid = 0;
         return Ok(out);
     }
-    let d = decide::decide(out.selected, out.covid, fraction);
+    let classified = out.selected - not_classified;
+    if framed && (classified == 0 || 2 * classified < out.selected) {
+        // Too few slices the model can see: no verdict is guessed from them.
+        let reason = format!(
+            "only {classified} of {} selected slices have a plausible lung mask; no verdict from so few",
+            out.selected
+        );
+        out.excluded = Some(reason.clone());
+        out.covid_fraction = decide::undetermined(reason).covid_fraction;
+        return Ok(out);
+    }
+    let d = decide::decide(classified, out.covid, fraction);
     out.verdict = d.verdict;
     out.covid_fraction = d.covid_fraction;
+    out.not_classified = not_classified;
     Ok(out)
 }
 

@@ -96,6 +96,10 @@ pub struct SeriesScan {
     /// `(max - min) / 1.5` over the series' dark-pixel counts; `null` when rejected.
     pub threshold: Option<f64>,
     pub selected: usize,
+    /// Selected slices not classified (see [`SliceScan::not_classified`]); the verdict rests
+    /// on the others.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_classified: usize,
     pub covid: usize,
     pub verdict: Verdict,
     pub covid_fraction: Option<f64>,
@@ -107,6 +111,10 @@ pub struct SeriesScan {
     pub slices: Vec<SliceScan>,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// One slice: selection count, and the model's P(COVID) when it was selected (else `null`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SliceScan {
@@ -114,6 +122,10 @@ pub struct SliceScan {
     pub dark_pixels: u32,
     pub selected: bool,
     pub p_covid: Option<f32>,
+    /// Why a selected slice was not classified (a lung-framed model and an implausible lung
+    /// mask), else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_classified: Option<String>,
 }
 
 /// Wall-clock milliseconds spent in each stage of a scan.

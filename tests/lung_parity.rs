@@ -22,6 +22,7 @@ const PRE: Preprocessing = Preprocessing::HuWindow {
     center: -500.0,
     width: 1500.0,
     stored_intercept: -1024.0,
+    frame: ctsentinel::classify::preprocess::Frame::Whole,
 };
 /// Model input size of the live comparison (the shipped card's).
 const SIZE: usize = 256;

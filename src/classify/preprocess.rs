@@ -19,8 +19,22 @@ pub enum Preprocessing {
         width: f32,
         #[serde(default = "default_intercept")]
         stored_intercept: f32,
+        /// `lung`: the model was trained on lung-framed slices (`crate::lung`; applied by the
+        /// pipeline before the window). Absent: the whole slice, box-resized.
+        #[serde(default)]
+        frame: Frame,
     },
     RawStored {},
+}
+
+/// What part of the slice the model sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frame {
+    #[default]
+    Whole,
+    /// A 320 mm square around the lung mask, everything outside the lungs set to air.
+    Lung,
 }
 
 fn default_intercept() -> f32 {
@@ -28,12 +42,21 @@ fn default_intercept() -> f32 {
 }
 
 impl Preprocessing {
+    /// The framing the card asks for.
+    pub fn frame(&self) -> Frame {
+        match self {
+            Preprocessing::HuWindow { frame, .. } => *frame,
+            Preprocessing::RawStored {} => Frame::Whole,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), String> {
         match self {
             Preprocessing::HuWindow {
                 center,
                 width,
                 stored_intercept,
+                ..
             } => {
                 if !(width.is_finite() && *width > 0.0 && center.is_finite() && stored_intercept.is_finite()) {
                     return Err(format!("preprocessing: hu_window needs a finite center and a positive width (center {center}, width {width})"));
@@ -52,6 +75,7 @@ impl Preprocessing {
                 center,
                 width,
                 stored_intercept,
+                ..
             } => {
                 let lo = center - width / 2.0;
                 out.extend(

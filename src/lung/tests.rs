@@ -7,6 +7,7 @@ const PRE: Preprocessing = Preprocessing::HuWindow {
     center: -500.0,
     width: 1500.0,
     stored_intercept: -1024.0,
+    frame: crate::classify::preprocess::Frame::Whole,
 };
 
 fn frame_of(shapes: &[Ellipse], w: usize, h: usize, s: f64, spacing: Option<f64>) -> (Vec<u16>, LungFrame) {

@@ -117,6 +117,7 @@ impl Thumbnail {
             center: THUMB_WINDOW.0,
             width: THUMB_WINDOW.1,
             stored_intercept: -1024.0,
+            frame: crate::classify::preprocess::Frame::Whole,
         };
         let mut plane = Vec::new();
         pre.window_stored(pixels, &mut plane);
