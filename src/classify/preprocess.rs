@@ -148,6 +148,7 @@ mod tests {
             center: -500.0,
             width: 1500.0,
             stored_intercept: -1024.0,
+            frame: Frame::Whole,
         };
         let mut out = Vec::new();
         // Window -1250..+250 HU. Stored 0 = -1024 HU (inside: 226/1500); HU 0 (stored 1024)
