@@ -236,18 +236,24 @@ def report(ev: dict, cfg: dict) -> str:
     L += [
           "## Shared 16-bit patients (paper selection + 10% rule)", ""]
     if ev["ct16_in_training"]:
-        L += ["**In-sample:** the shipped model was trained on these slices (they are the only "
-              "16-bit, in-domain slices available), so this table shows the chain works end to "
-              "end, not how well it generalises. The held-out table above is the honest estimate.", ""]
-    L += ["| patient | truth | selected | COVID fraction int8 | verdict int8 | verdict fp32 |", "|---|---|---|---|---|---|"]
-    for r in ev["patients"]:
-        L.append(f"| {r['patient']} | {r['truth']} | {r['selected']} | {_f(r['covid_fraction_int8'])} | "
-                 f"{r['verdict_int8']} | {r['verdict_fp32']} |")
-    rad = ev["ct16"]["radiologist_slices_int8"]
-    if rad:
-        L += ["", f"Radiologist slice labels (COVID patient, all {rad['n']} slices, int8): accuracy "
-              f"{_f(rad['accuracy'])}, sensitivity {_f(rad['sensitivity_covid'])}, specificity "
-              f"{_f(rad['specificity_non_covid'])}, AUC {_f(rad['auc'])}."]
+        # A table over patients the model trained on is no evidence: none is shown (issue 13).
+        L += ["**No patient table:** this model was trained on the slices of every shared 16-bit "
+              "patient (the only in-domain ones here), so any table over them would be in-sample. "
+              "On real patients it never saw (issue 13, measured on patients kept outside the "
+              "repository) it called an unseen COVID patient normal (0 of 27 selected slices "
+              "COVID) and an unseen normal patient COVID (78% of slices): **its verdicts on new "
+              "patients are not reliable.** Out-of-sample patient tables are written for models "
+              "trained without these patients (`python -m training.oos_eval`).", ""]
+    else:
+        L += ["| patient | truth | selected | COVID fraction int8 | verdict int8 | verdict fp32 |", "|---|---|---|---|---|---|"]
+        for r in ev["patients"]:
+            L.append(f"| {r['patient']} | {r['truth']} | {r['selected']} | {_f(r['covid_fraction_int8'])} | "
+                     f"{r['verdict_int8']} | {r['verdict_fp32']} |")
+        rad = ev["ct16"]["radiologist_slices_int8"]
+        if rad:
+            L += ["", f"Radiologist slice labels (COVID patient, all {rad['n']} slices, int8): accuracy "
+                  f"{_f(rad['accuracy'])}, sensitivity {_f(rad['sensitivity_covid'])}, specificity "
+                  f"{_f(rad['specificity_non_covid'])}, AUC {_f(rad['auc'])}."]
     L += ["", "## Effective windows estimated for the 8-bit sources (HU of 8-bit 0 and 255)", ""]
     L += [f"- {s}: {w[0]} .. {w[1]} HU" for s, w in ev["source_windows_hu"].items()]
     L += ["", "## Limits", "",
