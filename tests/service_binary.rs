@@ -468,12 +468,26 @@ fn random_kills_end_in_exactly_one_clean_result_per_series() {
         inside >= 5,
         "too few kills landed mid-series to prove anything ({inside}, seed {seed})"
     );
+    let started = rig.log().matches("self-test PASSED").count();
     let mut child = rig.spawn(&[]);
     wait_until("every result", Duration::from_secs(300), || {
         names.iter().all(|n| rig.result(n, "SR_1").exists())
     });
+    // The storm may have left every result written already: wait until this last run has
+    // installed its SIGTERM handler (it does so before its self-test), or the signal's
+    // default action ends it before it could stop cleanly.
+    wait_until("the last run to pass its self-test", Duration::from_secs(60), || {
+        rig.log().matches("self-test PASSED").count() > started
+    });
     sigterm(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    let log = rig.log();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    assert!(
+        status.success(),
+        "{status:?}; last log lines, newest first:\n{}",
+        tail.join("\n")
+    );
     for n in &names {
         let dir = rig.drop_dir().join(n).join("SR_1");
         assert_eq!(
