@@ -140,6 +140,15 @@ const EXIT_INTERNAL: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The service stops cleanly on SIGTERM from the first moment on (systemd may stop it while
+    // it still loads the model): the flag is set here and handed to the service.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if matches!(cli.command, Command::Watch { .. }) {
+        if let Err(e) = ctsentinel::service::run::stop_on_signals(&stop) {
+            eprintln!("internal error: installing the SIGTERM/SIGINT handlers: {e}");
+            return ExitCode::from(EXIT_INTERNAL);
+        }
+    }
     // The service's configuration is read once, here: it sets the log level (journald keeps
     // the log; commands only warn) and is handed to the service.
     let mut service_config = None;
@@ -156,7 +165,7 @@ fn main() -> ExitCode {
         _ => "warn".into(),
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level)).init();
-    match run(cli, service_config) {
+    match run(cli, service_config, stop) {
         Ok(code) => code,
         Err(Failure::Input(e)) => {
             eprintln!("error: {}", chain(&e));
@@ -193,7 +202,10 @@ enum Failure {
 
 /// The service: self-test first (no verdict without it; the self-tested classifier is the one
 /// used), then the library's loop until SIGTERM/SIGINT (exit 0).
-fn watch(cfg: ctsentinel::service::config::Config) -> Result<ExitCode, Failure> {
+fn watch(
+    cfg: ctsentinel::service::config::Config,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<ExitCode, Failure> {
     use ctsentinel::present::display::Screen;
     use ctsentinel::service::{display_task, run, selftest};
     log::info!(
@@ -210,10 +222,6 @@ fn watch(cfg: ctsentinel::service::config::Config) -> Result<ExitCode, Failure> 
             .with_context(|| format!("cannot create {}", received.display()))
             .map_err(Failure::Internal)?;
     }
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    run::stop_on_signals(&stop)
-        .context("installing the SIGTERM/SIGINT handlers")
-        .map_err(Failure::Internal)?;
     let (w, h) = (cfg.board.display.width, cfg.board.display.height);
     let display = display_task::spawn(display_task::backend(&cfg), w, h);
     display.show(Screen::Booting);
@@ -276,7 +284,11 @@ fn to_json<T: serde::Serialize>(report: &T) -> Result<String, Failure> {
 
 type LoadedConfig = Result<ctsentinel::service::config::Config, ctsentinel::service::config::ConfigError>;
 
-fn run(cli: Cli, service_config: Option<LoadedConfig>) -> Result<ExitCode, Failure> {
+fn run(
+    cli: Cli,
+    service_config: Option<LoadedConfig>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Select { dir, json } => {
             let report = pipeline::select_folder(&dir)
@@ -363,7 +375,7 @@ fn run(cli: Cli, service_config: Option<LoadedConfig>) -> Result<ExitCode, Failu
                 Some(loaded) => loaded,
                 None => ctsentinel::service::config::Config::load(&config, boards.as_deref()),
             };
-            watch(cfg.context("invalid configuration").map_err(Failure::Input)?)
+            watch(cfg.context("invalid configuration").map_err(Failure::Input)?, stop)
         }
         Command::DisplayDemo { backend, out } => {
             use ctsentinel::present::display;

@@ -55,7 +55,7 @@ pub fn screen_for(e: &Event, idle: &Screen) -> Option<Screen> {
             reason: format!("{what}: {reason} (will retry)"),
         },
         Event::Result {
-            series,
+            patient,
             verdict,
             covid_fraction,
             selected,
@@ -68,7 +68,7 @@ pub fn screen_for(e: &Event, idle: &Screen) -> Option<Screen> {
             };
             let time = humantime_now();
             Screen::Result {
-                patient: split(series).0,
+                patient: patient.clone(),
                 verdict: *verdict,
                 covid_fraction: *covid_fraction,
                 selected: *selected,

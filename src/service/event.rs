@@ -36,6 +36,8 @@ pub enum Event {
     },
     Result {
         series: String,
+        /// As the result names the patient: the PatientID for DICOM, the folder for TIFF.
+        patient: String,
         verdict: Verdict,
         covid_fraction: Option<f64>,
         selected: usize,

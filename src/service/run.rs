@@ -589,6 +589,7 @@ impl<F: FreeSpace> Service<F> {
         }
         let event = Event::Result {
             series: place.label(),
+            patient: report.patient.clone(),
             verdict: report.verdict,
             covid_fraction: report.covid_fraction,
             selected: report.selected_slices,
@@ -623,6 +624,7 @@ impl<F: FreeSpace> Service<F> {
         };
         self.publish(Event::Result {
             series: place.label(),
+            patient: report.patient.clone(),
             verdict: report.verdict,
             covid_fraction: report.covid_fraction,
             selected: report.selected_slices,
