@@ -657,6 +657,55 @@ fn every_shipped_board_profile_and_the_example_config_load() {
     let c = Config::load(&boards.join("ctsentinel.example.toml"), Some(&boards)).unwrap();
     assert_eq!(c.stability, secs(60));
     assert_eq!(c.retention, secs(365 * 86_400));
+    assert_eq!(c.dicom, None, "no [dicom] table: no listener");
+}
+
+#[test]
+fn the_dicom_table_is_validated_and_adds_the_receiver_folder_as_a_drop_folder() {
+    let rig = Rig::new();
+    let base = std::fs::read_to_string(rig.dir.path().join("config.toml")).unwrap();
+    let with = |table: &str| {
+        std::fs::write(
+            rig.dir.path().join("config.toml"),
+            format!("{base}\n[dicom]\n{table}\n"),
+        )
+        .unwrap();
+        Config::load(
+            &rig.dir.path().join("config.toml"),
+            Some(&common::repo().join("boards")),
+        )
+    };
+    let ok = with("listen = \"127.0.0.1:11112\"\nallowed_callers = [\"CT_SCANNER\"]").unwrap();
+    let d = ok.dicom.clone().expect("listen set: a receiver");
+    assert_eq!(
+        (d.ae_title.as_str(), d.max_instance_bytes, d.max_associations),
+        ("CTSENTINEL", 64 << 20, 4)
+    );
+    assert_eq!(ok.drop.last().unwrap(), &rig.state().join("received"));
+    assert_eq!(with("ae_title = \"X\"").unwrap().dicom, None, "no listen: no listener");
+    for (table, says) in [
+        ("listen = \"localhost\"\nallowed_callers = [\"A\"]", "not an address"),
+        ("listen = \"127.0.0.1:1\"", "allowed_callers is empty"),
+        (
+            "listen = \"127.0.0.1:1\"\nallowed_callers = [\"A\\\\B\"]",
+            "not a DICOM AE title",
+        ),
+        (
+            "listen = \"127.0.0.1:1\"\nallowed_callers = [\"A\"]\nae_title = \"SEVENTEEN_CHARS_X\"",
+            "ae_title",
+        ),
+        (
+            "listen = \"127.0.0.1:1\"\nallowed_callers = [\"A\"]\nmax_instance_mb = 0",
+            "max_instance_mb",
+        ),
+        (
+            "listen = \"127.0.0.1:1\"\nallowed_callers = [\"A\"]\nport = 4",
+            "unknown field",
+        ),
+    ] {
+        let e = with(table).expect_err(table).to_string();
+        assert!(e.contains(says), "{table}: {e}");
+    }
 }
 
 fn rss_kib() -> u64 {
