@@ -51,13 +51,15 @@ smoke() {
 
 # Integration suites run under qemu: the binary is started through CTSENTINEL_TEST_RUNNER
 # (tests/common), so no binfmt_misc is needed. select_real_data, malformed_input, selftest and
-# display: 32 tests, about 2 minutes with warm builds. Left out, because emulated inference takes
+# display: 32 tests, about 2 minutes with warm builds; complete_decode, decoder_mutations and
+# dicom_input (the strict inflate, the mutation storm and DICOM with JPEG Lossless on aarch64):
+# 28 tests, about 25 s. Left out, because emulated inference takes
 # seconds a slice: scan_cli (whole patients, about 3 minutes each), model_int8 (parity on real
 # slices), and service (6 minutes; its 9 in-process tests pass under qemu, the 3 that spawn
 # `watch` wait with native-speed deadlines while the emulated self-test alone takes ~100 s).
 # Inference on aarch64 is covered by the self-test's known answers (smoke, both int8 kernels)
 # and, on request, SMOKE_SCAN=1. QEMU_SUITES="..." sets the list (e.g. with service).
-read -r -a QEMU_SUITES <<<"${QEMU_SUITES:-select_real_data malformed_input selftest display}"
+read -r -a QEMU_SUITES <<<"${QEMU_SUITES:-select_real_data malformed_input complete_decode decoder_mutations dicom_input selftest display}"
 
 tests() {
   # The library's unit tests: selection kernel with its property test, preprocessing, the
