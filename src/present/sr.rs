@@ -127,43 +127,74 @@ fn num_item(concept: (&str, &str), value: f64, unit: (&str, &str)) -> InMemDicom
     i
 }
 
-/// The SR of `report`, referencing `sources`; `now` = (YYYYMMDD, HHMMSS), see [`now`].
-pub fn build(report: &ScanReport, sources: &[SourceRef], now: &(String, String)) -> Result<Vec<u8>, SrError> {
-    let first = sources.first().ok_or(SrError::NoSources)?;
-    let mut studies: Vec<&str> = sources.iter().map(|s| s.study_uid.as_str()).collect();
-    studies.sort_unstable();
-    studies.dedup();
-    if studies.len() != 1 {
-        return Err(SrError::SeveralStudies(studies.len()));
-    }
-    let mut series: Vec<&str> = sources.iter().map(|s| s.series_uid.as_str()).collect();
-    series.sort_unstable();
-    series.dedup();
-    let key = series.join(",");
-    let sr_series = derived_uid(&["sr-series", &key, &report.model.sha256]);
-    let sr_instance = derived_uid(&[
-        "sr-instance",
-        &key,
-        &report.model.sha256,
-        report.verdict.to_string().as_str(),
-    ]);
+/// What every DICOM result of one scan shares: its one source study, the source series, and
+/// the result series' UID (derived from them and the model).
+struct ResultIdentity<'a> {
+    study_uid: &'a str,
+    series: Vec<&'a str>,
+    key: String,
+    series_uid: String,
+}
 
+impl<'a> ResultIdentity<'a> {
+    fn of(report: &ScanReport, sources: &'a [SourceRef]) -> Result<Self, SrError> {
+        let first = sources.first().ok_or(SrError::NoSources)?;
+        let mut studies: Vec<&str> = sources.iter().map(|s| s.study_uid.as_str()).collect();
+        studies.sort_unstable();
+        studies.dedup();
+        if studies.len() != 1 {
+            return Err(SrError::SeveralStudies(studies.len()));
+        }
+        let mut series: Vec<&str> = sources.iter().map(|s| s.series_uid.as_str()).collect();
+        series.sort_unstable();
+        series.dedup();
+        let key = series.join(",");
+        let series_uid = derived_uid(&["sr-series", &key, &report.model.sha256]);
+        Ok(ResultIdentity {
+            study_uid: &first.study_uid,
+            series,
+            key,
+            series_uid,
+        })
+    }
+
+    /// A result instance's UID: the same scan, model and verdict give the same UID.
+    fn instance_uid(&self, kind: &str, report: &ScanReport) -> String {
+        derived_uid(&[
+            kind,
+            &self.key,
+            &report.model.sha256,
+            report.verdict.to_string().as_str(),
+        ])
+    }
+}
+
+/// The patient, study, series, equipment and instance modules every result object carries.
+fn document(
+    sop_class: &str,
+    instance: &str,
+    modality: &str,
+    number: &str,
+    report: &ScanReport,
+    id: &ResultIdentity<'_>,
+    now: &(String, String),
+) -> InMemDicomObject {
     let mut o = InMemDicomObject::new_empty();
     let s = |o: &mut InMemDicomObject, tag, vr, v: &str| o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
-    s(&mut o, tags::SOP_CLASS_UID, VR::UI, COMPREHENSIVE_SR);
-    s(&mut o, tags::SOP_INSTANCE_UID, VR::UI, &sr_instance);
-    s(&mut o, tags::MODALITY, VR::CS, "SR");
+    s(&mut o, tags::SOP_CLASS_UID, VR::UI, sop_class);
+    s(&mut o, tags::SOP_INSTANCE_UID, VR::UI, instance);
+    s(&mut o, tags::MODALITY, VR::CS, modality);
     s(&mut o, tags::PATIENT_ID, VR::LO, &report.patient);
     s(&mut o, tags::PATIENT_NAME, VR::PN, "");
     s(&mut o, tags::PATIENT_BIRTH_DATE, VR::DA, "");
     s(&mut o, tags::PATIENT_SEX, VR::CS, "");
-    s(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, &first.study_uid);
+    s(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, id.study_uid);
     s(&mut o, tags::STUDY_DATE, VR::DA, "");
     s(&mut o, tags::STUDY_TIME, VR::TM, "");
     s(&mut o, tags::STUDY_ID, VR::SH, "");
     s(&mut o, tags::ACCESSION_NUMBER, VR::SH, "");
     s(&mut o, tags::REFERRING_PHYSICIAN_NAME, VR::PN, "");
-    s(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, &sr_series);
+    s(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, &id.series_uid);
     s(&mut o, tags::SERIES_NUMBER, VR::IS, "9901");
     s(
         &mut o,
@@ -173,9 +204,30 @@ pub fn build(report: &ScanReport, sources: &[SourceRef], now: &(String, String))
     );
     s(&mut o, tags::MANUFACTURER, VR::LO, "ctsentinel");
     s(&mut o, tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION"));
-    s(&mut o, tags::INSTANCE_NUMBER, VR::IS, "1");
+    s(&mut o, tags::INSTANCE_NUMBER, VR::IS, number);
     s(&mut o, tags::CONTENT_DATE, VR::DA, &now.0);
     s(&mut o, tags::CONTENT_TIME, VR::TM, &now.1);
+    o
+}
+
+/// A Part 10 file (explicit VR little endian) of `o`.
+fn encode(o: InMemDicomObject, sop_class: &str, instance: &str) -> Result<Vec<u8>, SrError> {
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax(EXPLICIT_LE)
+        .media_storage_sop_class_uid(sop_class)
+        .media_storage_sop_instance_uid(instance);
+    let file = o.with_meta(meta).map_err(|e| SrError::Encode(e.to_string()))?;
+    let mut out = Vec::new();
+    file.write_all(&mut out).map_err(|e| SrError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// The SR of `report`, referencing `sources`; `now` = (YYYYMMDD, HHMMSS), see [`now`].
+pub fn build(report: &ScanReport, sources: &[SourceRef], now: &(String, String)) -> Result<Vec<u8>, SrError> {
+    let id = ResultIdentity::of(report, sources)?;
+    let sr_instance = id.instance_uid("sr-instance", report);
+    let mut o = document(COMPREHENSIVE_SR, &sr_instance, "SR", "1", report, &id, now);
+    let s = |o: &mut InMemDicomObject, tag, vr, v: &str| o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
     s(&mut o, tags::COMPLETION_FLAG, VR::CS, "PARTIAL");
     s(&mut o, tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED");
     s(&mut o, tags::VALUE_TYPE, VR::CS, "CONTAINER");
@@ -215,7 +267,7 @@ pub fn build(report: &ScanReport, sources: &[SourceRef], now: &(String, String))
     o.put(seq(tags::CONTENT_SEQUENCE, content));
     // Current Requested Procedure Evidence: every source instance, by series.
     let mut by_series = Vec::new();
-    for uid in &series {
+    for uid in &id.series {
         let refs: Vec<InMemDicomObject> = sources
             .iter()
             .filter(|r| r.series_uid == *uid)
@@ -232,18 +284,10 @@ pub fn build(report: &ScanReport, sources: &[SourceRef], now: &(String, String))
         by_series.push(si);
     }
     let mut study = InMemDicomObject::new_empty();
-    s(&mut study, tags::STUDY_INSTANCE_UID, VR::UI, &first.study_uid);
+    s(&mut study, tags::STUDY_INSTANCE_UID, VR::UI, id.study_uid);
     study.put(seq(tags::REFERENCED_SERIES_SEQUENCE, by_series));
     o.put(seq(tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE, vec![study]));
-
-    let meta = FileMetaTableBuilder::new()
-        .transfer_syntax(EXPLICIT_LE)
-        .media_storage_sop_class_uid(COMPREHENSIVE_SR)
-        .media_storage_sop_instance_uid(sr_instance.as_str());
-    let file = o.with_meta(meta).map_err(|e| SrError::Encode(e.to_string()))?;
-    let mut out = Vec::new();
-    file.write_all(&mut out).map_err(|e| SrError::Encode(e.to_string()))?;
-    Ok(out)
+    encode(o, COMPREHENSIVE_SR, &sr_instance)
 }
 
 /// A Secondary Capture of the bedside result screen (`screen`, as rendered for the display) in
@@ -255,41 +299,13 @@ pub fn build_sc(
     screen: &super::display::Canvas,
     now: &(String, String),
 ) -> Result<Vec<u8>, SrError> {
-    let first = sources.first().ok_or(SrError::NoSources)?;
-    let mut series: Vec<&str> = sources.iter().map(|s| s.series_uid.as_str()).collect();
-    series.sort_unstable();
-    series.dedup();
-    let key = series.join(",");
-    let sr_series = derived_uid(&["sr-series", &key, &report.model.sha256]);
-    let instance = derived_uid(&[
-        "sc-instance",
-        &key,
-        &report.model.sha256,
-        report.verdict.to_string().as_str(),
-    ]);
-    let mut o = InMemDicomObject::new_empty();
+    let id = ResultIdentity::of(report, sources)?;
+    let instance = id.instance_uid("sc-instance", report);
+    let mut o = document(SECONDARY_CAPTURE, &instance, "OT", "2", report, &id, now);
     let s = |o: &mut InMemDicomObject, tag, vr, v: &str| o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
-    s(&mut o, tags::SOP_CLASS_UID, VR::UI, SECONDARY_CAPTURE);
-    s(&mut o, tags::SOP_INSTANCE_UID, VR::UI, &instance);
-    s(&mut o, tags::MODALITY, VR::CS, "OT");
     s(&mut o, tags::CONVERSION_TYPE, VR::CS, "SYN");
     s(&mut o, tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY");
     s(&mut o, tags::BURNED_IN_ANNOTATION, VR::CS, "YES");
-    s(&mut o, tags::PATIENT_ID, VR::LO, &report.patient);
-    s(&mut o, tags::PATIENT_NAME, VR::PN, "");
-    s(&mut o, tags::PATIENT_BIRTH_DATE, VR::DA, "");
-    s(&mut o, tags::PATIENT_SEX, VR::CS, "");
-    s(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, &first.study_uid);
-    s(&mut o, tags::STUDY_DATE, VR::DA, "");
-    s(&mut o, tags::STUDY_TIME, VR::TM, "");
-    s(&mut o, tags::STUDY_ID, VR::SH, "");
-    s(&mut o, tags::ACCESSION_NUMBER, VR::SH, "");
-    s(&mut o, tags::REFERRING_PHYSICIAN_NAME, VR::PN, "");
-    s(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, &sr_series);
-    s(&mut o, tags::SERIES_NUMBER, VR::IS, "9901");
-    s(&mut o, tags::INSTANCE_NUMBER, VR::IS, "2");
-    s(&mut o, tags::CONTENT_DATE, VR::DA, &now.0);
-    s(&mut o, tags::CONTENT_TIME, VR::TM, &now.1);
     s(&mut o, tags::IMAGE_COMMENTS, VR::LT, crate::NOTICE);
     s(&mut o, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB");
     let us = |o: &mut InMemDicomObject, tag, v: u16| o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
@@ -310,14 +326,7 @@ pub fn build_sc(
         VR::OB,
         PrimitiveValue::from(screen.rgb8()),
     ));
-    let meta = FileMetaTableBuilder::new()
-        .transfer_syntax(EXPLICIT_LE)
-        .media_storage_sop_class_uid(SECONDARY_CAPTURE)
-        .media_storage_sop_instance_uid(instance.as_str());
-    let file = o.with_meta(meta).map_err(|e| SrError::Encode(e.to_string()))?;
-    let mut out = Vec::new();
-    file.write_all(&mut out).map_err(|e| SrError::Encode(e.to_string()))?;
-    Ok(out)
+    encode(o, SECONDARY_CAPTURE, &instance)
 }
 
 /// [`build`] and write it atomically to `path`.
