@@ -1,7 +1,7 @@
 //! Development probe: load an ONNX model in tract, optimise it, list what the convolutions and
 //! matrix products compute in, time single-slice inference, and profile time per operator type
 //! with tract's own evaluation hook (`SimpleState::run_plan_with_eval`).
-//! `cargo run --release --example tract_probe -- models/ctsentinel-fpn256.int8.onnx [runs]`
+//! `cargo run --release --example tract_probe -- models/ctsentinel-fpn256.int8.onnx [runs] [input size, default 256]`
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
@@ -9,12 +9,13 @@ use tract_onnx::prelude::*;
 fn main() -> TractResult<()> {
     let args: Vec<String> = std::env::args().collect();
     let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let size: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(256);
     let t = Instant::now();
     let mut model = tract_onnx::onnx().model_for_path(&args[1])?;
     let batch = model.sym("batch");
     model.set_input_fact(
         0,
-        f32::fact([batch.to_dim(), 1.to_dim(), 256.to_dim(), 256.to_dim()]).into(),
+        f32::fact([batch.to_dim(), 1.to_dim(), size.to_dim(), size.to_dim()]).into(),
     )?;
     let subs = std::collections::HashMap::from([(batch, 1.to_dim())]);
     let model = model.into_typed()?.set_symbols(&subs)?.into_optimized()?;
@@ -33,7 +34,7 @@ fn main() -> TractResult<()> {
         println!("{v:4} {k}");
     }
     let plan = model.into_runnable()?;
-    let x = Tensor::from_shape(&[1, 1, 256, 256], &vec![0.3f32; 65536])?;
+    let x = Tensor::from_shape(&[1, 1, size, size], &vec![0.3f32; size * size])?;
     for _ in 0..runs {
         let t = Instant::now();
         let out = plan.run(tvec!(x.clone().into_tvalue()))?;

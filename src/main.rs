@@ -46,6 +46,10 @@ enum Command {
         /// (DICOM input only), atomically.
         #[arg(long)]
         sr: Option<PathBuf>,
+        /// Also write the per-patient report sheet (PNG: verdict, counts, rule, model identity,
+        /// the selected slices in order with their P(COVID)), atomically.
+        #[arg(long)]
+        report: Option<PathBuf>,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -310,6 +314,7 @@ fn run(
             json,
             out,
             sr,
+            report: sheet,
             model,
         } => {
             let mut classifier = model.load().map_err(Failure::Internal)?;
@@ -329,6 +334,27 @@ fn run(
                 present::sr::write(sr, &report, &sources, &present::sr::now())
                     .with_context(|| format!("cannot write the SR {}", sr.display()))
                     .map_err(Failure::Input)?;
+            }
+            if let Some(sheet) = &sheet {
+                let time = present::sheet::now_text();
+                let input = present::sheet::SheetInput {
+                    report: &report,
+                    threshold: classifier.card().output.threshold,
+                    time: &time,
+                };
+                let mut decoder = ctsentinel::ingest::SliceDecoder::new();
+                present::sheet::write(sheet, &input, &mut |si, k| {
+                    let path = pipeline::slice_path(&found.series, &report, si, k)?;
+                    let s = decoder.decode(path).ok()?;
+                    Some(present::display::Thumbnail::from_stored(
+                        s.pixels,
+                        s.width,
+                        s.height,
+                        present::sheet::TILE_SIDE,
+                    ))
+                })
+                .with_context(|| format!("cannot write the report sheet {}", sheet.display()))
+                .map_err(Failure::Input)?;
             }
             let text = to_json(&report)?;
             if let Some(out) = &out {

@@ -487,3 +487,16 @@ pub fn undetermined_report(patient: &str, reason: String, classifier: &Classifie
         timing_ms: Timing::default(),
     }
 }
+
+/// The file of slice `k` of `report.series[si]`, among the `series` that `report` was scanned
+/// from (its series are in their order; the slice is found by the label it carries, so a
+/// report from other series gives None rather than another slice).
+pub fn slice_path<'a>(series: &'a [Series], report: &ScanReport, si: usize, k: usize) -> Option<&'a Path> {
+    let s = series.get(si)?;
+    let r = report.series.get(si)?;
+    if r.path != s.path.display().to_string() {
+        return None;
+    }
+    let label = &r.slices.get(k)?.file;
+    s.files.iter().find(|f| &s.label(f) == label).map(|p| p.as_path())
+}

@@ -769,6 +769,20 @@ fn a_flat_dicom_export_dropped_at_the_top_is_its_own_series_and_gets_one_result(
     let sel = ctsentinel::pipeline::select_folder(&export).unwrap();
     assert_eq!(v["selected_slices"].as_u64().unwrap() as usize, sel.series[0].selected);
     assert_eq!(v["series"][0]["slices"].as_array().unwrap().len(), 12);
+    // The report sheet beside the result: the laid-out sheet of this very report.
+    let png = rig.result_path("drop", "EXPORT_0412", ".").with_extension("png");
+    let img = image::open(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+    let report: ctsentinel::report::ScanReport = serde_json::from_value(v.clone()).unwrap();
+    let input = ctsentinel::present::sheet::SheetInput {
+        report: &report,
+        threshold: 0.5,
+        time: "",
+    };
+    let (_, height) = ctsentinel::present::sheet::layout(&input, &mut |_, _| None);
+    assert_eq!(
+        (img.width(), img.height()),
+        (ctsentinel::present::sheet::SHEET_WIDTH, height)
+    );
     assert_eq!(svc.tick(secs(40)), 0, "exactly once");
 }
 

@@ -178,9 +178,17 @@ def lung_frame(stored: np.ndarray, intercept: float = DEFAULT_INTERCEPT, spacing
 
 def framed_input(stored: np.ndarray, lf: dict, pre: dict, size: int, intercept: float = DEFAULT_INTERCEPT) -> np.ndarray:
     """The frame (a square, possibly reaching past the image) of the slice with every pixel
-    outside the lung mask (or outside the image) set to OUTSIDE_HU, windowed, box-resized."""
+    outside the lung mask (or outside the image) set to OUTSIDE_HU, windowed, box-resized.
+
+    `pre["outside"] = "keep"`: only what lies outside the image is set to air; the tissue
+    around the lungs inside the frame is kept. Why: the threshold mask (air < -400 HU) leaves out
+    dense subpleural consolidation and ground glass that touches the chest wall -- the typical
+    COVID-19 pattern -- and "air" outside the mask would erase exactly that evidence."""
     if lf["frame"] is None:
         raise ValueError("empty lung mask: nothing to frame")
+    outside = pre.get("outside", "air")
+    if outside not in ("air", "keep"):
+        raise ValueError(f"preprocessing.outside must be 'air' or 'keep', not {outside!r}")
     x0, y0, side = lf["frame"]
     h, w = stored.shape
     v = np.full((side, side), air_stored(intercept), dtype=np.uint16)
@@ -188,7 +196,7 @@ def framed_input(stored: np.ndarray, lf: dict, pre: dict, size: int, intercept: 
     xs, xe = max(x0, 0), min(x0 + side, w)
     if ys < ye and xs < xe:
         src = stored[ys:ye, xs:xe]
-        keep = lf["mask"][ys:ye, xs:xe]
+        keep = lf["mask"][ys:ye, xs:xe] if outside == "air" else np.ones_like(src, dtype=bool)
         v[ys - y0:ye - y0, xs - x0:xe - x0] = np.where(keep, src, v[ys - y0:ye - y0, xs - x0:xe - x0])
     return preprocess.box_resize(preprocess.window(v, pre), size, size)
 

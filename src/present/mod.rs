@@ -2,6 +2,7 @@
 //! display) and writes result files. It never decides anything.
 
 pub mod display;
+pub mod sheet;
 pub mod spi_panel;
 pub mod sr;
 

@@ -419,6 +419,8 @@ impl<F: FreeSpace> Service<F> {
                 fault_injection(place);
                 let report = self.scan(place, root, snap)?;
                 self.quarantine_copies(place, key, snap, &report)?;
+                // The sheet first: a result of record (the JSON) always had its sheet attempted.
+                self.write_sheet_beside(&result_path, &report, snap);
                 self.write_result(&result_path, root, place, snap, report.clone())?;
                 self.write_dicom_beside(place, &result_path, &report, snap);
                 self.journal.append(&self.record(place, stat, key, State::Done))?;
@@ -571,6 +573,36 @@ impl<F: FreeSpace> Service<F> {
             source: std::io::Error::other(e),
         })?;
         write_file(path, format!("{text}\n").as_bytes())
+    }
+
+    /// The per-patient report sheet (`<series>.png`, see `present::sheet`) beside the result.
+    /// The JSON is the result of record: a failure here is logged, not retried.
+    fn write_sheet_beside(&self, result: &Path, report: &ScanReport, snap: &Snapshot) {
+        use crate::present::sheet;
+        let time = sheet::now_text();
+        let input = sheet::SheetInput {
+            report,
+            threshold: self.classifier.card().output.threshold,
+            time: &time,
+        };
+        let mut decoder = SliceDecoder::new();
+        let path = result.with_extension("png");
+        if let Some(dir) = path.parent() {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                log::error!("{}: the report sheet was not written: {e}", path.display());
+                return;
+            }
+        }
+        // The snapshot is flat: a slice's label is its file name there.
+        let written = sheet::write(&path, &input, &mut |si, k| {
+            let label = &report.series.get(si)?.slices.get(k)?.file;
+            let file = snap.files.iter().find(|f| &ingest::name_of(f) == label)?;
+            let s = decoder.decode(file).ok()?;
+            Some(Thumbnail::from_stored(s.pixels, s.width, s.height, sheet::TILE_SIDE))
+        });
+        if let Err(e) = written {
+            log::error!("{}: the report sheet was not written: {e}", path.display());
+        }
     }
 
     /// For a DICOM series, the result as DICOM beside the JSON, for the hospital's PACS: an SR
