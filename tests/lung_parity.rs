@@ -23,6 +23,15 @@ const PRE: Preprocessing = Preprocessing::HuWindow {
     width: 1500.0,
     stored_intercept: -1024.0,
     frame: ctsentinel::classify::preprocess::Frame::Whole,
+    outside: ctsentinel::classify::preprocess::Outside::Air,
+};
+/// The same window with `outside = "keep"` (the tissue around the lungs kept in the frame).
+const PRE_KEEP: Preprocessing = Preprocessing::HuWindow {
+    center: -500.0,
+    width: 1500.0,
+    stored_intercept: -1024.0,
+    frame: ctsentinel::classify::preprocess::Frame::Whole,
+    outside: ctsentinel::classify::preprocess::Outside::Keep,
 };
 /// Model input size of the live comparison (the shipped card's).
 const SIZE: usize = 256;
@@ -301,6 +310,23 @@ fn real_slices_of_every_series_match_the_python_reference() {
             assert_eq!(py_x.len(), x.len(), "{what}");
             diff = x.iter().zip(&py_x).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(diff < 1e-4, "{what}: framed input max abs diff {diff}");
+            let bytes = std::fs::read(tmp.path().join(format!("{k}.keep"))).unwrap();
+            let py_keep: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let air = x.clone();
+            m.framed_input(&input, &f, &PRE_KEEP, SIZE, &mut x).unwrap();
+            let d_keep = x.iter().zip(&py_keep).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(
+                d_keep < 1e-4,
+                "{what}: framed input (outside keep) max abs diff {d_keep}"
+            );
+            assert!(
+                x != air,
+                "{what}: keeping the tissue around the lungs changes the input"
+            );
+            diff = diff.max(d_keep);
         }
         let e = per.entry(key.as_str()).or_insert((0, 1.0, 0.0, Vec::new()));
         e.0 += 1;

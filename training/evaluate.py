@@ -293,6 +293,8 @@ def card(ev: dict, cfg: dict, files: dict) -> str:
         "preprocessing": {"kind": pre["kind"], **({"center": float(pre["center"]), "width": float(pre["width"])}
                                                  if pre["kind"] == "hu_window" else {}),
                           "stored_intercept": -1024.0,
+                          **({"frame": "lung", "outside": pre.get("outside", "air")}
+                             if pre.get("frame", "none") == "lung" else {}),
                           "eight_bit": f"8-bit inputs are value/255 of this window: 0 = {lo:.0f} HU, 255 = {hi:.0f} HU"},
         "output": {"name": "probs", "classes": CLASSES, "covid_index": CLASSES.index("covid"), "threshold": 0.5},
         "decision": {"patient_covid_fraction": PATIENT_FRACTION,

@@ -267,6 +267,7 @@ def _main(argv: list[str]) -> int:
         lf["mask"].astype(np.uint8).tofile(a.out / f"{k}.mask")
         if lf["frame"] is not None:
             framed_input(img, lf, pre, a.size).astype("<f4").tofile(a.out / f"{k}.input")
+            framed_input(img, lf, {**pre, "outside": "keep"}, a.size).astype("<f4").tofile(a.out / f"{k}.keep")
         summary.append({"file": path, **{key: v for key, v in lf.items() if key != "mask"}})
     print(json.dumps(summary))
     return 0

@@ -23,8 +23,25 @@ pub enum Preprocessing {
         /// pipeline before the window). Absent: the whole slice, box-resized.
         #[serde(default)]
         frame: Frame,
+        /// With `frame = "lung"`: what the frame shows outside the lung mask (`air`, the
+        /// default, or `keep`: the tissue as it is; see [`Outside`]).
+        #[serde(default)]
+        outside: Outside,
     },
     RawStored {},
+}
+
+/// What a lung frame shows outside the lung mask.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outside {
+    /// Air (-1000 HU): the model sees the lungs only.
+    #[default]
+    Air,
+    /// The slice as it is (only what lies past the image's edge is air). The threshold mask
+    /// leaves out dense subpleural consolidation touching the chest wall, the typical COVID-19
+    /// finding; keeping the tissue keeps that evidence while the frame still fixes the scale.
+    Keep,
 }
 
 /// What part of the slice the model sees.
@@ -47,6 +64,14 @@ impl Preprocessing {
         match self {
             Preprocessing::HuWindow { frame, .. } => *frame,
             Preprocessing::RawStored {} => Frame::Whole,
+        }
+    }
+
+    /// What a lung frame shows outside the mask.
+    pub fn outside(&self) -> Outside {
+        match self {
+            Preprocessing::HuWindow { outside, .. } => *outside,
+            Preprocessing::RawStored {} => Outside::Air,
         }
     }
 
@@ -149,6 +174,7 @@ mod tests {
             width: 1500.0,
             stored_intercept: -1024.0,
             frame: Frame::Whole,
+            outside: Outside::Air,
         };
         let mut out = Vec::new();
         // Window -1250..+250 HU. Stored 0 = -1024 HU (inside: 226/1500); HU 0 (stored 1024)

@@ -574,10 +574,12 @@ impl LungMasker {
         self.one.clear();
         pre.window_stored(&[air_stored(input.intercept)], &mut self.one);
         let air = self.one[0];
-        // Inside the mask: window - air; elsewhere 0 (the frame is air + the resize of this).
+        // Inside the mask (everywhere in the image with `outside = "keep"`): window - air;
+        // elsewhere 0 (the frame is air + the resize of this).
         pre.window_stored(input.pixels, &mut self.win);
+        let keep = pre.outside() == crate::classify::preprocess::Outside::Keep;
         for (v, &m) in self.win.iter_mut().zip(&frame.mask) {
-            *v = if m { *v - air } else { 0.0 };
+            *v = if m || keep { *v - air } else { 0.0 };
         }
         // Rows of the frame → size rows, over the image's columns.
         self.rows.clear();

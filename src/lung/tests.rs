@@ -8,6 +8,7 @@ const PRE: Preprocessing = Preprocessing::HuWindow {
     width: 1500.0,
     stored_intercept: -1024.0,
     frame: crate::classify::preprocess::Frame::Whole,
+    outside: crate::classify::preprocess::Outside::Air,
 };
 
 fn frame_of(shapes: &[Ellipse], w: usize, h: usize, s: f64, spacing: Option<f64>) -> (Vec<u16>, LungFrame) {
@@ -424,4 +425,36 @@ fn bad_inputs_are_typed_errors() {
         m.framed_input(&LungInput::new(&other, 4, 4), &f, &PRE, 8, &mut Vec::new()),
         Err(LungError::Mismatch { .. })
     ));
+}
+
+#[test]
+fn outside_keep_frames_the_whole_slice_as_an_all_lung_mask_would() {
+    use crate::classify::preprocess::Outside;
+    let (px, f) = frame_of(&chest(), 512, 512, 0.7, Some(0.7));
+    let input = LungInput::new(&px, 512, 512).with_spacing(Some(0.7));
+    let keep = match PRE {
+        Preprocessing::HuWindow {
+            center,
+            width,
+            stored_intercept,
+            frame,
+            ..
+        } => Preprocessing::HuWindow {
+            center,
+            width,
+            stored_intercept,
+            frame,
+            outside: Outside::Keep,
+        },
+        p => p,
+    };
+    let mut m = LungMasker::new();
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    m.framed_input(&input, &f, &keep, 96, &mut a).unwrap();
+    let mut all = f.clone();
+    all.mask.iter_mut().for_each(|v| *v = true);
+    m.framed_input(&input, &all, &PRE, 96, &mut b).unwrap();
+    assert_eq!(a, b, "keep = the frame of an all-true mask");
+    m.framed_input(&input, &f, &PRE, 96, &mut c).unwrap();
+    assert_ne!(a, c, "the body wall is kept, not turned to air");
 }

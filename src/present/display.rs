@@ -118,6 +118,7 @@ impl Thumbnail {
             width: THUMB_WINDOW.1,
             stored_intercept: -1024.0,
             frame: crate::classify::preprocess::Frame::Whole,
+            outside: crate::classify::preprocess::Outside::Air,
         };
         let mut plane = Vec::new();
         pre.window_stored(pixels, &mut plane);
