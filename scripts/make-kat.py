@@ -42,6 +42,17 @@ def phantom(k: int) -> np.ndarray:
     return v.astype(np.uint16)
 
 
+def calibrated(probs, output: dict) -> float:
+    """P(COVID) as the appliance reports it (src/classify/mod.rs `calibrated`): the logit
+    difference divided by the card's temperature, when it has one."""
+    c = output["covid_index"]
+    pc, pn = float(probs[c]), float(probs[1 - c])
+    t = output.get("temperature")
+    if t is None or pc <= 0.0 or pn <= 0.0:
+        return pc
+    return float(1.0 / (1.0 + np.exp(-(np.log(pc) - np.log(pn)) / t)))
+
+
 def main():
     card_path = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "models/ctsentinel-fpn256.toml")
     card = tomllib.loads(card_path.read_text())
@@ -54,7 +65,8 @@ def main():
     out = []
     for k in PHANTOMS:
         x = preprocess.preprocess_stored(phantom(k), card["preprocessing"], card["input"]["size"])[None, None]
-        out.append([k, float(sess.run(None, {card["input"]["name"]: x.astype(np.float32)})[0][0, card["output"]["covid_index"]])])
+        probs = sess.run(None, {card["input"]["name"]: x.astype(np.float32)})[0][0]
+        out.append([k, calibrated(probs, card["output"])])
     kat = {"model_sha256": sha, "p_covid": out,
            "produced_by": f"scripts/make-kat.py with onnxruntime {ort.__version__} on {model.name}"}
     dst = card_path.parent / f"{card['model']['name']}.kat.json"

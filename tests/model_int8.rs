@@ -147,6 +147,8 @@ fn missing_model_file_and_broken_cards_are_specific_errors() {
             "patient_covid_fraction = 1.5",
             "patient_covid_fraction",
         ),
+        ("threshold = 0.5", "threshold = 0.5\ntemperature = 0.0", "temperature"),
+        ("threshold = 0.5", "threshold = 0.5\ntemperature = nan", "temperature"),
         (
             "file = \"ctsentinel-fpn256.int8.onnx\"",
             "file = \"../../etc/passwd\"",

@@ -56,6 +56,13 @@ pub struct OutputSection {
     pub covid_index: usize,
     /// A slice is COVID iff `p_covid >= threshold`.
     pub threshold: f32,
+    /// Temperature scaling of the model's logit difference, fitted by training on held-out
+    /// slices (`training/evaluate.py`): the P(COVID) every result shows is
+    /// `1 / (1 + exp(-(ln p_covid - ln p_normal) / temperature))`. Absent: the model's own P.
+    /// A positive temperature never moves a P across 0.5, so with the 0.5 threshold it
+    /// changes what P says, never which slices are COVID.
+    #[serde(default)]
+    pub temperature: Option<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -127,6 +134,11 @@ impl ModelCard {
         }
         if !(o.threshold > 0.0 && o.threshold < 1.0) {
             return Err(format!("output.threshold {} must lie in (0, 1)", o.threshold));
+        }
+        if let Some(t) = o.temperature {
+            if !(t.is_finite() && (0.05..=20.0).contains(&t)) {
+                return Err(format!("output.temperature {t} must lie in [0.05, 20]"));
+            }
         }
         let f = self.decision.patient_covid_fraction;
         if !(f > 0.0 && f <= 1.0) {

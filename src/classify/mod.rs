@@ -260,13 +260,28 @@ impl Classifier {
             .map_err(|e| ClassifyError::BadOutput(format!("{e:#}")))?;
         let probs: Vec<f32> = view.iter().copied().collect();
         check_probabilities(&probs)?;
-        Ok(probs[self.card.output.covid_index])
+        let o = &self.card.output;
+        Ok(calibrated(probs[o.covid_index], probs[1 - o.covid_index], o.temperature))
     }
 
-    /// The card's slice threshold: COVID iff `p >= threshold`.
+    /// The card's slice threshold: COVID iff `p >= threshold` (`p` calibrated, see
+    /// [`calibrated`]).
     pub fn is_covid(&self, p_covid: f32) -> bool {
         p_covid >= self.card.output.threshold
     }
+}
+
+/// P(COVID) after the card's temperature scaling: the logit difference `ln p_c - ln p_n`
+/// divided by `temperature`, back through the logistic function (the model's own P without a
+/// temperature). Computed in f64 from both probabilities, so a P of 1 - 1e-7 keeps its logit.
+pub fn calibrated(p_covid: f32, p_normal: f32, temperature: Option<f32>) -> f32 {
+    let Some(t) = temperature else { return p_covid };
+    let (pc, pn) = (f64::from(p_covid), f64::from(p_normal));
+    if pc <= 0.0 || pn <= 0.0 {
+        return p_covid; // saturated: 0 or 1 stays 0 or 1
+    }
+    let z = (pc.ln() - pn.ln()) / f64::from(t);
+    (1.0 / (1.0 + (-z).exp())) as f32
 }
 
 /// A softmax pair: two finite values in [0, 1] summing to 1 (within rounding). Anything else
@@ -297,6 +312,25 @@ fn optimise(bytes: &[u8], size: usize) -> TractResult<Arc<TypedSimplePlan>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temperature_scales_the_logit_and_never_crosses_one_half() {
+        assert_eq!(calibrated(0.8, 0.2, None), 0.8);
+        // logit ln 4; T = 2 halves it: P = 1 / (1 + 1/2) = 2/3.
+        assert!((calibrated(0.8, 0.2, Some(2.0)) - 2.0 / 3.0).abs() < 1e-6);
+        assert!((calibrated(0.8, 0.2, Some(1.0)) - 0.8).abs() < 1e-6);
+        // T < 1 sharpens.
+        assert!(calibrated(0.8, 0.2, Some(0.5)) > 0.94);
+        for p in [0.01f32, 0.3, 0.49, 0.5, 0.51, 0.9, 0.999_99] {
+            for t in [0.3f32, 1.7, 5.0] {
+                let c = calibrated(p, 1.0 - p, Some(t));
+                assert_eq!(c >= 0.5, p >= 0.5, "p {p} T {t} -> {c}");
+                assert!(c.is_finite() && (0.0..=1.0).contains(&c));
+            }
+        }
+        assert_eq!(calibrated(1.0, 0.0, Some(2.0)), 1.0, "saturated stays saturated");
+        assert_eq!(calibrated(0.0, 1.0, Some(2.0)), 0.0);
+    }
 
     #[test]
     fn probabilities_must_be_a_finite_pair_summing_to_one() {
