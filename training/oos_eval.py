@@ -1,4 +1,4 @@
-"""Out-of-sample evaluation of one trained run (lung-framed input), with a peer comparison.
+"""Out-of-sample evaluation of one trained run (lung-framed or whole-slice input), with a peer comparison.
 
 `python -m training.oos_eval --run training/runs/fpn192_lung [--threads 1]`
 
@@ -214,7 +214,19 @@ def patient_series(root: Path, ref_python: str, cfg: dict, model, quality: int, 
 
 def _classify_series(label, patient, ser, kind, slices, pre, size, model, quality, in_manifest, pack_prefix) -> dict:
     planes, planes_jpeg, idx = [], [], []
+    framed = pre.get("frame", "none") == "lung"
     for i, s in enumerate(slices):
+        if not framed:
+            # The whole slice, as the appliance feeds a model without a lung frame: stored values
+            # re-based to HU + 1024 (the card's stored_intercept) first.
+            shift = int(round(s["intercept"] - lung.DEFAULT_INTERCEPT))
+            stored = np.clip(s["stored"].astype(np.int64) + shift, 0, 65535).astype(np.uint16)
+            s["lung_verdict"] = "ok"
+            pl = preprocess.preprocess_stored(stored, pre, size)
+            planes.append(pl)
+            planes_jpeg.append(jpeg_round_trip(pl, quality))
+            idx.append(i)
+            continue
         lf = lung.lung_frame(s["stored"], s["intercept"], s["spacing"])
         s["lung_verdict"] = lf["verdict"]
         if lf["verdict"] == "ok":
