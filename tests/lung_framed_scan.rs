@@ -14,18 +14,16 @@ use ctsentinel::decide::Verdict;
 use ctsentinel::pipeline;
 
 fn lung_card(dir: &Path) -> Classifier {
-    let card = std::fs::read_to_string(common::models().join("ctsentinel-fpn256.toml")).unwrap();
+    let shipped = common::shipped();
+    let card = std::fs::read_to_string(common::card_path()).unwrap();
     assert!(card.contains("stored_intercept = -1024.0\n"));
     let card = card.replacen(
         "stored_intercept = -1024.0\n",
         "stored_intercept = -1024.0\nframe = \"lung\"\n",
         1,
     );
-    std::fs::write(dir.join("ctsentinel-fpn256.toml"), card).unwrap();
-    std::os::unix::fs::symlink(
-        common::models().join("ctsentinel-fpn256.int8.onnx"),
-        dir.join("ctsentinel-fpn256.int8.onnx"),
-    )
+    std::fs::write(dir.join(&shipped.card), card).unwrap();
+    std::os::unix::fs::symlink(common::models().join(&shipped.model), dir.join(&shipped.model))
     .unwrap();
     Classifier::load(dir, Options { threads: 2 }).unwrap()
 }

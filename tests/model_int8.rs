@@ -53,7 +53,7 @@ fn matmuls_by_operand_type(model: &TypedModel) -> (usize, usize) {
 
 #[test]
 fn int8_model_runs_every_convolution_and_matmul_on_integers_in_tract() {
-    let card = ModelCard::load(&common::models().join("ctsentinel-fpn256.toml")).unwrap();
+    let card = ModelCard::load(&common::card_path()).unwrap();
     let int8 = optimised(&card.model_path());
     let (int, float) = matmuls_by_operand_type(&int8);
     assert_eq!(float, 0, "float matrix products left in the int8 model");
@@ -97,9 +97,9 @@ fn shipped_model_loads_and_gives_a_probability_pair() {
 }
 
 fn copy_models_to(dir: &Path) -> std::path::PathBuf {
-    let card = ModelCard::load(&common::models().join("ctsentinel-fpn256.toml")).unwrap();
-    let to = dir.join("ctsentinel-fpn256.toml");
-    std::fs::copy(common::models().join("ctsentinel-fpn256.toml"), &to).unwrap();
+    let card = ModelCard::load(&common::card_path()).unwrap();
+    let to = dir.join(common::shipped().card);
+    std::fs::copy(common::card_path(), &to).unwrap();
     std::fs::copy(card.model_path(), dir.join(&card.model.file)).unwrap();
     to
 }
@@ -135,6 +135,7 @@ fn missing_model_file_and_broken_cards_are_specific_errors() {
         Err(ClassifyError::ModelIo { .. })
     ));
 
+    let file_line = format!("file = \"{}\"", common::shipped().model);
     for (from, to, why) in [
         (
             "notice = \"research use only, not a diagnosis\"",
@@ -149,11 +150,7 @@ fn missing_model_file_and_broken_cards_are_specific_errors() {
         ),
         ("threshold = 0.5", "threshold = 0.5\ntemperature = 0.0", "temperature"),
         ("threshold = 0.5", "threshold = 0.5\ntemperature = nan", "temperature"),
-        (
-            "file = \"ctsentinel-fpn256.int8.onnx\"",
-            "file = \"../../etc/passwd\"",
-            "plain file name",
-        ),
+        (file_line.as_str(), "file = \"../../etc/passwd\"", "plain file name"),
     ] {
         assert!(text.contains(from), "card no longer has {from:?}");
         std::fs::write(&card_path, text.replace(from, to)).unwrap();
@@ -197,7 +194,7 @@ fn tract_int8_agrees_with_onnx_runtime_on_real_slices() {
             .unwrap();
         files.push(png);
     }
-    let card_path = common::models().join("ctsentinel-fpn256.toml");
+    let card_path = common::card_path();
     let card = ModelCard::load(&card_path).unwrap();
     let out = std::process::Command::new(py)
         .arg(common::repo().join("tests/reference/classify_ref.py"))

@@ -30,7 +30,7 @@ fn scan(dir: &Path) -> (i32, Value, String) {
 
 fn card_sha256() -> String {
     let card: toml::Table =
-        toml::from_str(&std::fs::read_to_string(common::models().join("ctsentinel-fpn256.toml")).unwrap()).unwrap();
+        toml::from_str(&std::fs::read_to_string(common::card_path()).unwrap()).unwrap();
     card["model"]["sha256"].as_str().unwrap().to_owned()
 }
 
@@ -151,15 +151,12 @@ fn scan_refuses_a_model_that_does_not_match_its_card() {
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("models");
     std::fs::create_dir(&models).unwrap();
-    std::fs::copy(
-        common::models().join("ctsentinel-fpn256.toml"),
-        models.join("ctsentinel-fpn256.toml"),
-    )
-    .unwrap();
-    let mut bytes = std::fs::read(common::models().join("ctsentinel-fpn256.int8.onnx")).unwrap();
+    let shipped = common::shipped();
+    std::fs::copy(common::card_path(), models.join(&shipped.card)).unwrap();
+    let mut bytes = std::fs::read(common::models().join(&shipped.model)).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x80;
-    std::fs::write(models.join("ctsentinel-fpn256.int8.onnx"), bytes).unwrap();
+    std::fs::write(models.join(&shipped.model), bytes).unwrap();
     let series = dir.path().join("p/SR_1");
     std::fs::create_dir_all(&series).unwrap();
     slice(&series, "IM1.tif", 1024, 5000);

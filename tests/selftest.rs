@@ -26,11 +26,8 @@ fn check<'a>(v: &'a Value, name: &str) -> &'a Value {
 }
 
 fn copy_models(to: &Path) {
-    for f in [
-        "ctsentinel-fpn256.toml",
-        "ctsentinel-fpn256.int8.onnx",
-        "ctsentinel-fpn256.kat.json",
-    ] {
+    let s = common::shipped();
+    for f in [&s.card, &s.model, &s.kat] {
         std::fs::copy(common::models().join(f), to.join(f)).unwrap();
     }
 }
@@ -50,7 +47,7 @@ fn selftest_passes_on_the_shipped_model() {
 fn selftest_fails_when_the_known_answers_disagree() {
     let dir = tempfile::tempdir().unwrap();
     copy_models(dir.path());
-    let kat_path = dir.path().join("ctsentinel-fpn256.kat.json");
+    let kat_path = dir.path().join(common::shipped().kat);
     let mut kat: Value = serde_json::from_str(&std::fs::read_to_string(&kat_path).unwrap()).unwrap();
     // Claim the most COVID-like phantom was clearly normal.
     let last = kat["p_covid"].as_array().unwrap().len() - 1;
@@ -74,7 +71,7 @@ fn selftest_fails_when_the_known_answers_disagree() {
 fn selftest_fails_on_a_tampered_model_and_still_reports_every_check() {
     let dir = tempfile::tempdir().unwrap();
     copy_models(dir.path());
-    let model = dir.path().join("ctsentinel-fpn256.int8.onnx");
+    let model = dir.path().join(common::shipped().model);
     let mut bytes = std::fs::read(&model).unwrap();
     bytes[1000] ^= 0xff;
     std::fs::write(&model, bytes).unwrap();

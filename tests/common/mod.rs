@@ -188,6 +188,38 @@ pub fn models() -> PathBuf {
     repo().join("models")
 }
 
+/// The shipped model's file names, read from its card (the single `*.toml` in `models/`), so
+/// the tests follow the shipped model instead of naming one.
+pub struct Shipped {
+    /// `models/<name>.toml`.
+    pub card: String,
+    /// The int8 ONNX file the card names.
+    pub model: String,
+    /// The self-test's known answers, `<name>.kat.json`.
+    pub kat: String,
+}
+
+pub fn shipped() -> Shipped {
+    let mut cards: Vec<PathBuf> = std::fs::read_dir(models())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    assert_eq!(cards.len(), 1, "models/ must hold exactly one card: {cards:?}");
+    let card = cards.pop().unwrap();
+    let t: toml::Table = toml::from_str(&std::fs::read_to_string(&card).unwrap()).unwrap();
+    Shipped {
+        card: card.file_name().unwrap().to_string_lossy().into_owned(),
+        model: t["model"]["file"].as_str().unwrap().to_owned(),
+        kat: format!("{}.kat.json", t["model"]["name"].as_str().unwrap()),
+    }
+}
+
+/// Path of the shipped model card.
+pub fn card_path() -> PathBuf {
+    models().join(shipped().card)
+}
+
 /// A 512x512 16-bit slice of `value` with `dark` air pixels inside the lung ROI.
 pub fn write_slice(path: &Path, value: u16, dark: usize) {
     let mut px = vec![value; 512 * 512];
