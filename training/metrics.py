@@ -35,3 +35,36 @@ def summary(y, p, threshold: float = 0.5) -> dict:
         "specificity_non_covid": float((1 - pred[neg]).mean()) if neg.any() else float("nan"),
         "auc": auc(y, p),
     }
+
+
+# --- calibration (temperature scaling; used by evaluate.py and oos_eval.py) ---
+ECE_BINS = 10
+
+
+def ece(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> float:
+    return float(sum(r["n"] * abs(r["frac_covid"] - r["mean_p"]) for r in reliability(y, p, bins) if r["n"]) / len(y))
+
+
+def reliability(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+    b = np.minimum((np.asarray(p) * bins).astype(int), bins - 1)
+    rows = []
+    for k in range(bins):
+        m = b == k
+        rows.append({"bin": f"{k / bins:.1f}-{(k + 1) / bins:.1f}", "n": int(m.sum()),
+                     "mean_p": float(p[m].mean()) if m.any() else None,
+                     "frac_covid": float(y[m].mean()) if m.any() else None})
+    return rows
+
+
+def nll(y: np.ndarray, z: np.ndarray, t: float) -> float:
+    s = z / t
+    return float(np.mean(np.logaddexp(0.0, s) - y * s))
+
+
+def fit_temperature(y: np.ndarray, z: np.ndarray) -> float:
+    from scipy.optimize import minimize_scalar
+    r = minimize_scalar(lambda lt: nll(y, z, float(np.exp(lt))), bounds=(np.log(0.02), np.log(50.0)), method="bounded",
+                        options={"xatol": 1e-6})
+    return float(np.exp(r.x))
+
+

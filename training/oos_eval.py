@@ -46,7 +46,6 @@ from . import data, evaluate, lung, metrics, models, preprocess
 from .export import sha256
 
 PATIENT_FRACTION_BP = 1000  # 10% in basis points, compared in integers like src/decide.rs
-ECE_BINS = 10
 SELECT_REF = "tests/reference/select_ref.py"
 DICOM_SELECT_REF = "tests/reference/dicom_select_ref.py"
 
@@ -87,31 +86,7 @@ def jpeg_round_trip(plane: np.ndarray, quality: int) -> np.ndarray:
 
 
 # --- statistics ---
-def ece(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> float:
-    return float(sum(r["n"] * abs(r["frac_covid"] - r["mean_p"]) for r in reliability(y, p, bins) if r["n"]) / len(y))
-
-
-def reliability(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
-    b = np.minimum((np.asarray(p) * bins).astype(int), bins - 1)
-    rows = []
-    for k in range(bins):
-        m = b == k
-        rows.append({"bin": f"{k / bins:.1f}-{(k + 1) / bins:.1f}", "n": int(m.sum()),
-                     "mean_p": float(p[m].mean()) if m.any() else None,
-                     "frac_covid": float(y[m].mean()) if m.any() else None})
-    return rows
-
-
-def nll(y: np.ndarray, z: np.ndarray, t: float) -> float:
-    s = z / t
-    return float(np.mean(np.logaddexp(0.0, s) - y * s))
-
-
-def fit_temperature(y: np.ndarray, z: np.ndarray) -> float:
-    from scipy.optimize import minimize_scalar
-    r = minimize_scalar(lambda lt: nll(y, z, float(np.exp(lt))), bounds=(np.log(0.02), np.log(50.0)), method="bounded",
-                        options={"xatol": 1e-6})
-    return float(np.exp(r.x))
+from .metrics import ECE_BINS, ece, fit_temperature, nll, reliability  # noqa: E402  (calibration)
 
 
 def bootstrap_auc(y: np.ndarray, preds: dict, n_boot: int, seed: int, pairs: list[tuple[str, str]]) -> dict:
