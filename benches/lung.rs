@@ -45,6 +45,8 @@ fn lung(c: &mut Criterion) {
         width: 1500.0,
         stored_intercept: -1024.0,
         frame: ctsentinel::classify::preprocess::Frame::Whole,
+        outside: ctsentinel::classify::preprocess::Outside::Air,
+        eight_bit: None,
     };
     let mut m = LungMasker::new();
     let mut f = LungFrame::default();

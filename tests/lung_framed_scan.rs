@@ -23,8 +23,7 @@ fn lung_card(dir: &Path) -> Classifier {
         1,
     );
     std::fs::write(dir.join(&shipped.card), card).unwrap();
-    std::os::unix::fs::symlink(common::models().join(&shipped.model), dir.join(&shipped.model))
-    .unwrap();
+    std::os::unix::fs::symlink(common::models().join(&shipped.model), dir.join(&shipped.model)).unwrap();
     Classifier::load(dir, Options { threads: 2 }).unwrap()
 }
 

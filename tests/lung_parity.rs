@@ -24,6 +24,7 @@ const PRE: Preprocessing = Preprocessing::HuWindow {
     stored_intercept: -1024.0,
     frame: ctsentinel::classify::preprocess::Frame::Whole,
     outside: ctsentinel::classify::preprocess::Outside::Air,
+    eight_bit: None,
 };
 /// The same window with `outside = "keep"` (the tissue around the lungs kept in the frame).
 const PRE_KEEP: Preprocessing = Preprocessing::HuWindow {
@@ -32,6 +33,7 @@ const PRE_KEEP: Preprocessing = Preprocessing::HuWindow {
     stored_intercept: -1024.0,
     frame: ctsentinel::classify::preprocess::Frame::Whole,
     outside: ctsentinel::classify::preprocess::Outside::Keep,
+    eight_bit: None,
 };
 /// Model input size of the live comparison (the shipped card's).
 const SIZE: usize = 256;

@@ -151,6 +151,16 @@ fn missing_model_file_and_broken_cards_are_specific_errors() {
         ("threshold = 0.5", "threshold = 0.5\ntemperature = 0.0", "temperature"),
         ("threshold = 0.5", "threshold = 0.5\ntemperature = nan", "temperature"),
         (file_line.as_str(), "file = \"../../etc/passwd\"", "plain file name"),
+        // Unknown keys are refused in every typed section, so a misspelt calibration cannot
+        // silently vanish.
+        ("threshold = 0.5", "threshold = 0.5\ntemprature = 1.5", "temprature"),
+        ("covid_index = 1", "covid_index = 1\ncovid_idx = 0", "covid_idx"),
+        (
+            "kind = \"hu_window\"",
+            "kind = \"hu_window\"\nframing = \"lung\"",
+            "framing",
+        ),
+        ("[decision]", "[decison]\nx = 1\n[decision]", "decison"),
     ] {
         assert!(text.contains(from), "card no longer has {from:?}");
         std::fs::write(&card_path, text.replace(from, to)).unwrap();

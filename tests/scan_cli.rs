@@ -29,8 +29,7 @@ fn scan(dir: &Path) -> (i32, Value, String) {
 }
 
 fn card_sha256() -> String {
-    let card: toml::Table =
-        toml::from_str(&std::fs::read_to_string(common::card_path()).unwrap()).unwrap();
+    let card: toml::Table = toml::from_str(&std::fs::read_to_string(common::card_path()).unwrap()).unwrap();
     card["model"]["sha256"].as_str().unwrap().to_owned()
 }
 

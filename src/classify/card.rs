@@ -2,7 +2,9 @@
 //! which writes it) and the appliance (which refuses to run without it).
 //!
 //! Only what the appliance acts on is typed here; the card's descriptive sections (training,
-//! evaluation, licences) are kept as they are and shown by `selftest`.
+//! evaluation, licences) are kept as they are and shown by `selftest`. Every typed section
+//! refuses keys it does not know: a misspelt `temprature` must be an error, not a card that
+//! silently runs without its calibration.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,7 @@ use super::preprocess::Preprocessing;
 use super::ClassifyError;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelCard {
     pub notice: String,
     pub model: ModelSection,
@@ -21,15 +24,26 @@ pub struct ModelCard {
     pub decision: DecisionSection,
     #[serde(default)]
     pub evaluation: toml::Table,
+    #[serde(default)]
+    pub training: toml::Table,
+    #[serde(default)]
+    pub licences: toml::Table,
     /// Folder the card was read from; model files are relative to it.
     #[serde(skip)]
     pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelSection {
     pub name: String,
     pub version: String,
+    /// The network (`resnet50v2_fpn`, `efficientnet_lite0`, ...): descriptive.
+    #[serde(default)]
+    pub arch: Option<String>,
+    /// How the int8 file was made: descriptive.
+    #[serde(default)]
+    pub quantization: Option<String>,
     pub format: String,
     pub precision: String,
     pub file: String,
@@ -41,6 +55,7 @@ pub struct ModelSection {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InputSection {
     pub name: String,
     pub layout: String,
@@ -50,6 +65,7 @@ pub struct InputSection {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OutputSection {
     pub name: String,
     pub classes: Vec<String>,
@@ -66,9 +82,13 @@ pub struct OutputSection {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DecisionSection {
     /// The paper's patient rule: COVID iff at least this fraction of selected slices is COVID.
     pub patient_covid_fraction: f64,
+    /// The rule in words: descriptive.
+    #[serde(default)]
+    pub rule: Option<String>,
 }
 
 /// The identity every result carries (`"model": {...}` in the JSON contracts).

@@ -261,7 +261,11 @@ impl Classifier {
         let probs: Vec<f32> = view.iter().copied().collect();
         check_probabilities(&probs)?;
         let o = &self.card.output;
-        Ok(calibrated(probs[o.covid_index], probs[1 - o.covid_index], o.temperature))
+        Ok(calibrated(
+            probs[o.covid_index],
+            probs[1 - o.covid_index],
+            o.temperature,
+        ))
     }
 
     /// The card's slice threshold: COVID iff `p >= threshold` (`p` calibrated, see

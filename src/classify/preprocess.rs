@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 /// The card's `[preprocessing]` table.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Preprocessing {
     HuWindow {
         center: f32,
@@ -27,6 +27,9 @@ pub enum Preprocessing {
         /// default, or `keep`: the tissue as it is; see [`Outside`]).
         #[serde(default)]
         outside: Outside,
+        /// How 8-bit inputs relate to the window, in words: descriptive.
+        #[serde(default)]
+        eight_bit: Option<String>,
     },
     RawStored {},
 }
@@ -175,6 +178,7 @@ mod tests {
             stored_intercept: -1024.0,
             frame: Frame::Whole,
             outside: Outside::Air,
+            eight_bit: None,
         };
         let mut out = Vec::new();
         // Window -1250..+250 HU. Stored 0 = -1024 HU (inside: 226/1500); HU 0 (stored 1024)

@@ -9,6 +9,7 @@ const PRE: Preprocessing = Preprocessing::HuWindow {
     stored_intercept: -1024.0,
     frame: crate::classify::preprocess::Frame::Whole,
     outside: crate::classify::preprocess::Outside::Air,
+    eight_bit: None,
 };
 
 fn frame_of(shapes: &[Ellipse], w: usize, h: usize, s: f64, spacing: Option<f64>) -> (Vec<u16>, LungFrame) {
@@ -445,6 +446,7 @@ fn outside_keep_frames_the_whole_slice_as_an_all_lung_mask_would() {
             stored_intercept,
             frame,
             outside: Outside::Keep,
+            eight_bit: None,
         },
         p => p,
     };

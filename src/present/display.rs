@@ -119,6 +119,7 @@ impl Thumbnail {
             stored_intercept: -1024.0,
             frame: crate::classify::preprocess::Frame::Whole,
             outside: crate::classify::preprocess::Outside::Air,
+            eight_bit: None,
         };
         let mut plane = Vec::new();
         pre.window_stored(pixels, &mut plane);
