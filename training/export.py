@@ -45,8 +45,21 @@ def load_model(cfg: dict, weights: Path) -> torch.nn.Module:
     return model.eval()
 
 
+EVIDENCE = "evidence"
+
+
 def export_fp32(model: torch.nn.Module, cfg: dict, out: Path) -> Path:
+    """fp32 ONNX; a model with `with_evidence` (EfficientNetLite0) gets a second output,
+    `evidence` (N x h x w, the exact per-position split of the logit difference), computed in the
+    same pass: the appliance shows it without a second model or gradients. `probs` stays the
+    first output, which is all a reader of the first output needs."""
     x = torch.zeros(1, cfg["in_channels"], cfg["input_size"], cfg["input_size"])
+    if hasattr(model, "with_evidence"):
+        torch.onnx.export(models.WithEvidence(model).eval(), (x,), str(out), input_names=[INPUT],
+                          output_names=[OUTPUT, EVIDENCE],
+                          dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}, EVIDENCE: {0: "batch"}},
+                          opset_version=13, do_constant_folding=True, dynamo=False)
+        return out
     torch.onnx.export(model, (x,), str(out), input_names=[INPUT], output_names=[OUTPUT],
                       dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=13,
                       do_constant_folding=True, dynamo=False)

@@ -237,6 +237,30 @@ class EfficientNetLite0(nn.Module):
     def forward(self, x):
         return torch.softmax(self.logits(x), dim=1)
 
+    def with_evidence(self, x):
+        """(probs, evidence) from one forward pass. The head is global average pool -> dense, so
+        the logit difference is exactly a sum over feature-map positions:
+        l_covid - l_normal = (b1 - b0) + sum_ij E_ij, E_ij = f_ij . (W[:, 1] - W[:, 0]) / (h w)
+        (a class-activation map, Zhou et al. 2016; no gradients). E has the feature map's size
+        (input / 32: 7 x 7 at 224 px); positive = towards COVID."""
+        f = self.net.extract_features(x * (255.0 / 128.0) - (127.0 / 128.0))
+        n, c, h, w = f.shape
+        probs = torch.softmax(self.fc(f.mean(dim=(2, 3))), dim=1)
+        wd = (self.fc.weight[:, 1] - self.fc.weight[:, 0]).reshape(c, 1) / float(h * w)
+        ev = (f.reshape(n, c, h * w).transpose(1, 2) @ wd).reshape(n, h, w)
+        return probs, ev
+
+
+class WithEvidence(nn.Module):
+    """Export wrapper: the model's (probs, evidence) outputs (see EfficientNetLite0.with_evidence)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.with_evidence(x)
+
 
 ARCHITECTURES = {"resnet50v2_fpn": ResNet50V2FPN, "resnet50v2": ResNet50V2Plain, "xception": Xception,
                  "efficientnet_lite0": EfficientNetLite0}

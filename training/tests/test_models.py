@@ -71,3 +71,24 @@ def test_efficientnet_freeze_parts_freeze_the_stem_then_blocks_in_order():
     assert frozen[0][0] is m.net._conv_stem and frozen[1] is m.net._blocks[0] and frozen[2] is m.net._blocks[1]
     assert all(not p.requires_grad for f in frozen for p in f.parameters())
     assert all(p.requires_grad for p in m.net._blocks[2].parameters())
+
+
+def test_efficientnet_evidence_sums_exactly_to_the_logit_difference():
+    """The evidence map is the exact split of l_covid - l_normal over feature positions (plus the
+    bias difference), from the same pass that gives the probabilities."""
+    import torch
+
+    from training import models
+
+    m = models.build("efficientnet_lite0", 96).eval()
+    torch.nn.init.normal_(m.fc.bias)
+    x = torch.rand(3, 1, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        probs, ev = m.with_evidence(x)
+        lg = m.logits(x)
+    assert ev.shape == (3, 3, 3)
+    assert torch.allclose(probs, torch.softmax(lg, dim=1), atol=1e-6)
+    diff = lg[:, 1] - lg[:, 0]
+    recon = ev.sum(dim=(1, 2)) + (m.fc.bias[1] - m.fc.bias[0])
+    assert torch.allclose(recon, diff, atol=1e-4), (recon, diff)
+    assert float(ev.std()) > 0, "a map, not a constant"
