@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}; iters=${2:-10}
-card=models/ctsentinel-fpn256.toml
+card=$(ls models/*.toml)  # the shipped card (models/ holds exactly one)
 data=${CTSENTINEL_SHARED_DATA:-../shared/data}
 cargo build -q --release --example bench_infer --bin ctsentinel
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores"

@@ -9,6 +9,11 @@ target=${CARGO_TARGET_DIR:-target}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# The shipped model, as the repository's card names it (models/ holds exactly one card).
+card_name=$(cd models && ls -- *.toml)
+[[ $(wc -w <<<"$card_name") == 1 ]] || fail "models/ must hold exactly one card: $card_name"
+model_file=$(sed -n 's/^file = "\(.*\)"/\1/p' "models/$card_name" | head -1)
+model_name=$(sed -n 's/^name = "\(.*\)"/\1/p' "models/$card_name" | head -1)
 pass() { echo "ok: $*"; }
 
 if (($# == 0)); then
@@ -35,9 +40,9 @@ files_land_where_the_unit_and_config_expect_them() {
   listing=$(dpkg-deb --contents "$deb")
   local want=(
     "-rwxr-xr-x ./usr/bin/ctsentinel"
-    "-rw-r--r-- ./usr/share/ctsentinel/models/ctsentinel-fpn256.int8.onnx"
-    "-rw-r--r-- ./usr/share/ctsentinel/models/ctsentinel-fpn256.toml"
-    "-rw-r--r-- ./usr/share/ctsentinel/models/ctsentinel-fpn256.kat.json"
+    "-rw-r--r-- ./usr/share/ctsentinel/models/$model_file"
+    "-rw-r--r-- ./usr/share/ctsentinel/models/$card_name"
+    "-rw-r--r-- ./usr/share/ctsentinel/models/$model_name.kat.json"
     "-rw-r--r-- ./usr/share/ctsentinel/boards/rpi4.toml"
     "-rw-r--r-- ./usr/share/ctsentinel/boards/rpi5.toml"
     "-rw-r--r-- ./usr/share/ctsentinel/boards/jetson-orin-nano.toml"
@@ -89,7 +94,7 @@ unit_config_and_model_paths_agree() {
   local b models card file sum
   for b in "$root"/usr/share/ctsentinel/boards/*.toml; do
     models=$(sed -n 's/^models = "\(.*\)"/\1/p' "$b")
-    card=$root$models/ctsentinel-fpn256.toml
+    card=$root$models/$card_name
     [[ -f $card ]] || fail "$arch: $(basename "$b") points at $models, which has no card"
     file=$(sed -n 's/^file = "\(.*\)"/\1/p' "$card")
     sum=$(sed -n 's/^sha256 = "\(.*\)"/\1/p' "$card")

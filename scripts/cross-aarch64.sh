@@ -36,7 +36,7 @@ build() {
   local desc; desc=$(file "$bin")
   echo "$desc"
   [[ $desc == *"ARM aarch64"* ]] || { echo "not an aarch64 binary: $bin" >&2; exit 1; }
-  echo "aarch64 binary ($PROFILE): $(stat -c %s "$bin") bytes; model: $(stat -c %s models/ctsentinel-fpn256.int8.onnx) bytes"
+  echo "aarch64 binary ($PROFILE): $(stat -c %s "$bin") bytes; model: $(stat -c %s models/*.int8.onnx) bytes"
 }
 
 smoke() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the self-test's known answers: models/<name>.kat.json.
 
-Usage: .venv/bin/python scripts/make-kat.py [models/ctsentinel-fpn256.toml]
+Usage: .venv/bin/python scripts/make-kat.py [models/<name>.toml]   (default: the one card in models/)
 
 Generates the phantom slices of src/service/selftest.rs (`phantom(k)`, the same integer
 formulas), preprocesses them with training/preprocess.py per the card, and records ONNX
@@ -54,7 +54,11 @@ def calibrated(probs, output: dict) -> float:
 
 
 def main():
-    card_path = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "models/ctsentinel-fpn256.toml")
+    if len(sys.argv) > 1:
+        card_path = Path(sys.argv[1])
+    else:
+        (card_path,) = sorted((ROOT / "models").glob("*.toml"))  # the shipped card: exactly one
+
     card = tomllib.loads(card_path.read_text())
     model = card_path.parent / card["model"]["file"]
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
