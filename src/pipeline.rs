@@ -17,8 +17,8 @@ use crate::decide::{self, Verdict};
 use crate::ingest::{self, FileProblem, IngestError, Series, SliceDecoder};
 use crate::lung::{LungFrame, LungInput, LungMasker};
 use crate::report::{
-    ClassifyReport, ImageClass, ScanReport, SelectReport, SeriesScan, SeriesSelection, SliceScan, SliceSelection,
-    Timing,
+    ClassifyReport, ImageClass, ScanReport, SelectReport, SeriesScan, SeriesSelection, SliceEvidence, SliceScan,
+    SliceSelection, Timing,
 };
 use crate::select;
 
@@ -254,6 +254,83 @@ pub fn scan_series(
     })
 }
 
+/// Where a model input plane lies on its slice, and the slice's lung mask when kept: what
+/// turns a model's evidence map into a [`SliceEvidence`].
+struct Placement {
+    /// `[x0, y0, width, height]` in slice pixels.
+    view: [f64; 4],
+    width: usize,
+    height: usize,
+    mask: Option<Vec<bool>>,
+}
+
+impl Placement {
+    fn whole(width: usize, height: usize) -> Placement {
+        Placement {
+            view: [0.0, 0.0, width as f64, height as f64],
+            width,
+            height,
+            mask: None,
+        }
+    }
+
+    fn framed(lungs: &LungFrame, keep_mask: bool) -> Placement {
+        let view = match lungs.frame {
+            Some(f) => [f.x0 as f64, f.y0 as f64, f.side as f64, f.side as f64],
+            None => [0.0, 0.0, lungs.width as f64, lungs.height as f64],
+        };
+        Placement {
+            view,
+            width: lungs.width,
+            height: lungs.height,
+            mask: keep_mask.then(|| lungs.mask.clone()),
+        }
+    }
+
+    /// Cell `(r, c)`'s centre in slice pixels.
+    fn centre(&self, e: &crate::classify::EvidenceMap, r: usize, c: usize) -> [f64; 2] {
+        let [x0, y0, w, h] = self.view;
+        [
+            x0 + (c as f64 + 0.5) * w / e.cols as f64,
+            y0 + (r as f64 + 0.5) * h / e.rows as f64,
+        ]
+    }
+
+    fn evidence(&self, e: &crate::classify::EvidenceMap) -> SliceEvidence {
+        let mut peak = (0usize, f32::NEG_INFINITY);
+        let (mut pos, mut inside) = (0f64, 0f64);
+        for (k, &v) in e.values.iter().enumerate() {
+            if v > peak.1 {
+                peak = (k, v);
+            }
+            if v > 0.0 {
+                pos += f64::from(v);
+                let [x, y] = self.centre(e, k / e.cols, k % e.cols);
+                let lung = self.mask.as_ref().is_some_and(|m| {
+                    x >= 0.0
+                        && y >= 0.0
+                        && (x as usize) < self.width
+                        && (y as usize) < self.height
+                        && m[y as usize * self.width + x as usize]
+                });
+                if lung {
+                    inside += f64::from(v);
+                }
+            }
+        }
+        SliceEvidence {
+            grid: [e.rows, e.cols],
+            map: e.values.iter().map(|v| (v * 1e4).round() / 1e4).collect(),
+            view: self.view,
+            peak: self.centre(e, peak.0 / e.cols, peak.0 % e.cols),
+            in_lungs: match &self.mask {
+                Some(_) if pos > 0.0 => Some((inside / pos) as f32),
+                _ => None,
+            },
+        }
+    }
+}
+
 fn rule_text(c: &Classifier) -> String {
     let card = c.card();
     format!(
@@ -304,18 +381,29 @@ fn classify_series(
     let spacing = s.info.as_ref().and_then(|i| i.pixel_spacing_mm).map(|p| p[0]);
     let (mut masker, mut lungs) = (LungMasker::new(), LungFrame::default());
     let mut not_classified = 0usize;
-    let mut pending: Vec<(usize, Vec<f32>)> = Vec::with_capacity(batch);
+    // With an evidence output, each slice's lung mask is kept beside its plane, to place the
+    // map on the slice (`SliceEvidence`).
+    let evidence = classifier.card().output.evidence.is_some();
+    let mut pending: Vec<(usize, Vec<f32>, Placement)> = Vec::with_capacity(batch);
     let mut done = 0;
     let of = out.selected;
     let mut cancelled = false;
     // Continue(()): go on; Break(true): stop asked for; Break(false): the model failed.
-    let mut flush = |pending: &mut Vec<(usize, Vec<f32>)>, out: &mut SeriesScan, classifier: &Classifier| {
-        let (idx, planes): (Vec<usize>, Vec<Vec<f32>>) = pending.drain(..).unzip();
-        match classifier.p_covid_planes(planes) {
-            Ok(ps) => {
-                for (i, p) in idx.into_iter().zip(ps) {
-                    out.slices[i].p_covid = Some(p);
-                    out.covid += usize::from(classifier.is_covid(p));
+    let mut flush = |pending: &mut Vec<(usize, Vec<f32>, Placement)>, out: &mut SeriesScan, classifier: &Classifier| {
+        let mut idx = Vec::with_capacity(pending.len());
+        let mut planes = Vec::with_capacity(pending.len());
+        let mut places = Vec::with_capacity(pending.len());
+        for (i, plane, place) in pending.drain(..) {
+            idx.push(i);
+            planes.push(plane);
+            places.push(place);
+        }
+        match classifier.score_planes(planes) {
+            Ok(scores) => {
+                for ((i, score), place) in idx.into_iter().zip(scores).zip(places) {
+                    out.slices[i].p_covid = Some(score.p_covid);
+                    out.slices[i].evidence = score.evidence.as_ref().map(|e| place.evidence(e));
+                    out.covid += usize::from(classifier.is_covid(score.p_covid));
                     done += 1;
                 }
                 match progress(Progress::Classified {
@@ -342,6 +430,7 @@ fn classify_series(
             selected,
             p_covid: None,
             not_classified: None,
+            evidence: None,
         });
         if !selected {
             continue;
@@ -360,14 +449,30 @@ fn classify_series(
                     },
                 };
                 match framed {
-                    Ok(()) => pending.push((index, plane)),
+                    Ok(()) => {
+                        let place = Placement::framed(&lungs, evidence);
+                        pending.push((index, plane, place))
+                    }
                     Err(e) => {
                         out.slices[index].not_classified = Some(format!("lung mask: {e}"));
                         not_classified += 1;
                     }
                 }
             }
-            Ok(px) => pending.push((index, classifier.plane_from_stored(px.pixels, px.width, px.height))),
+            Ok(px) => {
+                let mut place = Placement::whole(px.width, px.height);
+                if evidence {
+                    let input = LungInput::new(px.pixels, px.width, px.height).with_spacing(spacing);
+                    if masker.compute(&input, &mut lungs).is_ok() {
+                        place.mask = Some(lungs.mask.clone());
+                    }
+                }
+                pending.push((
+                    index,
+                    classifier.plane_from_stored(px.pixels, px.width, px.height),
+                    place,
+                ))
+            }
             Err(e) => {
                 // Decoded in the first pass, not now: the file changed under us.
                 let file = s.label(path);

@@ -126,6 +126,43 @@ pub struct SliceScan {
     /// mask), else absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_classified: Option<String>,
+    /// Where the model saw COVID evidence in this slice (a model with an evidence output,
+    /// see `classify::EvidenceMap`), else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<SliceEvidence>,
+}
+
+/// The evidence map of one classified slice, placed on the slice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SliceEvidence {
+    /// `[rows, cols]` of the map.
+    pub grid: [usize; 2],
+    /// The map, row-major, over the part of the slice the model saw (`view`); positive pushes
+    /// towards COVID. Rounded to 4 decimals.
+    pub map: Vec<f32>,
+    /// The part of the slice the model's input covers, in slice pixels: `[x0, y0, width,
+    /// height]` (the whole slice, or the lung frame, which may reach past the slice's edge).
+    pub view: [f64; 4],
+    /// Centre of the map's highest cell, in slice pixels `[x, y]`.
+    pub peak: [f64; 2],
+    /// Of the positive evidence, the share in cells whose centre lies inside the lung mask;
+    /// absent when the slice has no lung mask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_lungs: Option<f32>,
+}
+
+impl SliceEvidence {
+    /// The map value at a slice pixel (`None` outside the view).
+    pub fn at(&self, x: f64, y: f64) -> Option<f32> {
+        let [x0, y0, w, h] = self.view;
+        let (u, v) = ((x - x0) / w, (y - y0) / h);
+        if !(0.0..1.0).contains(&u) || !(0.0..1.0).contains(&v) {
+            return None;
+        }
+        let [rows, cols] = self.grid;
+        let (r, c) = ((v * rows as f64) as usize, (u * cols as f64) as usize);
+        self.map.get(r * cols + c).copied()
+    }
 }
 
 /// Wall-clock milliseconds spent in each stage of a scan.

@@ -79,6 +79,10 @@ pub struct OutputSection {
     /// changes what P says, never which slices are COVID.
     #[serde(default)]
     pub temperature: Option<f32>,
+    /// Name of the model's second output, its evidence map (see `classify::EvidenceMap`), when
+    /// it has one: the appliance then reads it from every run and places it on the slice.
+    #[serde(default)]
+    pub evidence: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -23,6 +23,28 @@ use tract_onnx::prelude::*;
 pub use card::{find_card, ModelCard, ModelIdentity};
 pub use preprocess::Preprocessing;
 
+/// What the model says about one slice: P(COVID) (calibrated, see [`calibrated`]) and, where
+/// the model has a second output, its evidence map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceScore {
+    pub p_covid: f32,
+    pub evidence: Option<EvidenceMap>,
+}
+
+/// A model's evidence output (`training/models.py`, `with_evidence`): `rows x cols` values over
+/// the model's input plane, row-major, from the same int8 run as the probabilities; positive
+/// pushes towards COVID. For a pooled-head model the values sum, with the head's bias
+/// difference, to the logit difference `ln p_covid - ln p_normal` (before temperature).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceMap {
+    pub rows: usize,
+    pub cols: usize,
+    pub values: Vec<f32>,
+}
+
+/// Largest evidence grid accepted (a model's feature map; 7 x 7 at 224 px).
+const MAX_EVIDENCE_SIDE: usize = 64;
+
 /// Why a model could not be loaded or a slice not classified.
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifyError {
@@ -200,20 +222,28 @@ impl Classifier {
 
     /// P(COVID) of one model input plane (`input_size²` values, row-major).
     pub fn p_covid_plane(&self, plane: Vec<f32>) -> Result<f32, ClassifyError> {
-        self.run_plane(plane, self.executor.clone())
+        Ok(self.run_plane(plane, self.executor.clone())?.p_covid)
     }
 
     /// P(COVID) of several planes, in order, spread over the classifier's threads.
     pub fn p_covid_planes(&self, planes: Vec<Vec<f32>>) -> Result<Vec<f32>, ClassifyError> {
+        Ok(self.score_planes(planes)?.into_iter().map(|s| s.p_covid).collect())
+    }
+
+    /// [`SliceScore`]s of several planes, in order, spread over the classifier's threads.
+    pub fn score_planes(&self, planes: Vec<Vec<f32>>) -> Result<Vec<SliceScore>, ClassifyError> {
         if self.threads <= 1 || planes.len() <= 1 {
-            return planes.into_iter().map(|p| self.p_covid_plane(p)).collect();
+            return planes
+                .into_iter()
+                .map(|p| self.run_plane(p, self.executor.clone()))
+                .collect();
         }
         let workers = self.threads.min(planes.len());
         let mut shares: Vec<Vec<(usize, Vec<f32>)>> = (0..workers).map(|_| Vec::new()).collect();
         for (i, p) in planes.into_iter().enumerate() {
             shares[i % workers].push((i, p));
         }
-        let results: Vec<Result<Vec<(usize, f32)>, ClassifyError>> = std::thread::scope(|scope| {
+        let results: Vec<Result<Vec<(usize, SliceScore)>, ClassifyError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = shares
                 .into_iter()
                 .map(|share| {
@@ -241,7 +271,7 @@ impl Classifier {
         Ok(out.into_iter().map(|(_, v)| v).collect())
     }
 
-    fn run_plane(&self, plane: Vec<f32>, executor: Executor) -> Result<f32, ClassifyError> {
+    fn run_plane(&self, plane: Vec<f32>, executor: Executor) -> Result<SliceScore, ClassifyError> {
         let n = self.input_size();
         if plane.len() != n * n {
             return Err(ClassifyError::Inference(format!(
@@ -261,11 +291,19 @@ impl Classifier {
         let probs: Vec<f32> = view.iter().copied().collect();
         check_probabilities(&probs)?;
         let o = &self.card.output;
-        Ok(calibrated(
-            probs[o.covid_index],
-            probs[1 - o.covid_index],
-            o.temperature,
-        ))
+        let evidence = match (&o.evidence, out.get(1)) {
+            (None, _) => None,
+            (Some(_), Some(t)) => Some(evidence_map(t)?),
+            (Some(name), None) => {
+                return Err(ClassifyError::BadOutput(format!(
+                    "the card names an evidence output {name:?}; the model has none"
+                )))
+            }
+        };
+        Ok(SliceScore {
+            p_covid: calibrated(probs[o.covid_index], probs[1 - o.covid_index], o.temperature),
+            evidence,
+        })
     }
 
     /// The card's slice threshold: COVID iff `p >= threshold` (`p` calibrated, see
@@ -286,6 +324,33 @@ pub fn calibrated(p_covid: f32, p_normal: f32, temperature: Option<f32>) -> f32 
     }
     let z = (pc.ln() - pn.ln()) / f64::from(t);
     (1.0 / (1.0 + (-z).exp())) as f32
+}
+
+/// The second output as an evidence map: `1 x rows x cols`, finite, at most
+/// [`MAX_EVIDENCE_SIDE`] a side; anything else is a broken model, not a map.
+fn evidence_map(t: &TValue) -> Result<EvidenceMap, ClassifyError> {
+    let view = t
+        .to_plain_array_view::<f32>()
+        .map_err(|e| ClassifyError::BadOutput(format!("evidence: {e:#}")))?;
+    let shape = view.shape().to_vec();
+    let ok = shape.len() == 3
+        && shape[0] == 1
+        && (1..=MAX_EVIDENCE_SIDE).contains(&shape[1])
+        && (1..=MAX_EVIDENCE_SIDE).contains(&shape[2]);
+    if !ok {
+        return Err(ClassifyError::BadOutput(format!(
+            "evidence has shape {shape:?}, expected 1 x rows x cols (at most {MAX_EVIDENCE_SIDE})"
+        )));
+    }
+    let values: Vec<f32> = view.iter().copied().collect();
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(ClassifyError::BadOutput("evidence holds a non-finite value".into()));
+    }
+    Ok(EvidenceMap {
+        rows: shape[1],
+        cols: shape[2],
+        values,
+    })
 }
 
 /// A softmax pair: two finite values in [0, 1] summing to 1 (within rounding). Anything else
