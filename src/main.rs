@@ -346,11 +346,14 @@ fn run(
                 present::sheet::write(sheet, &input, &mut |si, k| {
                     let path = pipeline::slice_path(&found.series, &report, si, k)?;
                     let s = decoder.decode(path).ok()?;
-                    Some(present::display::Thumbnail::from_stored(
+                    Some(present::sheet::tile(
+                        &report,
+                        si,
+                        k,
+                        input.threshold,
                         s.pixels,
                         s.width,
                         s.height,
-                        present::sheet::TILE_SIDE,
                     ))
                 })
                 .with_context(|| format!("cannot write the report sheet {}", sheet.display()))

@@ -62,6 +62,7 @@ fn long_screens() -> Vec<Screen> {
             thumbnail: Some(display::Thumbnail {
                 side: 4,
                 gray: vec![128; 16],
+                heat: Vec::new(),
             }),
         },
         Screen::Processing {

@@ -34,7 +34,7 @@ pub const MAX_TILES: usize = 240;
 const MARGIN: i32 = 24;
 const FRAME: u32 = 4;
 const CELL_W: u32 = TILE_SIDE + 2 * FRAME + 12;
-const CELL_H: u32 = TILE_SIDE + 2 * FRAME + 34;
+const CELL_H: u32 = TILE_SIDE + 2 * FRAME + 46;
 const SMALL: (u32, u32) = (6, 14); // FONT_6X10 advance and line height
 const BIG: (u32, u32) = (10, 24); // FONT_10X20
 
@@ -134,6 +134,28 @@ fn series_line(s: &SeriesScan) -> String {
     line
 }
 
+/// The tile of slice `k` of `report.series[si]` from its decoded pixels: lung-windowed, with
+/// the model's evidence tinted on it when the slice was called COVID and the model has evidence.
+pub fn tile(
+    report: &ScanReport,
+    si: usize,
+    k: usize,
+    threshold: f32,
+    pixels: &[u16],
+    width: usize,
+    height: usize,
+) -> Thumbnail {
+    let t = Thumbnail::from_stored(pixels, width, height, TILE_SIDE);
+    let slice = report.series.get(si).and_then(|s| s.slices.get(k));
+    match slice {
+        Some(sl) if sl.p_covid.is_some_and(|p| p >= threshold) => match &sl.evidence {
+            Some(e) => t.with_evidence(e, width, height),
+            None => t,
+        },
+        _ => t,
+    }
+}
+
 /// The current time as the sheet prints it: `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn now_text() -> String {
     let (da, tm) = super::sr::now();
@@ -215,7 +237,8 @@ pub fn layout(
     c.text(&format!("Made: {}. {}.", input.time, r.notice), false, INK);
     c.text(
         &format!(
-            "Frames: orange = slice called COVID (P(COVID) >= {:.2}), green = not, grey = not classified.",
+            "Frames: orange = slice called COVID (P(COVID) >= {:.2}), green = not, grey = not classified. \
+             Orange tint on a COVID slice: where the model's evidence towards COVID is strongest (its evidence map).",
             input.threshold
         ),
         false,
@@ -274,9 +297,15 @@ pub fn layout(
                 }),
             }
             let label_y = c.y + (TILE_SIDE + 2 * FRAME) as i32 + 3;
+            let lungs = match sl.evidence.as_ref().and_then(|e| e.in_lungs) {
+                Some(f) => format!("evidence in lungs {:.0}%", f * 100.0),
+                None => String::new(),
+            };
+            let px = label_chars as u32 * SMALL.0;
             for (i, line) in [
-                fit(&sl.file, SMALL.0, label_chars as u32 * SMALL.0),
-                fit(&p_text, SMALL.0, label_chars as u32 * SMALL.0),
+                fit(&sl.file, SMALL.0, px),
+                fit(&p_text, SMALL.0, px),
+                fit(&lungs, SMALL.0, px),
             ]
             .into_iter()
             .enumerate()
@@ -341,6 +370,37 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evidence_tints_only_where_it_is_strong_and_only_positive_evidence() {
+        use crate::report::SliceEvidence;
+        let gray = vec![100u16 + 1024; 64 * 64];
+        let t = Thumbnail::from_stored(&gray, 64, 64, 8);
+        let e = SliceEvidence {
+            grid: [2, 2],
+            map: vec![2.0, 0.1, -3.0, 1.0],
+            view: [0.0, 0.0, 64.0, 64.0],
+            peak: [16.0, 16.0],
+            in_lungs: None,
+        };
+        let h = t.clone().with_evidence(&e, 64, 64).heat;
+        assert_eq!(h.len(), 64);
+        assert_eq!(h[0], 255, "the strongest cell");
+        assert_eq!(h[7 * 8], 0, "negative evidence is not shown");
+        assert_eq!(h[7 * 8 + 7], 128, "half the strongest");
+        assert!(
+            h[7] < super::super::display::HEAT_FLOOR,
+            "weak evidence below the floor"
+        );
+        let none = SliceEvidence {
+            map: vec![-1.0; 4],
+            ..e
+        };
+        assert!(
+            t.with_evidence(&none, 64, 64).heat.is_empty(),
+            "no positive evidence: no overlay"
+        );
+    }
 
     #[test]
     fn wrap_keeps_words_and_cuts_only_words_longer_than_a_line() {

@@ -598,7 +598,7 @@ impl<F: FreeSpace> Service<F> {
             let label = &report.series.get(si)?.slices.get(k)?.file;
             let file = snap.files.iter().find(|f| &ingest::name_of(f) == label)?;
             let s = decoder.decode(file).ok()?;
-            Some(Thumbnail::from_stored(s.pixels, s.width, s.height, sheet::TILE_SIDE))
+            Some(sheet::tile(report, si, k, input.threshold, s.pixels, s.width, s.height))
         });
         if let Err(e) = written {
             log::error!("{}: the report sheet was not written: {e}", path.display());
@@ -626,7 +626,7 @@ impl<F: FreeSpace> Service<F> {
             covid_fraction: report.covid_fraction,
             selected: report.selected_slices,
             file: result.to_path_buf(),
-            thumbnail: representative_thumbnail(snap, report),
+            thumbnail: representative_thumbnail(snap, report, self.classifier.card().output.threshold),
         };
         let Some(screen) = display_task::screen_for(&event, &self.idle) else {
             return;
@@ -645,7 +645,7 @@ impl<F: FreeSpace> Service<F> {
     }
 
     fn publish_result(&mut self, place: &Place, file: &Path, report: &ScanReport, snap: &Snapshot) {
-        let thumbnail = representative_thumbnail(snap, report);
+        let thumbnail = representative_thumbnail(snap, report, self.classifier.card().output.threshold);
         self.idle = match &self.idle {
             Screen::Idle { drop, model, .. } => Screen::Idle {
                 drop: drop.clone(),
@@ -738,7 +738,7 @@ fn fault_injection(_: &Place) {}
 const THUMBNAIL_SIDE: u32 = 128;
 
 /// The selected slice with the highest P(COVID), lung-windowed (None if there is none).
-fn representative_thumbnail(snap: &Snapshot, report: &ScanReport) -> Option<Thumbnail> {
+fn representative_thumbnail(snap: &Snapshot, report: &ScanReport, threshold: f32) -> Option<Thumbnail> {
     let slice = report
         .series
         .iter()
@@ -748,7 +748,12 @@ fn representative_thumbnail(snap: &Snapshot, report: &ScanReport) -> Option<Thum
     let path = snap.files.iter().find(|f| ingest::name_of(f) == slice.file)?;
     let mut decoder = SliceDecoder::new();
     let s = decoder.decode(path).ok()?;
-    Some(Thumbnail::from_stored(s.pixels, s.width, s.height, THUMBNAIL_SIDE))
+    let t = Thumbnail::from_stored(s.pixels, s.width, s.height, THUMBNAIL_SIDE);
+    // The evidence overlay on the screen too, where the model has it and called the slice COVID.
+    Some(match &slice.evidence {
+        Some(e) if slice.p_covid.is_some_and(|p| p >= threshold) => t.with_evidence(e, s.width, s.height),
+        _ => t,
+    })
 }
 
 /// Remove the snapshot copies an interrupted run left (they are redone from the drop folder).
