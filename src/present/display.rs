@@ -722,12 +722,28 @@ pub fn sample_screens() -> Vec<Screen> {
             selected: 30,
             model: "ctsentinel-fpn256 1.0.0".into(),
             time: "2026-11-28 10:43".into(),
-            thumbnail: Some(Thumbnail::from_stored(
-                &crate::classify::phantom::phantom(2),
-                512,
-                512,
-                128,
-            )),
+            // The phantom with an illustrative evidence map on its first ground-glass blob
+            // (x 176, y 180): what the overlay looks like, not a model's output.
+            thumbnail: Some(
+                Thumbnail::from_stored(&crate::classify::phantom::phantom(2), 512, 512, 128).with_evidence(
+                    &crate::report::SliceEvidence {
+                        grid: [8, 8],
+                        map: (0..64)
+                            .map(|k| match (k / 8, k % 8) {
+                                (2, 2) => 1.0,
+                                (2, 3) | (3, 2) => 0.6,
+                                (r, _) if r > 5 => -0.5,
+                                _ => 0.1,
+                            })
+                            .collect(),
+                        view: [0.0, 0.0, 512.0, 512.0],
+                        peak: [160.0, 160.0],
+                        in_lungs: Some(1.0),
+                    },
+                    512,
+                    512,
+                ),
+            ),
         },
         Screen::Fault {
             reason: "disk low: 80 MiB free, floor 512 MiB: not accepting new series".into(),
