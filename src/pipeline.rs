@@ -296,6 +296,17 @@ impl Placement {
         ]
     }
 
+    /// Whether slice pixel `(x, y)` is in the kept lung mask (false without one).
+    fn in_lungs(&self, x: f64, y: f64) -> bool {
+        self.mask.as_ref().is_some_and(|m| {
+            x >= 0.0
+                && y >= 0.0
+                && (x as usize) < self.width
+                && (y as usize) < self.height
+                && m[y as usize * self.width + x as usize]
+        })
+    }
+
     fn evidence(&self, e: &crate::classify::EvidenceMap) -> SliceEvidence {
         let mut peak = (0usize, f32::NEG_INFINITY);
         let (mut pos, mut inside) = (0f64, 0f64);
@@ -306,23 +317,18 @@ impl Placement {
             if v > 0.0 {
                 pos += f64::from(v);
                 let [x, y] = self.centre(e, k / e.cols, k % e.cols);
-                let lung = self.mask.as_ref().is_some_and(|m| {
-                    x >= 0.0
-                        && y >= 0.0
-                        && (x as usize) < self.width
-                        && (y as usize) < self.height
-                        && m[y as usize * self.width + x as usize]
-                });
-                if lung {
+                if self.in_lungs(x, y) {
                     inside += f64::from(v);
                 }
             }
         }
+        let peak_at = self.centre(e, peak.0 / e.cols, peak.0 % e.cols);
         SliceEvidence {
             grid: [e.rows, e.cols],
             map: e.values.iter().map(|v| (v * 1e4).round() / 1e4).collect(),
             view: self.view,
-            peak: self.centre(e, peak.0 / e.cols, peak.0 % e.cols),
+            peak: peak_at,
+            peak_in_lungs: self.mask.as_ref().map(|_| self.in_lungs(peak_at[0], peak_at[1])),
             in_lungs: match &self.mask {
                 Some(_) if pos > 0.0 => Some((inside / pos) as f32),
                 _ => None,
@@ -642,7 +648,7 @@ mod tests {
             side: 80,
         });
         let f = Placement::framed(&lungs, false).evidence(&e);
-        assert_eq!(f.in_lungs, None);
+        assert_eq!((f.in_lungs, f.peak_in_lungs), (None, None));
         assert_eq!(f.view, [-20.0, 10.0, 80.0, 80.0]);
         assert_eq!(f.peak, [0.0, 30.0]);
     }

@@ -149,6 +149,9 @@ pub struct SliceEvidence {
     /// absent when the slice has no lung mask.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_lungs: Option<f32>,
+    /// Whether `peak` lies inside the lung mask; absent when the slice has no lung mask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_in_lungs: Option<bool>,
 }
 
 impl SliceEvidence {

@@ -739,6 +739,7 @@ pub fn sample_screens() -> Vec<Screen> {
                         view: [0.0, 0.0, 512.0, 512.0],
                         peak: [160.0, 160.0],
                         in_lungs: Some(1.0),
+                        peak_in_lungs: Some(true),
                     },
                     512,
                     512,

@@ -382,6 +382,7 @@ mod tests {
             view: [0.0, 0.0, 64.0, 64.0],
             peak: [16.0, 16.0],
             in_lungs: None,
+            peak_in_lungs: None,
         };
         let h = t.clone().with_evidence(&e, 64, 64).heat;
         assert_eq!(h.len(), 64);
