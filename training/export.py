@@ -75,7 +75,7 @@ class _Reader:
         return None if x is None else {INPUT: x}
 
 
-def quantize_int8(fp32: Path, out: Path, calib: np.ndarray) -> Path:
+def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, per_channel: bool = False) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -83,7 +83,7 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray) -> Path:
     # skip_optimization: ORT would fuse MatMul+Add into Gemm, which quantizes to the QGemm contrib op.
     quant_pre_process(str(fp32), str(prep), skip_optimization=True, skip_symbolic_shape=True)
     quantize_static(str(prep), str(out), _Reader(calib), quant_format=QuantFormat.QOperator,
-                    op_types_to_quantize=["Conv", "MatMul"], per_channel=False,
+                    op_types_to_quantize=["Conv", "MatMul"], per_channel=per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax)
     prep.unlink()
@@ -138,6 +138,8 @@ def main(argv=None):
     ap.add_argument("--pack", required=True)
     ap.add_argument("--out", default="models")
     ap.add_argument("--calibration", type=int, default=200)
+    ap.add_argument("--per-channel", action="store_true",
+                    help="per-channel int8 weights (depthwise networks lose much to per-tensor; tract runs them slower)")
     a = ap.parse_args(argv)
     cfg = config_mod.load(a.config)
     out = Path(a.out)
@@ -146,7 +148,7 @@ def main(argv=None):
     fp32 = export_fp32(model, cfg, out / f"{cfg['name']}.fp32.onnx")
     pack = data.load_pack(Path(a.pack))
     calib, names = calibration_planes(pack, a.calibration, cfg["data"]["seed"], bool(cfg["data"]["use_ct16"]))
-    int8 = quantize_int8(fp32, out / f"{cfg['name']}.int8.onnx", calib)
+    int8 = quantize_int8(fp32, out / f"{cfg['name']}.int8.onnx", calib, a.per_channel)
     store_weights_fp16(fp32, fp32)  # the int8 file was quantized from the full-precision one
     (out / f"{cfg['name']}.calibration.json").write_text(json.dumps({"count": len(names), "slices": names}, indent=0))
     print(json.dumps({"fp32": str(fp32), "fp32_sha256": sha256(fp32), "int8": str(int8), "int8_sha256": sha256(int8)}))
