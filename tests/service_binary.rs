@@ -496,12 +496,19 @@ fn random_kills_end_in_exactly_one_clean_result_per_series() {
             "{n} (seed {seed})"
         );
     }
-    let results = common::files_under(&rig.state().join("results"));
-    assert_eq!(
-        results.len(),
-        names.len(),
-        "exactly one file per series, no leftovers: {results:?}"
-    );
+    // Exactly one result and its report sheet per series, and nothing else (no temporary
+    // files left by a kill, no second result).
+    let mut results = common::files_under(&rig.state().join("results"));
+    results.sort();
+    let mut expected: Vec<std::path::PathBuf> = names
+        .iter()
+        .flat_map(|n| {
+            let r = rig.result(n, "SR_1");
+            [r.with_extension("png"), r]
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(results, expected, "one result and one sheet per series, no leftovers (seed {seed})");
     let journal = rig.journal();
     assert!(
         !journal.contains("crashed") && !journal.contains("set_aside"),
