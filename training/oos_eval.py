@@ -473,6 +473,7 @@ def _f(x, nd=3):
 
 
 def report_md(r: dict) -> str:
+    view = "lung-framed" if r.get("frame") == "lung" else "whole-slice"
     L = [f"# {r['config_name']}: out-of-sample evaluation", "",
          f"**{r['notice'].capitalize()}.** Written by `{r['command']}` ({r['date']}); weights `{r['weights']}` "
          f"(sha256 `{r['weights_sha256'][:16]}…`), input {r['input_size']} px, frame `{r['frame']}`. "
@@ -482,7 +483,7 @@ def report_md(r: dict) -> str:
           "Selection per series by `tests/reference/select_ref.py` / `dicom_select_ref.py` (checked equal to "
           "`evaluate.select_mask`). Selected slices with an implausible lung mask are **not classified** (the "
           "appliance's rule) and leave the denominator; the verdict is the 10% rule on the rest. "
-          "P from float lung-framed planes (as the appliance would feed them); *JPEG* = the same planes through the "
+          f"P from float {view} planes (as the appliance would feed them); *JPEG* = the same planes through the "
           "pack's JPEG round trip (what train.py's ct16_predictions.csv saw).", "",
           "| patient | truth | series | selected | dropped (implausible) | classified | COVID slices | COVID fraction | verdict | right? | verdict (JPEG) |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -520,7 +521,7 @@ def report_md(r: dict) -> str:
     # held-out
     h = r["heldout"]
     L += ["", "## 2. Held-out slices (the pack's split; slices with an implausible lung mask excluded), same slices for every model", "",
-          "`new` = this run on its lung-framed 192 px pack planes; `histogram_framed` = evaluate.py's baseline (32-bin "
+          f"`new` = this run on its {view} {r['input_size']} px pack planes; `histogram_framed` = evaluate.py's baseline (32-bin "
           "histogram + logistic regression, fit on the training split) on those planes; `histogram_unframed256` = the "
           "same baseline on the shipped model's unframed 256 px planes; `shipped_fp32` = "
           f"`{r['shipped']['file']}` in ONNX Runtime on its own input ({r['shipped']['input']}). AUC with stratified "
