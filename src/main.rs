@@ -260,11 +260,20 @@ fn watch(
         ),
         None => None,
     };
+    let sender = match &cfg.send_to {
+        Some(to) => Some(
+            ctsentinel::service::sender::Sender::start(to.clone(), cfg.layout().outbox())
+                .with_context(|| format!("starting the DICOM sender to {}", to.address))
+                .map_err(Failure::Internal)?,
+        ),
+        None => None,
+    };
     let service = run::Service::new(cfg, classifier, run::StatVfs, display, stop.clone())
         .context("starting the service")
         .map_err(Failure::Internal)?;
     run::run(service, stop);
     drop(receiver);
+    drop(sender);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -60,6 +60,8 @@ struct RawDicom {
     max_associations: usize,
     #[serde(default = "default_idle")]
     idle_timeout_s: f64,
+    /// `AE@host:port` of a PACS that gets every DICOM result (SR + Secondary Capture).
+    send_to: Option<String>,
 }
 
 fn default_ae() -> String {
@@ -91,6 +93,40 @@ pub struct DicomReceive {
 }
 
 /// An AE title: 1 to 16 characters of printable ASCII, no backslash, not only spaces.
+/// `[dicom] send_to`: where DICOM results go, as `AE@host:port`; our AE title calls.
+fn send_config(path: &Path, raw: Option<&RawDicom>) -> Result<Option<super::sender::SendTo>, ConfigError> {
+    let Some(d) = raw else { return Ok(None) };
+    let Some(to) = &d.send_to else { return Ok(None) };
+    let invalid = |why: &str| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        reason: format!("[dicom] send_to = {to:?}: {why} (expected \"AE@host:port\", such as \"PACS@10.0.0.5:104\")"),
+    };
+    let (ae, addr) = to.split_once('@').ok_or_else(|| invalid("no AE title before '@'"))?;
+    if !valid_ae(ae) {
+        return Err(invalid("the AE title must be 1-16 printable characters"));
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| invalid("no port"))?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(invalid("no host"));
+    }
+    if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+        return Err(invalid("the port must be 1-65535"));
+    }
+    if !valid_ae(&d.ae_title) {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!(
+                "[dicom] ae_title = {:?} is not a DICOM AE title (1-16 printable characters)",
+                d.ae_title
+            ),
+        });
+    }
+    Ok(Some(super::sender::SendTo {
+        address: to.clone(),
+        calling_ae: d.ae_title.clone(),
+    }))
+}
+
 fn valid_ae(t: &str) -> bool {
     (1..=16).contains(&t.len()) && t.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\') && !t.trim().is_empty()
 }
@@ -101,7 +137,9 @@ fn dicom_config(path: &Path, raw: Option<RawDicom>) -> Result<Option<DicomReceiv
         reason,
     };
     let Some(d) = raw else { return Ok(None) };
-    let Some(listen) = d.listen else { return Ok(None) };
+    let Some(listen) = d.listen.clone() else {
+        return Ok(None);
+    };
     if listen.parse::<std::net::SocketAddr>().is_err() {
         return Err(invalid(format!(
             "[dicom] listen = {listen:?} is not an address such as \"127.0.0.1:11112\""
@@ -211,6 +249,8 @@ pub struct Config {
     /// The C-STORE receiver, when `[dicom] listen` is set. Its folder
     /// (`<state>/received`) is then one of `drop`, watched like any other.
     pub dicom: Option<DicomReceive>,
+    /// The PACS that gets every DICOM result (`[dicom] send_to`), through `<state>/outbox`.
+    pub send_to: Option<super::sender::SendTo>,
 }
 
 const BACKENDS: [&str; 4] = ["none", "png", "framebuffer", "spi"];
@@ -224,11 +264,22 @@ impl Config {
     /// Read `path` and the board profile it names from `boards` (default: `boards/` beside the
     /// config file's folder, then `/usr/share/ctsentinel/boards`).
     pub fn load(path: &Path, boards: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path, boards)
+    }
+
+    /// Parse and check a config's text; `path` is where it was read from (errors name it, and
+    /// the board profile is looked for beside it unless `boards` is given). The fuzz targets'
+    /// entry point.
+    pub fn parse(text: &str, path: &Path, boards: Option<&Path>) -> Result<Config, ConfigError> {
         let bad = |reason: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             reason,
         };
-        let raw: RawConfig = read_toml(path)?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         if raw.board.is_empty()
             || !raw
                 .board
@@ -288,6 +339,7 @@ impl Config {
         if !(1..=64).contains(&threads) {
             return Err(bad(format!("threads = {threads} must lie in 1..=64")));
         }
+        let send_to = send_config(path, raw.dicom.as_ref())?;
         let dicom = dicom_config(path, raw.dicom.clone())?;
         let mut drop = raw.drop.clone();
         if dicom.is_some() {
@@ -308,6 +360,7 @@ impl Config {
             inotify: raw.inotify,
             retention: Duration::from_secs(raw.retention_days * 86_400),
             dicom,
+            send_to,
         })
     }
 }

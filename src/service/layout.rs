@@ -14,6 +14,8 @@
 //! <state>/results/<drop>/<patient>/<series>.json    one result per snapshot
 //! <state>/quarantine/<drop>/<patient>/<series>/<key>/<file>(.reason.txt)   copies of bad files
 //! <state>/display/screen.png                        headless display backend
+//! <state>/received/<patient>/<series>/<uid>.dcm     instances received by C-STORE
+//! <state>/outbox/<time>-<series>.{sr,sc}.dcm        DICOM results waiting for the PACS
 //! ```
 //! Quarantine is a sibling of `results/`, not inside it, so a patient folder named
 //! `quarantine` is just a patient.
@@ -116,6 +118,11 @@ impl Layout {
     /// like a drop folder (see `service::receiver`).
     pub fn received(&self) -> PathBuf {
         self.state.join("received")
+    }
+
+    /// DICOM results waiting to be sent to the PACS (see `service::sender`).
+    pub fn outbox(&self) -> PathBuf {
+        self.state.join("outbox")
     }
 
     /// `<state>/work/<key>`: where one snapshot is copied to be processed.

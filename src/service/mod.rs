@@ -22,5 +22,6 @@ pub mod machine;
 pub mod receiver;
 pub mod run;
 pub mod selftest;
+pub mod sender;
 
 pub use run::{run, Service};

@@ -420,9 +420,11 @@ impl<F: FreeSpace> Service<F> {
                 let report = self.scan(place, root, snap)?;
                 self.quarantine_copies(place, key, snap, &report)?;
                 // The sheet first: a result of record (the JSON) always had its sheet attempted.
+                // So are the DICOM results (and their place in the PACS outbox): a kill before
+                // the JSON redoes them, one after it finds them done.
                 self.write_sheet_beside(&result_path, &report, snap);
-                self.write_result(&result_path, root, place, snap, report.clone())?;
                 self.write_dicom_beside(place, &result_path, &report, snap);
+                self.write_result(&result_path, root, place, snap, report.clone())?;
                 self.journal.append(&self.record(place, stat, key, State::Done))?;
                 drop(marker);
                 self.machine.finished(place, stat, key);
@@ -616,8 +618,9 @@ impl<F: FreeSpace> Service<F> {
         let sources = ingest::dicom::source_refs(&snap.files);
         let now = sr::now();
         let path = result.with_extension("sr.dcm");
-        if let Err(e) = sr::write(&path, report, &sources, &now) {
-            log::error!("{}: the DICOM SR was not written: {e}", path.display());
+        match sr::write(&path, report, &sources, &now) {
+            Ok(()) => self.send_later(&path),
+            Err(e) => log::error!("{}: the DICOM SR was not written: {e}", path.display()),
         }
         let event = Event::Result {
             series: place.label(),
@@ -639,8 +642,19 @@ impl<F: FreeSpace> Service<F> {
                 source,
             })
         });
-        if let Err(e) = written {
-            log::error!("{}: the DICOM Secondary Capture was not written: {e}", path.display());
+        match written {
+            Ok(()) => self.send_later(&path),
+            Err(e) => log::error!("{}: the DICOM Secondary Capture was not written: {e}", path.display()),
+        }
+    }
+
+    /// With `[dicom] send_to`, queue a DICOM result for the PACS (`service::sender` sends it).
+    fn send_later(&self, file: &Path) {
+        if self.config.send_to.is_none() {
+            return;
+        }
+        if let Err(e) = super::sender::enqueue(&self.layout.outbox(), file) {
+            log::error!("{}: not queued for the PACS: {e}", file.display());
         }
     }
 
