@@ -21,6 +21,8 @@
 
 pub mod classify;
 pub mod decide;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod lung;
 pub mod pipeline;

@@ -1,8 +1,8 @@
 //! Seeded mutation storms against the slice decoders (issue 15): thousands of corrupted copies
 //! of real and generated TIFF and DICOM files. Every one must give `Ok` or a specific error,
 //! never a panic (the shipped binary aborts on a panic) and never take long. This is not a
-//! coverage-guided fuzzer (those need a nightly toolchain this project does not have); it runs
-//! in every `cargo test` and guards the same promise.
+//! coverage-guided fuzzer (those are in `fuzz/`, on the nightly toolchain, see fuzz/README.md);
+//! it runs in every `cargo test` and guards the same promise.
 
 mod common;
 

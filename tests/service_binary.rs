@@ -508,7 +508,10 @@ fn random_kills_end_in_exactly_one_clean_result_per_series() {
         })
         .collect();
     expected.sort();
-    assert_eq!(results, expected, "one result and one sheet per series, no leftovers (seed {seed})");
+    assert_eq!(
+        results, expected,
+        "one result and one sheet per series, no leftovers (seed {seed})"
+    );
     let journal = rig.journal();
     assert!(
         !journal.contains("crashed") && !journal.contains("set_aside"),

@@ -111,7 +111,17 @@ impl ModelCard {
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let mut card: ModelCard = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate a card's text; `path` is where it was read from (the model file is
+    /// looked for beside it, and errors name it). The fuzz targets' entry point.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ClassifyError> {
+        let bad = |reason: String| ClassifyError::Card {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut card: ModelCard = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         card.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         card.validate().map_err(bad)?;
         Ok(card)

@@ -26,7 +26,7 @@ mod tiff;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub use self::image8::{decode_gray8, Gray8, MAX_SIDE_8BIT};
+pub use self::image8::{decode_gray8, decode_gray8_bytes, Gray8, MAX_SIDE_8BIT};
 pub use self::tiff::{is_tiff_file, SliceDecoder, MAX_FILE_BYTES, MAX_SIDE, MIN_HEIGHT, MIN_WIDTH};
 
 /// One decoded slice, borrowed from the decoder's reusable buffer.

@@ -72,10 +72,28 @@ impl SliceDecoder {
                 "file grew past the {MAX_FILE_BYTES} bytes a slice may have while it was read"
             ))));
         }
+        self.decode_loaded().map_err(dec)
+    }
+
+    /// Decode a slice held in memory (a TIFF or a DICOM file's bytes), with every check
+    /// [`SliceDecoder::decode`] makes after reading the file. The fuzz targets' entry point.
+    pub fn decode_bytes(&mut self, bytes: &[u8]) -> Result<Slice<'_>, DecodeError> {
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(DecodeError::Limits(format!(
+                "{} bytes is more than the {MAX_FILE_BYTES} bytes a slice may have",
+                bytes.len()
+            )));
+        }
+        self.file.clear();
+        self.file.extend_from_slice(bytes);
+        self.decode_loaded()
+    }
+
+    /// Decode `self.file` (DICOM or TIFF, told by its signature).
+    fn decode_loaded(&mut self) -> Result<Slice<'_>, DecodeError> {
         if super::dicom::is_dicom_signature(&self.file) {
-            let (width, height) = super::dicom::decode_slice(&self.file, &mut self.buf).map_err(|e| {
+            let (width, height) = super::dicom::decode_slice(&self.file, &mut self.buf).inspect_err(|_| {
                 self.buf.clear();
-                dec(e)
             })?;
             return Ok(Slice {
                 width,
@@ -84,9 +102,9 @@ impl SliceDecoder {
             });
         }
         if self.file.len() < 4 || !is_tiff_signature(self.file[..4].try_into().unwrap_or(&[0; 4])) {
-            return Err(dec(DecodeError::NotTiff));
+            return Err(DecodeError::NotTiff);
         }
-        let (width, height) = self.decode_buffered().map_err(dec)?;
+        let (width, height) = self.decode_buffered()?;
         Ok(Slice {
             width,
             height,

@@ -437,22 +437,7 @@ enum StoreError {
 
 /// Durably store one instance: `<inbox>/<patient>/<series>/<instance>.dcm`.
 fn store(inbox: &Path, req: &Request, ts: &str, dataset: &[u8]) -> Result<PathBuf, StoreError> {
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(req.class_uid.as_str())
-        .media_storage_sop_instance_uid(req.instance_uid.as_str())
-        .transfer_syntax(ts)
-        .build()
-        .map_err(|e| StoreError::Unreadable(format!("file meta: {e}")))?;
-    let mut file = vec![0u8; 128];
-    file.extend_from_slice(b"DICM");
-    meta.write(&mut file)
-        .map_err(|e| StoreError::Unreadable(format!("file meta: {e}")))?;
-    file.extend_from_slice(dataset);
-    // The same checks ingest applies (bounds pre-scan included) before anything is kept.
-    let h = dcm::header_of(&file).map_err(|e| StoreError::Unreadable(e.to_string()))?;
-    if h.series_uid.is_empty() {
-        return Err(StoreError::Unreadable("no SeriesInstanceUID".into()));
-    }
+    let (file, h) = instance_file(req, ts, dataset)?;
     let patient = if h.patient_id.is_empty() {
         "unknown-patient".to_string()
     } else {
@@ -485,6 +470,29 @@ fn store(inbox: &Path, req: &Request, ts: &str, dataset: &[u8]) -> Result<PathBu
     Ok(dest)
 }
 
+/// The Part 10 file of a received instance (file meta from the request, then the dataset as
+/// received) and its header, checked the way ingest checks a file (bounds pre-scan included)
+/// before anything is kept. The fuzz targets' entry point for received datasets.
+fn instance_file(req: &Request, ts: &str, dataset: &[u8]) -> Result<(Vec<u8>, dcm::Header), StoreError> {
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(req.class_uid.as_str())
+        .media_storage_sop_instance_uid(req.instance_uid.as_str())
+        .transfer_syntax(ts)
+        .build()
+        .map_err(|e| StoreError::Unreadable(format!("file meta: {e}")))?;
+    let mut file = vec![0u8; 128];
+    file.extend_from_slice(b"DICM");
+    meta.write(&mut file)
+        .map_err(|e| StoreError::Unreadable(format!("file meta: {e}")))?;
+    file.extend_from_slice(dataset);
+    // The same checks ingest applies (bounds pre-scan included) before anything is kept.
+    let h = dcm::header_of(&file).map_err(|e| StoreError::Unreadable(e.to_string()))?;
+    if h.series_uid.is_empty() {
+        return Err(StoreError::Unreadable("no SeriesInstanceUID".into()));
+    }
+    Ok((file, h))
+}
+
 /// Temporaries of instances that were never acknowledged (a kill mid-write).
 fn sweep_temporaries(inbox: &Path) {
     let Ok(patients) = std::fs::read_dir(inbox) else { return };
@@ -504,4 +512,53 @@ fn sweep_temporaries(inbox: &Path) {
             }
         }
     }
+}
+
+/// Fuzz harness of what the receiver reads from a peer, after association: a stream of PDUs
+/// (dicom-ul's reader with the receiver's maximum length, strict), their command sets
+/// (`parse_command`) and the datasets they carry assembled into instances (`instance_file`),
+/// with the receiver's bounds. Nothing is written. Returns how many instances were accepted.
+#[doc(hidden)]
+pub fn fuzz_received(mut bytes: &[u8], max_instance: usize) -> usize {
+    let mut command = Vec::new();
+    let mut data = Vec::new();
+    let mut pending: Option<Request> = None;
+    let mut accepted = 0;
+    while let Ok(Some(pdu)) = dicom_ul::pdu::read_pdu(&mut bytes, MAX_PDU, true) {
+        let Pdu::PData { data: values } = pdu else { continue };
+        for v in values {
+            match v.value_type {
+                PDataValueType::Command => {
+                    if command.len() + v.data.len() > MAX_COMMAND_BYTES {
+                        return accepted;
+                    }
+                    command.extend_from_slice(&v.data);
+                    if v.is_last {
+                        match parse_command(&command) {
+                            Ok(Command::Store(r)) => pending = Some(r),
+                            Ok(Command::Echo { .. }) => {}
+                            Err(_) => return accepted,
+                        }
+                        command.clear();
+                        data.clear();
+                    }
+                }
+                PDataValueType::Data => {
+                    let Some(req) = pending.as_ref() else { return accepted };
+                    if data.len() + v.data.len() > max_instance {
+                        return accepted;
+                    }
+                    data.extend_from_slice(&v.data);
+                    if v.is_last {
+                        for ts in TRANSFER_SYNTAXES {
+                            accepted += usize::from(instance_file(req, ts, &data).is_ok());
+                        }
+                        pending = None;
+                        data.clear();
+                    }
+                }
+            }
+        }
+    }
+    accepted
 }
