@@ -294,6 +294,10 @@ def main(argv=None):
         d = a.out or a.run
         (d / "oos_report.md").write_text(report_md(json.loads((d / "oos_report.json").read_text())))
         return
+    # The patient section (last, after ~15 min of held-out work) runs the independent selection
+    # references with this interpreter: refuse at once rather than fail at the end.
+    if not Path(a.ref_python).exists():
+        sys.exit(f"--ref-python {a.ref_python} not found: create it with ./scripts/setup-venv.sh")
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
     import torch
     torch.set_num_threads(a.threads)
@@ -419,6 +423,12 @@ def main(argv=None):
     log("patients:")
     series = patient_series(a.data, a.ref_python, cfg, model, quality, log)
     pats = pool_patients(series)
+    # Which shared patients this model trained on (train.trained_patient_mask): all of them with
+    # data.use_ct16 except data.exclude_patients (a leave-patients-out fold), none without.
+    excluded = set(cfg["data"].get("exclude_patients", []))
+    for p in pats:
+        p["out_of_sample"] = not cfg["data"]["use_ct16"] or p["patient"] in excluded
+    trained_on = sorted({p["patient"] for p in pats if not p["out_of_sample"]})
     rad = radiologist(series)
     pack_check = None
     if (run / "ct16_predictions.csv").exists():
@@ -446,7 +456,7 @@ def main(argv=None):
         "command": cmd, "argv": sys.argv[1:],
         "run": str(run), "weights": str(weights), "weights_sha256": sha256(weights),
         "config_name": cfg["name"], "input_size": cfg["input_size"], "frame": cfg["preprocessing"].get("frame"),
-        "trained_on_patients": bool(cfg["data"]["use_ct16"]),
+        "trained_on_patients": trained_on,
         "train_metrics_json_heldout": mjson["heldout"] if mjson else None,
         "shipped": {"file": str(a.shipped), "sha256": sha256(a.shipped), "config": str(a.shipped_config),
                     "input": f"{cfg_ship['input_size']} px, unframed, {cfg_ship['preprocessing']}",
@@ -477,7 +487,10 @@ def report_md(r: dict) -> str:
     L = [f"# {r['config_name']}: out-of-sample evaluation", "",
          f"**{r['notice'].capitalize()}.** Written by `{r['command']}` ({r['date']}); weights `{r['weights']}` "
          f"(sha256 `{r['weights_sha256'][:16]}…`), input {r['input_size']} px, frame `{r['frame']}`. "
-         f"Trained on the shared patients: **{r['trained_on_patients']}** — every patient below is out-of-sample.", ""]
+         + (f"Trained on the shared patients: **{', '.join(r['trained_on_patients'])}** — their rows below are "
+            "**in-sample and are not evidence**; only the rows marked out-of-sample are."
+            if r["trained_on_patients"] else
+            "Trained on none of the shared patients: every patient below is out-of-sample."), ""]
     # patients
     L += ["## 1. Shared 16-bit patients (paper selection, lung plausibility, 10% rule)", "",
           "Selection per series by `tests/reference/select_ref.py` / `dicom_select_ref.py` (checked equal to "
@@ -485,13 +498,14 @@ def report_md(r: dict) -> str:
           "appliance's rule) and leave the denominator; the verdict is the 10% rule on the rest. "
           f"P from float {view} planes (as the appliance would feed them); *JPEG* = the same planes through the "
           "pack's JPEG round trip (what train.py's ct16_predictions.csv saw).", "",
-          "| patient | truth | series | selected | dropped (implausible) | classified | COVID slices | COVID fraction | verdict | right? | verdict (JPEG) |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| patient | out-of-sample? | truth | series | selected | dropped (implausible) | classified | COVID slices | COVID fraction | verdict | right? | verdict (JPEG) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in r["patients"]:
         drop = f"{p['dropped_implausible']}" + (f" ({', '.join(f'{k} {v}' for k, v in p['dropped_by_verdict'].items())})"
                                                 if p["dropped_by_verdict"] else "")
         name = p["patient"] + (" **[thin DICOM series, separate row]**" if p["kind"] == "dicom" else "")
-        L.append(f"| {name} | {p['truth']} | {' + '.join(p['series'])} | {p['selected']} | {drop} | {p['classified']} | "
+        oos = "yes" if p.get("out_of_sample", True) else "**no (trained on)**"
+        L.append(f"| {name} | {oos} | {p['truth']} | {' + '.join(p['series'])} | {p['selected']} | {drop} | {p['classified']} | "
                  f"{p['covid']} | {_f(p['covid_fraction'])} | **{p['verdict']}** | {'yes' if p['correct'] else 'NO'} | "
                  f"{p['verdict_jpeg']} ({_f(p['covid_fraction_jpeg'])}) |")
     L += ["", "Per series:", "", "| patient | series | in manifest / pack | slices | selected | dropped | classified | COVID | mean P (classified) | implausible among all slices |",
@@ -511,7 +525,8 @@ def report_md(r: dict) -> str:
     if rad:
         L += ["", f"**Radiologist slice labels (ctmd_P001, {rad['all_slices']} slices, {rad['infection_slices']} with "
               f"infection):** {rad['implausible_slices']} slices have an implausible mask ({rad['implausible_infection_slices']} "
-              "of them infected) and are not classified.", "",
+              "of them infected) and are not classified."
+              + (" **In-sample: this model trained on ctmd_P001; not evidence.**" if "ctmd_P001" in r["trained_on_patients"] else ""), "",
               "| slices | n | infected | accuracy | sensitivity | specificity | AUC | TP / FN / FP / TN |", "|---|---|---|---|---|---|---|---|"]
         for k, lab in (("classified_all", "all classified"), ("classified_selected", "selected and classified")):
             m = rad[k]
