@@ -113,6 +113,22 @@ def lr_at(epoch_f: float, tr: dict) -> float:
 PATIENT_SOURCES = ("ct16", "dicom")  # whole in-domain patients; trained on only with data.use_ct16
 
 
+def patient_of(name: str) -> str:
+    """The shared patient a pack name belongs to: `ct16/<label>/<patient>/...` or
+    `dicom/<label>/<patient>[_thin]/...` (the thin DICOM series is the same patient)."""
+    parts = str(name).split("/")
+    return parts[2].removesuffix("_thin") if len(parts) > 2 else ""
+
+
+def trained_patient_mask(cfg: dict, src: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """Pack rows of shared patients that training may use: none without data.use_ct16, else
+    every patient but those in data.exclude_patients (a leave-patients-out fold)."""
+    if not cfg["data"]["use_ct16"]:
+        return np.zeros(len(src), bool)
+    excluded = set(cfg["data"].get("exclude_patients", []))
+    return np.isin(src, PATIENT_SOURCES) & np.array([patient_of(n) not in excluded for n in names], bool)
+
+
 def freeze_modules(model: torch.nn.Module, k: int) -> list[torch.nn.Module]:
     """The first k backbone parts (stem, stage 1, stage 2, ...) of a ResNet50V2-based model
     (or of `freeze_parts()` where the model has it),
@@ -174,7 +190,7 @@ def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: 
     labels = pack["label"]
     src, split = pack["source"], pack["split"]
     is_patient = np.isin(src, PATIENT_SOURCES)
-    train_mask = (split == "train") & (~is_patient | cfg["data"]["use_ct16"])
+    train_mask = (split == "train") & (~is_patient | trained_patient_mask(cfg, src, pack["name"]))
     train_idx, held_idx, ct16_idx = np.where(train_mask)[0], np.where(split == "heldout")[0], np.where(is_patient)[0]
     n_eval = int(tr.get("heldout_eval", 0))
     eval_idx = (np.sort(np.random.default_rng(tr["seed"] + 1).choice(held_idx, n_eval, replace=False))
@@ -184,7 +200,8 @@ def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: 
     counts = np.bincount(labels[train_idx], minlength=2)
     sample_w = torch.from_numpy(sample_weights(src, labels, train_idx, tr["balance"])).to(device)
     log(f"[{cfg['name']}] train {len(train_idx)} (covid {counts[1]}), held-out {len(held_idx)} "
-        f"(per-epoch AUC on {len(eval_idx)}), patients {len(ct16_idx)} (trained on: {bool(cfg['data']['use_ct16'])}); "
+        f"(per-epoch AUC on {len(eval_idx)}), patient slices {len(ct16_idx)} (trained on: {int((train_mask & is_patient).sum())}, "
+        f"excluded patients {cfg['data'].get('exclude_patients', [])}); "
         f"device {device}, threads {torch.get_num_threads()}")
 
     model = models.build(cfg["arch"], cfg["input_size"], cfg["in_channels"]).to(device)
@@ -283,7 +300,7 @@ def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: 
     with open(out / "ct16_predictions.csv", "w") as f:
         f.write("name,source,label,p_covid,trained_on\n")
         for i, p in zip(ct16_idx, p_ct16):
-            f.write(f"{pack['name'][i]},{src[i]},{labels[i]},{p:.6f},{int(cfg['data']['use_ct16'])}\n")
+            f.write(f"{pack['name'][i]},{src[i]},{labels[i]},{p:.6f},{int(train_mask[i])}\n")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if fp16_weights:
         state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
