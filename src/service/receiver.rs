@@ -417,16 +417,22 @@ fn response(field: u16, message_id: u16, class_uid: &str, instance_uid: Option<&
     out
 }
 
+/// One P-DATA PDU carrying a whole command set on presentation context `pc` (both directions:
+/// this receiver's answers and the sender's requests).
+pub(super) fn command_pdu(pc: u8, command: Vec<u8>) -> Pdu {
+    Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: command,
+        }],
+    }
+}
+
 fn send(assoc: &mut dicom_ul::ServerAssociation<TcpStream>, pc: u8, command: Vec<u8>) -> Result<(), ()> {
     assoc
-        .send(&Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: pc,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data: command,
-            }],
-        })
+        .send(&command_pdu(pc, command))
         .map_err(|e| log::warn!("DICOM: cannot answer: {e}"))
 }
 

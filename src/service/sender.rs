@@ -30,7 +30,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 use dicom_ul::association::client::ClientAssociationOptions;
-use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
 use dicom_ul::Pdu;
 
 /// Where and as whom results are sent.
@@ -337,14 +337,7 @@ fn store(
     cmd.write_dataset_with_ts(&mut command, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
         .map_err(|e| format!("command set: {e}"))?;
     assoc
-        .send(&Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: pc,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data: command,
-            }],
-        })
+        .send(&super::receiver::command_pdu(pc, command))
         .map_err(|e| format!("sending the request: {e}"))?;
     {
         let mut w = assoc.send_pdata(pc);
