@@ -6,7 +6,7 @@ mod common;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::dicom_gen::{Slice, CT, EXPLICIT_LE};
 use dicom_core::{DataElement, PrimitiveValue, VR};
@@ -95,13 +95,7 @@ impl Box {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::wait_until;
 
 fn kill9(child: &mut Child) {
     let _ = std::process::Command::new("kill")

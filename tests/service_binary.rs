@@ -86,13 +86,7 @@ impl Rig {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::wait_until;
 
 fn sigterm(child: &Child) {
     let ok = std::process::Command::new("kill")
