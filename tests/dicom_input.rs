@@ -8,9 +8,6 @@ use std::path::{Path, PathBuf};
 use common::dicom_gen::{Slice, EXPLICIT_LE};
 use ctsentinel::ingest::{self, DecodeError, IngestError, SliceDecoder};
 use ctsentinel::pipeline;
-use dicom_core::{DataElement, PrimitiveValue, VR};
-use dicom_dictionary_std::tags;
-use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
 fn series_dir(n: i32, uid: &str, dir: &Path) -> Vec<PathBuf> {
     (1..=n)
@@ -286,39 +283,6 @@ fn thin_export_with_non_lexical_names_is_one_series_in_head_to_foot_order() {
     assert!(sel.series[0].selected > 20, "{}", sel.series[0].selected);
 }
 
-/// A DICOMDIR listing `ids` (each `DIR\FILE` style components) as IMAGE records.
-fn write_dicomdir(path: &Path, ids: &[Vec<&str>]) {
-    use dicom_core::value::DataSetSequence;
-    let items: Vec<InMemDicomObject> = ids
-        .iter()
-        .map(|id| {
-            let mut r = InMemDicomObject::new_empty();
-            r.put(DataElement::new(
-                tags::DIRECTORY_RECORD_TYPE,
-                VR::CS,
-                PrimitiveValue::from("IMAGE"),
-            ));
-            r.put(DataElement::new(
-                tags::REFERENCED_FILE_ID,
-                VR::CS,
-                PrimitiveValue::Strs(id.iter().map(|s| s.to_string()).collect()),
-            ));
-            r
-        })
-        .collect();
-    let mut o = InMemDicomObject::new_empty();
-    o.put(DataElement::new(
-        tags::DIRECTORY_RECORD_SEQUENCE,
-        VR::SQ,
-        DataSetSequence::from(items),
-    ));
-    let meta = FileMetaTableBuilder::new()
-        .transfer_syntax(EXPLICIT_LE)
-        .media_storage_sop_class_uid("1.2.840.10008.1.3.10")
-        .media_storage_sop_instance_uid("1.2.826.0.1.3680043.9.7777.1");
-    o.with_meta(meta).unwrap().write_to_file(path).unwrap();
-}
-
 #[test]
 fn usb_export_with_dicomdir_is_read_and_a_listed_missing_file_makes_it_incomplete() {
     let dir = tempfile::tempdir().unwrap();
@@ -334,7 +298,7 @@ fn usb_export_with_dicomdir_is_read_and_a_listed_missing_file_makes_it_incomplet
         .iter()
         .map(|n| vec!["DICOM", "ST000001", "SE000001", n.as_str()])
         .collect();
-    write_dicomdir(&dir.path().join("DICOMDIR"), &listed);
+    common::dicom_gen::write_dicomdir(&dir.path().join("DICOMDIR"), &listed);
     let report = pipeline::select_folder(dir.path()).unwrap();
     assert_eq!(report.series.len(), 1);
     assert!(report.series[0].rejected.is_none(), "{:?}", report.series[0]);

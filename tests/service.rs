@@ -812,3 +812,67 @@ fn a_usb_export_with_dicomdir_and_nested_study_and_series_folders_gets_one_resul
     assert_eq!(svc.tick(secs(40)), 0, "exactly once");
     assert_eq!(tree(&drop), before, "the stick is only read");
 }
+
+#[test]
+fn a_usb_export_missing_files_its_dicomdir_lists_gets_no_verdict_until_they_arrive() {
+    let rig = Rig::new();
+    let mut svc = rig.service();
+    // A stick pulled (or a copy stopped) after 10 of 12 slices: every folder is stable, only the
+    // DICOMDIR knows the series is not whole. A second series it lists never arrived at all.
+    let drop = rig.drop_dir("drop");
+    let dir = drop.join("DICOM").join("ST000").join("SE000");
+    std::fs::create_dir_all(&dir).unwrap();
+    let slice = |i: i32| common::dicom_gen::Slice::ct("1.2.840.99.91", -50.0 - 6.0 * f64::from(i), i);
+    for i in 1..=10 {
+        slice(i).write(&dir.join(format!("IM{i:06}")));
+    }
+    let names: Vec<String> = (1..=12).map(|i| format!("IM{i:06}")).collect();
+    let mut ids: Vec<Vec<&str>> = names
+        .iter()
+        .map(|n| vec!["DICOM", "ST000", "SE000", n.as_str()])
+        .collect();
+    ids.extend(names.iter().map(|n| vec!["DICOM", "ST000", "SE001", n.as_str()]));
+    common::dicom_gen::write_dicomdir(&drop.join("DICOMDIR"), &ids);
+    assert_eq!(svc.tick(secs(0)) + svc.tick(secs(20)) + svc.tick(secs(40)), 0);
+    assert!(rig.results().is_empty(), "no verdict on 10 of 12 slices");
+    let events = svc.drain_events();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Incomplete { reason, .. }
+            if reason.contains("DICOMDIR lists 2 file(s)") && reason.contains("IM000011, IM000012"))),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Refused { path, reason }
+            if path == "DICOM/ST000/SE001" && reason.contains("listed in DICOMDIR (12 files) but not in the drop folder"))),
+        "{events:?}"
+    );
+    // The stick comes back whole (FAT short names shown in lower case are the same files).
+    slice(11).write(&dir.join("IM000011"));
+    slice(12).write(&dir.join("im000012"));
+    assert_eq!(svc.tick(secs(41)), 0, "settling again");
+    assert_eq!(svc.tick(secs(60)), 1);
+    let v = json(&rig.result_path("drop", "DICOM", "ST000/SE000"));
+    assert_eq!(v["series"][0]["slices"].as_array().unwrap().len(), 12, "{v}");
+    assert_eq!(svc.tick(secs(80)), 0, "exactly once");
+}
+
+#[test]
+fn an_unreadable_dicomdir_is_said_and_the_series_beside_it_are_judged_by_their_folders() {
+    let rig = Rig::new();
+    let mut svc = rig.service();
+    let drop = rig.drop_dir("drop");
+    std::fs::write(drop.join("DICOMDIR"), b"DICM cut short by a pulled stick").unwrap();
+    let dir = drop.join("DICOM").join("ST000").join("SE000");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 1..=12 {
+        common::dicom_gen::Slice::ct("1.2.840.99.92", -50.0 - 6.0 * f64::from(i), i)
+            .write(&dir.join(format!("IM{i:06}")));
+    }
+    svc.tick(secs(0));
+    assert_eq!(svc.tick(secs(20)), 1);
+    assert!(svc
+        .drain_events()
+        .iter()
+        .any(|e| matches!(e, Event::Refused { path, reason }
+        if path == "DICOMDIR" && reason.contains("not usable"))));
+}

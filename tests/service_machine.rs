@@ -172,6 +172,7 @@ impl World {
                     } else {
                         vec![]
                     },
+                    missing: vec![],
                 })
                 .collect(),
             ..Default::default()

@@ -570,20 +570,17 @@ fn info_of(slices: &[(PathBuf, Header)], ordered_by: &'static str) -> SeriesInfo
     }
 }
 
-/// Files a DICOMDIR lists (IMAGE records' ReferencedFileID) that are not on the medium: the
-/// export is incomplete. Returns the missing IDs as written in the DICOMDIR (`A/B/C`).
-pub(super) fn dicomdir_missing(dicomdir: &Path) -> Result<Vec<String>, DecodeError> {
-    let mut bytes = Vec::new();
-    File::open(dicomdir)
-        .and_then(|f| f.take(super::MAX_FILE_BYTES).read_to_end(&mut bytes))
-        .map_err(|e| DecodeError::Dicom(format!("cannot read: {e}")))?;
-    let o = open(&bytes, false)?;
-    let base = dicomdir.parent().unwrap_or(Path::new("."));
+/// The files a DICOMDIR's IMAGE records list (ReferencedFileID), each as its path components
+/// relative to the DICOMDIR's folder, in record order. A file ID that is not a plain relative
+/// path (empty, `.`, `..`, a separator inside a component) makes the whole DICOMDIR invalid:
+/// it could only point outside the medium.
+pub fn dicomdir_image_ids(bytes: &[u8]) -> Result<Vec<Vec<String>>, DecodeError> {
+    let o = open(bytes, false)?;
     let records = o
         .get(tags::DIRECTORY_RECORD_SEQUENCE)
         .and_then(|e| e.items())
         .unwrap_or(&[]);
-    let mut missing = Vec::new();
+    let mut ids = Vec::new();
     for rec in records {
         let kind = rec
             .get(tags::DIRECTORY_RECORD_TYPE)
@@ -597,20 +594,38 @@ pub(super) fn dicomdir_missing(dicomdir: &Path) -> Result<Vec<String>, DecodeErr
             continue;
         };
         let parts: Vec<String> = parts.iter().map(|p| p.trim().to_string()).collect();
-        let id = parts.join("/");
         if parts.is_empty()
             || parts
                 .iter()
                 .any(|p| p.is_empty() || p == "." || p == ".." || p.contains('/') || p.contains('\\'))
         {
-            return Err(DecodeError::Dicom(format!("DICOMDIR lists an invalid file ID {id:?}")));
+            return Err(DecodeError::Dicom(format!(
+                "DICOMDIR lists an invalid file ID {:?}",
+                parts.join("/")
+            )));
         }
+        ids.push(parts);
+    }
+    Ok(ids)
+}
+
+/// Files a DICOMDIR lists that are not on the medium: the export is incomplete. Returns the
+/// missing IDs as written in the DICOMDIR (`A/B/C`). A listed file is found under its exact
+/// name or its lower-case name (FAT sticks mounted with lower-case short names).
+pub(super) fn dicomdir_missing(dicomdir: &Path) -> Result<Vec<String>, DecodeError> {
+    let mut bytes = Vec::new();
+    File::open(dicomdir)
+        .and_then(|f| f.take(super::MAX_FILE_BYTES).read_to_end(&mut bytes))
+        .map_err(|e| DecodeError::Dicom(format!("cannot read: {e}")))?;
+    let base = dicomdir.parent().unwrap_or(Path::new("."));
+    let mut missing = Vec::new();
+    for parts in dicomdir_image_ids(&bytes)? {
         let exact = parts.iter().fold(base.to_path_buf(), |p, c| p.join(c));
         let lower = parts
             .iter()
             .fold(base.to_path_buf(), |p, c| p.join(c.to_ascii_lowercase()));
         if !exact.is_file() && !lower.is_file() {
-            missing.push(id);
+            missing.push(parts.join("/"));
         }
     }
     Ok(missing)

@@ -13,9 +13,15 @@
 //!   the scan and any quarantine copy all come from the same bytes, whatever happens to the
 //!   drop folder meanwhile.
 //!
+//! - a USB export's DICOMDIR (at the drop root or in a patient folder) is read the same way and
+//!   its list of files compared with the folders: a series folder missing a file the DICOMDIR
+//!   lists is incomplete (a copy still running, or a stick pulled mid-copy) and is not processed
+//!   until the file is there ([`Index`]).
+//!
 //! The drop root itself is opened normally (the administrator configured it; it may be a
 //! mount point or a link to one).
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -42,6 +48,8 @@ pub struct SeriesListing {
     pub files: usize,
     /// Temporary names present (`*.part`, `*.tmp`, dot-files): a copy in progress.
     pub transient: Vec<String>,
+    /// Files the export's DICOMDIR lists in this folder that are not here (see [`Index`]).
+    pub missing: Vec<String>,
 }
 
 /// What one look at a drop folder found.
@@ -183,6 +191,26 @@ pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
         source,
     })?;
     let mut out = DropListing::default();
+    // DICOMDIRs first: the series folders are compared with them as they are listed.
+    let mut index = Index::default();
+    for p in &top {
+        if is_dicomdir(p) {
+            if let Err(reason) = index.read(&rootfd, p, None) {
+                out.refused.push((lossy(&p.name), reason));
+            }
+        } else if matches!(p.kind, Kind::Dir) && !ingest::is_transient_name(&lossy(&p.name)) {
+            if let Ok(pfd) = open_dir_at(&rootfd, &p.name) {
+                if let Ok(inside) = entries(&pfd) {
+                    for e in inside.iter().filter(|e| is_dicomdir(e)) {
+                        if let Err(reason) = index.read(&pfd, e, Some(&p.name)) {
+                            out.refused
+                                .push((format!("{}/{}", lossy(&p.name), lossy(&e.name)), reason));
+                        }
+                    }
+                }
+            }
+        }
+    }
     for p in top {
         let pname = lossy(&p.name);
         if ingest::is_transient_name(&pname) {
@@ -194,13 +222,8 @@ pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
                 out.refused.push((pname, link_reason()));
                 continue;
             }
-            _ if pname.eq_ignore_ascii_case("DICOMDIR") => {
-                out.refused.push((
-                    pname,
-                    "the index of a DICOM export: not read; the series are read from the folders beside it".into(),
-                ));
-                continue;
-            }
+            // Read above (a broken one is refused there, with its reason).
+            _ if is_dicomdir(&p) => continue,
             _ => {
                 out.refused.push((
                     pname,
@@ -225,7 +248,7 @@ pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
             .any(|s| !ingest::is_transient_name(&lossy(&s.name)) && !matches!(s.kind, Kind::Dir | Kind::Link));
         if has_files && !has_dirs {
             out.series
-                .push(listing(Place::new(drop_id, &p.name, OsStr::new(SELF)), &series));
+                .push(listing(Place::new(drop_id, &p.name, OsStr::new(SELF)), &series, &index));
             continue;
         }
         for s in series {
@@ -240,6 +263,8 @@ pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
                     out.refused.push((at, link_reason()));
                     continue;
                 }
+                // Read above (a broken one is refused there, with its reason).
+                _ if is_dicomdir(&s) => continue,
                 _ => {
                     out.refused
                         .push((at, "a file in a patient folder is not part of any series".into()));
@@ -247,12 +272,147 @@ pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
                 }
             }
             match open_dir_at(&pfd, &s.name) {
-                Ok(fd) => walk_series(&mut out, drop_id, &p.name, &mut vec![s.name], &fd),
+                Ok(fd) => walk_series(&mut out, &index, drop_id, &p.name, &mut vec![s.name], &fd),
                 Err(e) => out.errors.push((at, e.to_string())),
             }
         }
     }
+    // Series folders a DICOMDIR lists that are not here at all: said, once while so.
+    let present: std::collections::HashSet<(String, String)> =
+        out.series.iter().map(|s| Index::key_of(&s.place)).collect();
+    for (key, listed) in &index.series {
+        if !present.contains(key) {
+            out.refused.push((
+                listed.shown.clone(),
+                format!(
+                    "listed in {} ({} files) but not in the drop folder: the export is incomplete",
+                    listed.source,
+                    listed.files.len()
+                ),
+            ));
+        }
+    }
     Ok(out)
+}
+
+/// The largest DICOMDIR read (a 2,000-slice export's is about 1 MB).
+const MAX_DICOMDIR_BYTES: u64 = 16 << 20;
+
+fn is_dicomdir(e: &Entry) -> bool {
+    matches!(e.kind, Kind::File) && e.name.as_bytes().eq_ignore_ascii_case(b"DICOMDIR")
+}
+
+/// What the DICOMDIRs of a drop folder say its series folders hold. A DICOMDIR at the drop root
+/// lists `PATIENT/…/SERIES/FILE` (a stick mounted as the drop folder); one in a patient folder
+/// lists `…/SERIES/FILE` below it. Names are compared ASCII case-insensitively, as DICOM file
+/// IDs are upper case and a FAT stick may show them in lower case.
+#[derive(Debug, Default)]
+struct Index {
+    /// (patient, series), lower-cased → what is listed there.
+    series: BTreeMap<(String, String), Listed>,
+}
+
+#[derive(Debug, Default)]
+struct Listed {
+    /// `patient/series` as the DICOMDIR writes it.
+    shown: String,
+    /// The DICOMDIR that lists it (`DICOMDIR` or `<patient>/DICOMDIR`).
+    source: String,
+    files: Vec<String>,
+}
+
+impl Index {
+    fn key_of(place: &Place) -> (String, String) {
+        (
+            lossy(&place.patient_os()).to_ascii_lowercase(),
+            lossy(&place.series_os()).to_ascii_lowercase(),
+        )
+    }
+
+    /// Read DICOMDIR entry `e` of folder `dir` (the drop root when `patient` is `None`) and add
+    /// what it lists. `Err` is the reason it could not be used: the series beside it are then
+    /// judged by their folders alone, as without a DICOMDIR.
+    fn read(&mut self, dir: &OwnedFd, e: &Entry, patient: Option<&OsStr>) -> Result<(), String> {
+        let unusable = |why: String| {
+            format!("the index of a DICOM export, not usable ({why}); the series beside it are read without its list of files")
+        };
+        if e.size > MAX_DICOMDIR_BYTES {
+            return Err(unusable(format!(
+                "{} bytes, over the {MAX_DICOMDIR_BYTES}-byte limit",
+                e.size
+            )));
+        }
+        let bytes = read_small(dir, e, MAX_DICOMDIR_BYTES).map_err(|err| unusable(err.to_string()))?;
+        let ids = ingest::dicom::dicomdir_image_ids(&bytes).map_err(|err| unusable(err.to_string()))?;
+        let source = match patient {
+            Some(p) => format!("{}/{}", lossy(p), lossy(&e.name)),
+            None => lossy(&e.name),
+        };
+        for id in ids {
+            let (p, rest) = match patient {
+                Some(p) => (lossy(p), &id[..]),
+                // A file listed at the root itself is never read (not a patient folder).
+                None if id.len() < 2 => continue,
+                None => (id[0].clone(), &id[1..]),
+            };
+            let Some((file, folders)) = rest.split_last() else {
+                continue;
+            };
+            // A file beside a patient folder's DICOMDIR is not a series file (never read).
+            if folders.is_empty() && patient.is_some() {
+                continue;
+            }
+            let series = if folders.is_empty() {
+                SELF.to_string()
+            } else {
+                folders.join("/")
+            };
+            let key = (p.to_ascii_lowercase(), series.to_ascii_lowercase());
+            let listed = self.series.entry(key).or_insert_with(|| Listed {
+                shown: format!("{p}/{series}"),
+                source: source.clone(),
+                files: Vec::new(),
+            });
+            listed.files.push(file.clone());
+        }
+        Ok(())
+    }
+
+    /// The files listed for `place` that are not among `files`.
+    fn missing(&self, place: &Place, files: &[Entry]) -> Vec<String> {
+        let Some(listed) = self.series.get(&Self::key_of(place)) else {
+            return Vec::new();
+        };
+        let here: std::collections::HashSet<String> =
+            files.iter().map(|f| lossy(&f.name).to_ascii_lowercase()).collect();
+        listed
+            .files
+            .iter()
+            .filter(|n| !here.contains(&n.to_ascii_lowercase()))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A small regular file of `dir`, opened like a slice (no links, no blocking on a FIFO), read
+/// up to `limit` bytes.
+fn read_small(dir: &OwnedFd, e: &Entry, limit: u64) -> std::io::Result<Vec<u8>> {
+    let fd = rustix::fs::openat(
+        dir,
+        e.name.as_os_str(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode as _) != FileType::RegularFile {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    File::from(fd).take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("larger than {limit} bytes")));
+    }
+    Ok(bytes)
 }
 
 /// How deep below a patient folder series folders are looked for: a scanner's or a PACS
@@ -265,7 +425,14 @@ pub const MAX_SERIES_DEPTH: usize = 6;
 /// holding only folders (and links, refused) is an intermediate level of an export: descended,
 /// up to [`MAX_SERIES_DEPTH`]. The series' name is its path below the patient
 /// (`ST000/SE000`); [`snapshot`] opens it again one component at a time, without following links.
-fn walk_series(out: &mut DropListing, drop_id: &str, patient: &OsStr, rel: &mut Vec<OsString>, dir: &OwnedFd) {
+fn walk_series(
+    out: &mut DropListing,
+    index: &Index,
+    drop_id: &str,
+    patient: &OsStr,
+    rel: &mut Vec<OsString>,
+    dir: &OwnedFd,
+) {
     fn at(patient: &OsStr, rel: &[OsString]) -> String {
         let mut a = lossy(patient);
         for c in rel {
@@ -289,7 +456,8 @@ fn walk_series(out: &mut DropListing, drop_id: &str, patient: &OsStr, rel: &mut 
     let has_dirs = files.iter().any(|f| matches!(f.kind, Kind::Dir));
     if !(only_dirs && has_dirs) {
         let series = rel.join(OsStr::new("/"));
-        out.series.push(listing(Place::new(drop_id, patient, &series), &files));
+        out.series
+            .push(listing(Place::new(drop_id, patient, &series), &files, index));
         return;
     }
     if rel.len() >= MAX_SERIES_DEPTH {
@@ -306,7 +474,7 @@ fn walk_series(out: &mut DropListing, drop_id: &str, patient: &OsStr, rel: &mut 
         rel.push(f.name.clone());
         match f.kind {
             Kind::Dir => match open_dir_at(dir, &f.name) {
-                Ok(fd) => walk_series(out, drop_id, patient, rel, &fd),
+                Ok(fd) => walk_series(out, index, drop_id, patient, rel, &fd),
                 Err(e) => out.errors.push((at(patient, rel), e.to_string())),
             },
             _ => out.refused.push((at(patient, rel), link_reason())),
@@ -339,17 +507,29 @@ fn open_series(pfd: &OwnedFd, series: &OsStr) -> std::io::Result<OwnedFd> {
     fd.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty series name"))
 }
 
-fn listing(place: Place, files: &[Entry]) -> SeriesListing {
+fn listing(place: Place, files: &[Entry], index: &Index) -> SeriesListing {
     let transient: Vec<String> = files
         .iter()
         .map(|f| lossy(&f.name))
         .filter(|n| ingest::is_transient_name(n))
         .collect();
+    let missing = index.missing(&place, files);
+    let mut stat = stat_signature(files);
+    if !missing.is_empty() {
+        // A DICOMDIR rewritten to list other files changes what the series waits for.
+        let mut h = Sha256::new();
+        for m in &missing {
+            h.update(m.as_bytes());
+            h.update(b"\0");
+        }
+        stat = format!("{stat}-{}", &hex(&h.finalize())[..8]);
+    }
     SeriesListing {
         place,
-        stat: stat_signature(files),
+        stat,
         files: files.len() - transient.len(),
         transient,
+        missing,
     }
 }
 
@@ -642,12 +822,14 @@ mod tests {
         let refused: Vec<&str> = l.refused.iter().map(|r| r.0.as_str()).collect();
         assert_eq!(
             refused,
-            ["DICOM/ST000/SE002", "DICOMDIR", "deep/L0/L1/L2/L3/L4/L5"],
+            ["DICOMDIR", "DICOM/ST000/SE002", "deep/L0/L1/L2/L3/L4/L5"],
             "{l:?}"
         );
-        assert!(l.refused[0].1.contains("symbolic link"));
-        assert!(l.refused[1].1.contains("index of a DICOM export"));
+        // Not a DICOM file: said, and the series are judged by their folders alone.
+        assert!(l.refused[0].1.contains("index of a DICOM export, not usable"), "{l:?}");
+        assert!(l.refused[1].1.contains("symbolic link"));
         assert!(l.refused[2].1.contains("nested more than"));
+        assert!(l.series.iter().all(|s| s.missing.is_empty()));
         let work = t.path().join("work");
         let s = snapshot(&drop, &l.series[1].place, &l.series[1].stat, &work).unwrap();
         assert_eq!(s.files.len(), 1);

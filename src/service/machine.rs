@@ -10,7 +10,8 @@
 //!
 //! The ledger, per series folder ([`Place`]):
 //! - **stability**: the folder's stat signature (names, sizes, inodes, mtimes; no reads) must
-//!   stay the same for `stability`, with no temporary names, before it is *ready*;
+//!   stay the same for `stability`, with no temporary names and no file its DICOMDIR lists
+//!   missing, before it is *ready*;
 //! - **aliases**: `place → (stat, key)` of the last snapshot with a final result, replayed
 //!   from the journal, so a restart recognises every processed series from one `lstat` per
 //!   file, whatever the history;
@@ -174,6 +175,8 @@ struct Track {
     since: Duration,
     files: usize,
     transient: Vec<String>,
+    /// Files its export's DICOMDIR lists that are not there.
+    missing: Vec<String>,
     phase: Phase,
     /// Failed attempts on this stat signature, kept across a return to settling.
     failures: u32,
@@ -273,6 +276,7 @@ impl Machine {
                     since: now,
                     files: s.files,
                     transient: s.transient.clone(),
+                    missing: s.missing.clone(),
                     phase: if handled { Phase::Handled } else { Phase::Settling },
                     failures: 0,
                 },
@@ -285,19 +289,32 @@ impl Machine {
                 });
             }
         }
-        // Stable series with temporary names: say so once.
+        // Stable series with temporary names, or missing files their DICOMDIR lists: say so
+        // once.
         for (place, t) in self.tracks.iter_mut().filter(|(p, _)| p.drop == drop) {
             if t.phase == Phase::Settling
-                && !t.transient.is_empty()
+                && (!t.transient.is_empty() || !t.missing.is_empty())
                 && now.saturating_sub(t.since) >= self.settings.stability
             {
                 t.phase = Phase::Waiting;
-                events.push(Event::Incomplete {
-                    series: place.label(),
-                    reason: format!(
+                let reason = if t.transient.is_empty() {
+                    const SHOWN: usize = 5;
+                    let more = t.missing.len().saturating_sub(SHOWN);
+                    format!(
+                        "the export's DICOMDIR lists {} file(s) of this series that are not here ({}{}): copy incomplete; waiting for them",
+                        t.missing.len(),
+                        t.missing[..t.missing.len().min(SHOWN)].join(", "),
+                        if more > 0 { format!(" and {more} more") } else { String::new() }
+                    )
+                } else {
+                    format!(
                         "temporary files {} still present: copy in progress or interrupted",
                         t.transient.join(", ")
-                    ),
+                    )
+                };
+                events.push(Event::Incomplete {
+                    series: place.label(),
+                    reason,
                 });
             }
         }
@@ -336,8 +353,9 @@ impl Machine {
         self.disk_low
     }
 
-    /// The next series to snapshot at `now`: stable for the window, no temporary names, not
-    /// handled, not waiting for a retry, not in `skip` (already tried in this look).
+    /// The next series to snapshot at `now`: stable for the window, no temporary names and no
+    /// listed file missing, not handled, not waiting for a retry, not in `skip` (already tried
+    /// in this look).
     /// Oldest-stable first. `None` while the disk is low.
     pub fn next(&self, now: Duration, skip: &HashSet<Place>) -> Option<(Place, String)> {
         if self.disk_low {
@@ -349,6 +367,7 @@ impl Machine {
                 !skip.contains(*p)
                     && t.files > 0
                     && t.transient.is_empty()
+                    && t.missing.is_empty()
                     && now.saturating_sub(t.since) >= self.settings.stability
                     && match t.phase {
                         Phase::Settling => true,

@@ -127,6 +127,39 @@ impl Slice {
     }
 }
 
+/// A DICOMDIR listing `ids` (each `DIR\FILE` style components) as IMAGE records.
+pub fn write_dicomdir(path: &Path, ids: &[Vec<&str>]) {
+    use dicom_core::value::DataSetSequence;
+    let items: Vec<InMemDicomObject> = ids
+        .iter()
+        .map(|id| {
+            let mut r = InMemDicomObject::new_empty();
+            r.put(DataElement::new(
+                tags::DIRECTORY_RECORD_TYPE,
+                VR::CS,
+                PrimitiveValue::from("IMAGE"),
+            ));
+            r.put(DataElement::new(
+                tags::REFERENCED_FILE_ID,
+                VR::CS,
+                PrimitiveValue::Strs(id.iter().map(|s| s.to_string()).collect()),
+            ));
+            r
+        })
+        .collect();
+    let mut o = InMemDicomObject::new_empty();
+    o.put(DataElement::new(
+        tags::DIRECTORY_RECORD_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(items),
+    ));
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax(EXPLICIT_LE)
+        .media_storage_sop_class_uid("1.2.840.10008.1.3.10")
+        .media_storage_sop_instance_uid("1.2.826.0.1.3680043.9.7777.1");
+    o.with_meta(meta).unwrap().write_to_file(path).unwrap();
+}
+
 /// Lungs (dark) inside a body, darker toward the middle slices, so selection has a spread.
 pub fn phantom(size: usize, instance: i32) -> Vec<i32> {
     let lung = (instance - 10).abs() < 5;
