@@ -8,6 +8,8 @@
 //! - [`dropfs`]: reading drop folders without following links or writing to them;
 //! - [`journal`]: the append-only, checksummed, compacted record of what was done;
 //! - [`layout`]: every path of the state folder, and safe names for anything;
+//! - [`receiver`]: the DICOM C-STORE listener (durable before acknowledged); [`sender`]: the
+//!   outbox that sends DICOM results to a PACS, at least once;
 //! - [`config`], [`display_task`], [`event`], [`selftest`] (run before any verdict is shown,
 //!   and by `ctsentinel selftest`), [`heap`] (housekeeping a months-long process needs).
 

@@ -101,6 +101,20 @@ pub fn pending(outbox: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Remove the copies a kill interrupted inside [`enqueue`] (`.<stamp>-<name>.part`): never
+/// renamed into place, so never queued; the series they belong to had no final result yet and
+/// is processed again, which queues its files anew.
+fn sweep_temporaries(outbox: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(outbox)?.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with('.') && n.ends_with(".part") && e.file_type().is_ok_and(|t| t.is_file()) {
+            log::warn!("PACS outbox: removing {n}, a copy interrupted by a stop");
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// The sending thread; stops (and joins) when dropped.
 pub struct Sender {
     stop: Arc<AtomicBool>,
@@ -110,6 +124,7 @@ pub struct Sender {
 impl Sender {
     pub fn start(cfg: SendTo, outbox: PathBuf) -> std::io::Result<Sender> {
         std::fs::create_dir_all(&outbox)?;
+        sweep_temporaries(&outbox)?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         log::info!("DICOM: results are sent to {}", cfg.address);
@@ -369,4 +384,33 @@ fn store(
         .map_err(|e| format!("response without status: {e}"))?
         .to_int::<u16>()
         .map_err(|e| format!("response status: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_interrupted_inside_enqueue_is_swept_at_start_and_queued_files_are_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let outbox = t.path().join("outbox");
+        std::fs::create_dir_all(&outbox).unwrap();
+        let result = t.path().join("a.sr.dcm");
+        std::fs::write(&result, b"sr").unwrap();
+        let queued = enqueue(&outbox, &result).unwrap();
+        let stale = outbox.join(".00000000000000000001-b.sr.dcm.part");
+        std::fs::write(&stale, b"half a co").unwrap();
+        assert_eq!(pending(&outbox), [queued.clone()], "a temporary is never sent");
+        // No PACS listens on port 1: the thread only backs off.
+        let cfg = SendTo {
+            address: "PACS@127.0.0.1:1".into(),
+            calling_ae: "CTSENTINEL".into(),
+        };
+        let sender = Sender::start(cfg, outbox.clone()).unwrap();
+        assert!(!stale.exists(), "the interrupted copy is removed");
+        drop(sender);
+        // The queued file is not swept: still queued, or (it is not DICOM) set aside as refused.
+        let refused = outbox.join("refused").join(queued.file_name().unwrap());
+        assert!(queued.exists() || refused.exists(), "a queued file is never lost");
+    }
 }
