@@ -857,6 +857,32 @@ fn a_usb_export_missing_files_its_dicomdir_lists_gets_no_verdict_until_they_arri
 }
 
 #[test]
+fn a_flat_export_with_its_own_dicomdir_waits_for_a_file_it_lists() {
+    let rig = Rig::new();
+    let mut svc = rig.service();
+    let dir = rig.drop_dir("drop").join("scan1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let slice = |i: i32| common::dicom_gen::Slice::ct("1.2.840.99.93", -50.0 - 6.0 * f64::from(i), i);
+    for i in 1..=11 {
+        slice(i).write(&dir.join(format!("IM{i:06}")));
+    }
+    let names: Vec<String> = (1..=12).map(|i| format!("IM{i:06}")).collect();
+    let ids: Vec<Vec<&str>> = names.iter().map(|n| vec![n.as_str()]).collect();
+    common::dicom_gen::write_dicomdir(&dir.join("DICOMDIR"), &ids);
+    assert_eq!(svc.tick(secs(0)) + svc.tick(secs(20)) + svc.tick(secs(40)), 0);
+    assert!(svc
+        .drain_events()
+        .iter()
+        .any(|e| matches!(e, Event::Incomplete { reason, .. }
+        if reason.contains("lists 1 file(s)") && reason.contains("IM000012"))));
+    slice(12).write(&dir.join("IM000012"));
+    svc.tick(secs(41));
+    assert_eq!(svc.tick(secs(60)), 1);
+    let v = json(&rig.result_path("drop", "scan1", "."));
+    assert_eq!(v["series"][0]["slices"].as_array().unwrap().len(), 12, "{v}");
+}
+
+#[test]
 fn an_unreadable_dicomdir_is_said_and_the_series_beside_it_are_judged_by_their_folders() {
     let rig = Rig::new();
     let mut svc = rig.service();

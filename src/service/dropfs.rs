@@ -201,8 +201,10 @@ pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
         } else if matches!(p.kind, Kind::Dir) && !ingest::is_transient_name(&lossy(&p.name)) {
             if let Ok(pfd) = open_dir_at(&rootfd, &p.name) {
                 if let Ok(inside) = entries(&pfd) {
+                    // A flat folder is its own series (below): its DICOMDIR lists files beside it.
+                    let flat = !inside.iter().any(|e| matches!(e.kind, Kind::Dir));
                     for e in inside.iter().filter(|e| is_dicomdir(e)) {
-                        if let Err(reason) = index.read(&pfd, e, Some(&p.name)) {
+                        if let Err(reason) = index.read(&pfd, e, Some((&p.name, flat))) {
                             out.refused
                                 .push((format!("{}/{}", lossy(&p.name), lossy(&e.name)), reason));
                         }
@@ -329,10 +331,11 @@ impl Index {
         )
     }
 
-    /// Read DICOMDIR entry `e` of folder `dir` (the drop root when `patient` is `None`) and add
-    /// what it lists. `Err` is the reason it could not be used: the series beside it are then
-    /// judged by their folders alone, as without a DICOMDIR.
-    fn read(&mut self, dir: &OwnedFd, e: &Entry, patient: Option<&OsStr>) -> Result<(), String> {
+    /// Read DICOMDIR entry `e` of folder `dir` and add what it lists: `dir` is the drop root
+    /// when `patient` is `None`, else that patient folder (and whether it is flat, i.e. its own
+    /// series). `Err` is the reason it could not be used: the series beside it are then judged
+    /// by their folders alone, as without a DICOMDIR.
+    fn read(&mut self, dir: &OwnedFd, e: &Entry, patient: Option<(&OsStr, bool)>) -> Result<(), String> {
         let unusable = |why: String| {
             format!("the index of a DICOM export, not usable ({why}); the series beside it are read without its list of files")
         };
@@ -345,12 +348,13 @@ impl Index {
         let bytes = read_small(dir, e, MAX_DICOMDIR_BYTES).map_err(|err| unusable(err.to_string()))?;
         let ids = ingest::dicom::dicomdir_image_ids(&bytes).map_err(|err| unusable(err.to_string()))?;
         let source = match patient {
-            Some(p) => format!("{}/{}", lossy(p), lossy(&e.name)),
+            Some((p, _)) => format!("{}/{}", lossy(p), lossy(&e.name)),
             None => lossy(&e.name),
         };
+        let flat = patient.is_some_and(|(_, flat)| flat);
         for id in ids {
             let (p, rest) = match patient {
-                Some(p) => (lossy(p), &id[..]),
+                Some((p, _)) => (lossy(p), &id[..]),
                 // A file listed at the root itself is never read (not a patient folder).
                 None if id.len() < 2 => continue,
                 None => (id[0].clone(), &id[1..]),
@@ -358,8 +362,9 @@ impl Index {
             let Some((file, folders)) = rest.split_last() else {
                 continue;
             };
-            // A file beside a patient folder's DICOMDIR is not a series file (never read).
-            if folders.is_empty() && patient.is_some() {
+            // A file beside a patient folder's DICOMDIR is a series file only when that folder
+            // is flat; otherwise it is never read.
+            if folders.is_empty() && patient.is_some() && !flat {
                 continue;
             }
             let series = if folders.is_empty() {
