@@ -1,5 +1,6 @@
 //! `ctsentinel watch` as the real binary, on temp folders: outside kills and signals at
-//! moments checked to lie inside a series, our own panics, inotify, a full state disk, and
+//! moments checked to lie inside a series, our own panics, inotify, a full or read-only state
+//! disk, a drop folder pulled and put back, and
 //! (ignored, run by .ci/run) a seeded storm of random kills.
 
 mod common;
@@ -396,6 +397,83 @@ fn a_full_state_disk_delays_work_without_losing_or_setting_aside_anything() {
     let journal = rig.journal();
     assert!(!journal.contains("crashed") && !journal.contains("set_aside"));
     drop(rig);
+}
+
+#[test]
+fn a_pulled_drop_folder_is_said_and_a_series_dropped_after_it_returns_gets_its_result() {
+    let rig = Rig::new("stability_s = 0.2\npoll_interval_s = 0.05\ndisplay = \"none\"");
+    let mut child = rig.spawn(&[]);
+    wait_until("the service to be up", Duration::from_secs(60), || {
+        rig.state().join("journal").exists()
+    });
+    // The stick is pulled: its mount point is gone.
+    let away = rig.dir.path().join("drop.pulled");
+    std::fs::rename(rig.drop_dir(), &away).unwrap();
+    wait_until("the missing drop folder to be said", Duration::from_secs(30), || {
+        rig.log().contains("cannot open the drop folder")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the service goes on: {}",
+        rig.log()
+    );
+    let said = rig.log().matches("cannot open the drop folder").count();
+    assert_eq!(said, 1, "said once while it is away, not at every poll: {}", rig.log());
+    // Put back, with a new series on it.
+    let back = away.join("back").join("SR_1");
+    std::fs::create_dir_all(&back).unwrap();
+    synthetic_series(&back, 3, 9);
+    std::fs::rename(&away, rig.drop_dir()).unwrap();
+    let result = rig.result("back", "SR_1");
+    wait_until("the result once the stick is back", Duration::from_secs(60), || {
+        result.exists()
+    });
+    assert!(rig.log().contains("readable again"), "{}", rig.log());
+    sigterm(&child);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(10)).success(),
+        "{}",
+        rig.log()
+    );
+    assert_ne!(json(&result)["verdict"], "undetermined");
+}
+
+/// A state disk that is read-only when the service starts (ext4 remounted read-only after an
+/// I/O error, a card's write-protect): no journal, no promises, so it stops at once, naming the
+/// folder and the reason, and systemd's restarts try again. (A disk that turns read-only while
+/// the service holds its journal open cannot be made in a test: the kernel refuses to remount a
+/// file system read-only while a file is open for writing on it, unless it forces it itself.)
+#[test]
+fn a_read_only_state_disk_stops_the_service_at_start_naming_the_folder() {
+    let outer = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(&outer.path().join("state"), 16) else {
+        assert!(
+            std::env::var_os("CTSENTINEL_REQUIRE_SHARED").is_none(),
+            "cannot mount a tmpfs for the read-only test (CI runs as root and must)"
+        );
+        eprintln!("\n!!! SKIPPED a_read_only_state_disk: cannot mount a tmpfs here (not root?) !!!\n");
+        return;
+    };
+    let ok = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&fs.0)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mount -o remount,ro");
+    let rig = Rig::with_state("display = \"none\"", Some(&fs.0));
+    synthetic_series(&rig.series("p", "SR_1"), 3, 13);
+    let mut child = rig.spawn(&[]);
+    let status = wait_exit(&mut child, Duration::from_secs(120));
+    let log = rig.log();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&fs.0.display().to_string()),
+        "names the state folder: {log}"
+    );
+    assert!(log.to_lowercase().contains("read-only"), "says why: {log}");
+    assert!(!log.contains("panicked"), "{log}");
 }
 
 /// Seeded storm: 50 kill -9 (half at any moment, half at a random moment after a series
