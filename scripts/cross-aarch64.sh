@@ -9,6 +9,8 @@
 #   scripts/cross-aarch64.sh musl    # static aarch64-unknown-linux-musl binary (any glibc), checked
 #   scripts/cross-aarch64.sh deb     # .deb for arm64 and amd64 (cargo-deb), checked by
 #                                    # packaging/test-deb.sh
+#   scripts/cross-aarch64.sh prebuild  # compile everything build/test/musl/deb need, run nothing
+#                                    # (CI runs it niced in the background during the x86 tests)
 # PROFILE=dist for the shipped binary (fat LTO, one codegen unit, panic=abort, stripped):
 #   PROFILE=dist scripts/cross-aarch64.sh build smoke musl deb
 # With Docker, `CROSS_CONFIG=cross.toml cross build --target aarch64-unknown-linux-gnu` also works
@@ -61,22 +63,36 @@ smoke() {
 # and, on request, SMOKE_SCAN=1. QEMU_SUITES="..." sets the list (e.g. with service).
 read -r -a QEMU_SUITES <<<"${QEMU_SUITES:-select_real_data malformed_input complete_decode decoder_mutations dicom_input selftest display}"
 
+suite_args() {
+  local s
+  for s in "${QEMU_SUITES[@]}"; do printf -- '--test\n%s\n' "$s"; done
+}
+
+tests_build() {
+  local args; mapfile -t args < <(suite_args)
+  cargo test --release --target $T --lib --no-run
+  cargo test --release --target $T "${args[@]}" --no-run
+}
+
 tests() {
   # The library's unit tests: selection kernel with its property test, preprocessing, the
   # patient rule, journal, atomic writes, ...
   # In the release profile, so the test build reuses the dependencies `build` compiled (tract,
   # dicom-rs: one aarch64 compile instead of two, minutes of CI); debug assertions and overflow
   # checks are exercised by the native `cargo test`, which runs every suite in the dev profile.
+  local args; mapfile -t args < <(suite_args)
   cargo test --release --target $T --lib
-  local args=() s
-  for s in "${QEMU_SUITES[@]}"; do args+=(--test "$s"); done
   CTSENTINEL_TEST_RUNNER=qemu-aarch64 cargo test --release --target $T "${args[@]}"
 }
 
-musl() {
+musl_build() {
   # tract-linalg assembles its NEON kernels with the C compiler; Debian's cross gcc does it
   # (no libc headers involved). Linking: .cargo/config.toml (self-contained musl, crt-static).
   CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc cargo build --profile "$PROFILE" --target $M --bin ctsentinel
+}
+
+musl() {
+  musl_build
   local m=$target/$M/$PROFILE/ctsentinel desc
   desc=$(file "$m")
   echo "$desc"
@@ -85,11 +101,23 @@ musl() {
   qemu-aarch64 "$m" selftest
 }
 
-deb() {
+deb_build() {
   command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
   cargo deb --profile "$PROFILE" --target $T
   cargo deb --profile "$PROFILE"
+}
+
+deb() {
+  deb_build
   packaging/test-deb.sh   # the newest package of each architecture: the two just built
+}
+
+# Everything the other steps compile, nothing run: afterwards build/test/musl/deb only check.
+prebuild() {
+  cargo build --profile "$PROFILE" --target $T --bin ctsentinel
+  tests_build
+  musl_build
+  deb_build
 }
 
 (($#)) || set -- usage
@@ -101,7 +129,8 @@ for cmd in "$@"; do
     test) tests ;;
     musl) musl ;;
     deb) deb ;;
+    prebuild) prebuild ;;
     all) setup; build; smoke; tests; musl; deb ;;
-    *) echo "usage: $0 setup|build|smoke|test|musl|deb|all... (several run in order)" >&2; exit 2 ;;
+    *) echo "usage: $0 setup|prebuild|build|smoke|test|musl|deb|all... (several run in order)" >&2; exit 2 ;;
   esac
 done
