@@ -261,7 +261,12 @@ fn every_committed_fuzz_finding_and_corpus_input_is_answered_without_a_panic_in_
     for t in TARGETS {
         for dir in ["regressions", "corpus"] {
             for f in files_in(&fuzz.join(dir).join(t)) {
-                let bytes = std::fs::read(&f).unwrap();
+                let bytes = match std::fs::read(&f) {
+                    Ok(b) => b,
+                    // A fuzzer running on this checkout replaces corpus files as it reduces them.
+                    Err(e) if dir == "corpus" && e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => panic!("{}: {e}", f.display()),
+                };
                 let start = Instant::now();
                 let _ = run(t, &bytes);
                 assert!(

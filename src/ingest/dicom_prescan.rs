@@ -10,6 +10,19 @@
 //! nesting stays within [`MAX_DEPTH`]. Values are never looked at (except the transfer syntax
 //! UID, which says how the data set is encoded). A file that passes can still be malformed;
 //! dicom-rs then reports it, but it can no longer allocate more than the file holds.
+//!
+//! The walk must see the same element boundaries dicom-rs will, or its bounds say nothing
+//! (found by fuzzing, `fuzz/regressions/dicom_header/`): so it resolves VRs as dicom-rs does —
+//! an unknown explicit VR is read as UN (reserved bytes, 32-bit length); an implicit VR comes
+//! from the standard dictionary (Pixel Data and Overlay Data: OW) — and it refuses what would
+//! make dicom-rs read fewer bytes than the length says: a length that is not a multiple of
+//! the VR's value size (AT 10 bytes: dicom-rs reads two tags, its stream then lags two bytes
+//! behind the lengths it believes, and a value byte is taken for a 4 GiB length), and an
+//! implicit-VR sequence whose value does not start with an item.
+
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::StandardDataDictionary;
 
 use super::DecodeError;
 
@@ -61,6 +74,29 @@ pub fn check(file: &[u8]) -> Result<(), DecodeError> {
             Scan::new(&inflated, true).elements_until_end(0)
         }
         other => Scan::new(rest, other != IMPLICIT_LE).elements_until_end(0),
+    }
+}
+
+/// The VR dicom-rs gives an element in implicit VR (its implicit decoder's rule).
+fn implicit_vr(tag: (u16, u16)) -> [u8; 2] {
+    if tag == (0x7FE0, 0x0010) || (tag.0 >> 8 == 0x60 && tag.1 == 0x3000) {
+        return *b"OW";
+    }
+    StandardDataDictionary
+        .by_tag(Tag(tag.0, tag.1))
+        .map(|e| e.vr().relaxed())
+        .unwrap_or(VR::UN)
+        .to_bytes()
+}
+
+/// The size of one value of a binary VR (its length must be a multiple), `None` for VRs read
+/// as bytes or text (any even or odd length is read whole).
+fn value_size(vr: &[u8; 2]) -> Option<usize> {
+    match vr {
+        b"US" | b"SS" | b"OW" => Some(2),
+        b"AT" | b"UL" | b"SL" | b"FL" | b"OF" | b"OL" => Some(4),
+        b"FD" | b"OD" | b"SV" | b"UV" | b"OV" => Some(8),
+        _ => None,
     }
 }
 
@@ -160,7 +196,11 @@ impl<'a> Scan<'a> {
         if !explicit {
             return Ok((tag, *b"  ", self.u32()?));
         }
-        let vr = self.u16()?.to_le_bytes();
+        let mut vr = self.u16()?.to_le_bytes();
+        // dicom-rs reads a VR it does not know as UN, with UN's reserved field and long length.
+        if VR::from_binary(vr).is_none() {
+            vr = *b"UN";
+        }
         let long = matches!(
             &vr,
             b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UN" | b"UR" | b"UT" | b"SV" | b"UV"
@@ -224,10 +264,32 @@ impl<'a> Scan<'a> {
                 ),
             ));
         }
+        // The VR dicom-rs will read the value as: explicit, or the dictionary's for implicit VR.
+        let read_as = if &vr == b"  " { implicit_vr(tag) } else { vr };
+        if let Some(size) = value_size(&read_as) {
+            if len as usize % size != 0 {
+                return Err(err(
+                    start,
+                    format_args!(
+                        "element ({:04X},{:04X}) of VR {} declares {len} bytes, not a multiple of its {size}-byte values",
+                        tag.0,
+                        tag.1,
+                        String::from_utf8_lossy(&read_as)
+                    ),
+                ));
+            }
+        }
         let vstart = self.pos;
         self.skip(len, tag)?;
+        let starts_with_item = len >= 8 && self.buf[vstart..vstart + 4] == [0xFE, 0xFF, 0x00, 0xE0];
+        if &vr == b"  " && &read_as == b"SQ" && len > 0 && !starts_with_item {
+            return Err(err(
+                start,
+                format_args!("sequence ({:04X},{:04X}) does not start with an item", tag.0, tag.1),
+            ));
+        }
         // Implicit VR: a defined-length sequence is only recognisable by its first item tag.
-        if &vr == b"  " && len >= 8 && self.buf[vstart..vstart + 4] == [0xFE, 0xFF, 0x00, 0xE0] {
+        if &vr == b"  " && starts_with_item {
             if depth + 1 > MAX_DEPTH {
                 return Err(DecodeError::Limits(format!(
                     "sequences nested deeper than {MAX_DEPTH} levels"
@@ -361,6 +423,48 @@ mod tests {
         forged.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 0xFE, 0xFF, 0xFF, 0xFF, 1, 2]);
         let e = check(&forged).unwrap_err().to_string();
         assert!(e.contains("declares 4294967294 bytes"), "{e}");
+    }
+
+    /// What `fuzz/regressions/dicom_header/at-length-10-misaligns-dicom-rs` holds: an AT
+    /// element of 10 bytes, then a CS element whose value bytes dicom-rs, two bytes behind,
+    /// would take for a 2 GiB length of an unknown-VR (UN) element in a 170-byte file.
+    pub(crate) fn at_length_10_misaligns_dicom_rs() -> Vec<u8> {
+        let mut ds = explicit(
+            (0x0008, 0x0005),
+            b"AT",
+            &[0x10, 0, 0x20, 0, 0x10, 0, 0x30, 0, 0x09, 0x00],
+        );
+        ds.extend(explicit((0x0008, 0x0008), b"CS", &[0xFF, 0x7F, 0xFF, 0x7F]));
+        file("1.2.840.10008.1.2.1", &ds)
+    }
+
+    #[test]
+    fn a_value_length_dicom_rs_would_read_short_is_refused_so_both_see_the_same_elements() {
+        let e = check(&at_length_10_misaligns_dicom_rs()).unwrap_err().to_string();
+        assert!(
+            e.contains("(0008,0005) of VR AT declares 10 bytes, not a multiple of its 4-byte values"),
+            "{e}"
+        );
+        // The same through the header reader the scan uses: refused, nothing allocated.
+        let e = super::super::dicom::header_of(&at_length_10_misaligns_dicom_rs()).unwrap_err();
+        assert!(e.to_string().contains("not a multiple"), "{e}");
+        // Implicit VR: the dictionary's VR counts (Rows is US: 3 bytes cannot be read whole).
+        let mut rows = Vec::new();
+        rows.extend_from_slice(&[0x28, 0x00, 0x10, 0x00, 3, 0, 0, 0, 1, 2, 3, 0]);
+        let e = check(&file("1.2.840.10008.1.2", &rows)).unwrap_err().to_string();
+        assert!(e.contains("VR US declares 3 bytes"), "{e}");
+        let mut ok = Vec::new();
+        ok.extend_from_slice(&[0x28, 0x00, 0x10, 0x00, 2, 0, 0, 0, 0, 2]);
+        assert_eq!(check(&file("1.2.840.10008.1.2", &ok)), Ok(()));
+    }
+
+    #[test]
+    fn an_unknown_explicit_vr_is_walked_as_dicom_rs_reads_it_as_un_with_a_long_length() {
+        // VR "ZZ": dicom-rs reads UN — two reserved bytes, then a 32-bit length (2 GiB here).
+        let mut ds = vec![0x09, 0x00, 0x10, 0x00, b'Z', b'Z', 0, 0, 0x00, 0x00, 0xFF, 0x7F];
+        ds.extend_from_slice(&[0u8; 16]);
+        let e = check(&file("1.2.840.10008.1.2.1", &ds)).unwrap_err().to_string();
+        assert!(e.contains("declares 2147418112 bytes"), "{e}");
     }
 
     #[test]
