@@ -20,7 +20,7 @@
 //! behind the lengths it believes, and a value byte is taken for a 4 GiB length), and an
 //! implicit-VR sequence whose value does not start with an item.
 
-use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::StandardDataDictionary;
 
@@ -37,8 +37,26 @@ const ITEM_END: (u16, u16) = (0xFFFE, 0xE00D);
 const SEQ_END: (u16, u16) = (0xFFFE, 0xE0DD);
 
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
-const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+/// Transfer syntaxes whose data set dicom-rs inflates before reading it: Deflated Explicit VR
+/// Little Endian, JPIP Referenced Deflate, JPIP HTJ2K Referenced Deflate.
+const DEFLATED: [&str; 3] = [
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.4.95",
+    "1.2.840.10008.1.2.4.205",
+];
+
+/// Transfer syntaxes whose data set is explicit VR little endian with (possibly) encapsulated
+/// pixel data: every JPEG, JPEG-LS, JPEG 2000, HTJ2K, JPIP, MPEG/HEVC (`1.2.4.*`), RLE
+/// (`1.2.5`) and deflated-frame (`1.2.8.*`) syntax. Which of them ingest can decode is decided
+/// after parsing (with a clear reason); the walk only needs the data set's encoding.
+fn explicit_le_family(ts: &str) -> bool {
+    ts == EXPLICIT_LE
+        || ts == "1.2.840.10008.1.2.5"
+        || ts.starts_with("1.2.840.10008.1.2.4.")
+        || ts.starts_with("1.2.840.10008.1.2.8.")
+}
 
 /// Check `file` (a whole Part 10 file: preamble, `DICM`, meta group, data set).
 pub fn check(file: &[u8]) -> Result<(), DecodeError> {
@@ -57,7 +75,7 @@ pub fn check(file: &[u8]) -> Result<(), DecodeError> {
         BIG_ENDIAN => Err(DecodeError::Unsupported(
             "transfer syntax Explicit VR Big Endian (retired)".into(),
         )),
-        DEFLATED => {
+        d if DEFLATED.contains(&d) => {
             // The data set is deflated: check it as it will be read, inflated, bounded.
             use std::io::Read;
             let mut inflated = Vec::new();
@@ -73,7 +91,11 @@ pub fn check(file: &[u8]) -> Result<(), DecodeError> {
             }
             Scan::new(&inflated, true).elements_until_end(0)
         }
-        other => Scan::new(rest, other != IMPLICIT_LE).elements_until_end(0),
+        IMPLICIT_LE => Scan::new(rest, false).elements_until_end(0),
+        other if explicit_le_family(other) => Scan::new(rest, true).elements_until_end(0),
+        other => Err(DecodeError::Unsupported(format!(
+            "transfer syntax {other:?} is not a DICOM transfer syntax this box knows"
+        ))),
     }
 }
 
@@ -87,6 +109,13 @@ fn implicit_vr(tag: (u16, u16)) -> [u8; 2] {
         .map(|e| e.vr().relaxed())
         .unwrap_or(VR::UN)
         .to_bytes()
+}
+
+/// Whether the dictionary gives `tag` the VR "US or SS".
+fn is_xs(tag: (u16, u16)) -> bool {
+    StandardDataDictionary
+        .by_tag(Tag(tag.0, tag.1))
+        .is_some_and(|e| matches!(e.vr(), VirtualVr::Xs))
 }
 
 /// The size of one value of a binary VR (its length must be a multiple), `None` for VRs read
@@ -163,9 +192,30 @@ impl<'a> Scan<'a> {
     }
 
     /// The meta group (always explicit VR little endian); returns the transfer syntax UID.
+    /// Read as dicom-rs reads it: (0002,0000) first, 4 bytes, then elements until at least
+    /// that many bytes were read; the data set starts after the last of them.
     fn meta(&mut self) -> Result<String, DecodeError> {
+        let start = self.pos;
+        let (tag, _vr, len) = self.header()?;
+        if tag != (0x0002, 0x0000) || len != 4 {
+            return Err(err(
+                start,
+                "the file meta group does not start with its 4-byte group length (0002,0000)",
+            ));
+        }
+        let group = self.u32()? as usize;
+        if group > self.left() {
+            return Err(err(
+                start,
+                format_args!(
+                    "file meta group length {group} exceeds the {} bytes that remain",
+                    self.left()
+                ),
+            ));
+        }
+        let end = self.pos + group;
         let mut ts = None;
-        while self.left() >= 4 && u16::from_le_bytes([self.buf[self.pos], self.buf[self.pos + 1]]) == 0x0002 {
+        while self.pos < end {
             let start = self.pos;
             let (tag, _vr, len) = self.header()?;
             if len == UNDEFINED {
@@ -175,7 +225,12 @@ impl<'a> Scan<'a> {
             self.skip(len, tag)?;
             if tag == (0x0002, 0x0010) {
                 let v = &self.buf[vstart..self.pos];
-                ts = Some(String::from_utf8_lossy(v).trim_end_matches(['\0', ' ']).to_string());
+                // dicom-rs trims trailing whitespace of every kind and NULs.
+                ts = Some(
+                    String::from_utf8_lossy(v)
+                        .trim_end_matches(|c: char| c.is_whitespace() || c == '\0')
+                        .to_string(),
+                );
             }
         }
         ts.ok_or_else(|| DecodeError::Dicom("file meta group has no transfer syntax (0002,0010)".into()))
@@ -192,8 +247,7 @@ impl<'a> Scan<'a> {
             // Item and delimiters have no VR in any encoding.
             return Ok((tag, *b"  ", self.u32()?));
         }
-        let explicit = self.explicit || tag.0 == 0x0002;
-        if !explicit {
+        if !self.explicit {
             return Ok((tag, *b"  ", self.u32()?));
         }
         let mut vr = self.u16()?.to_le_bytes();
@@ -214,10 +268,15 @@ impl<'a> Scan<'a> {
         Ok((tag, vr, len))
     }
 
-    /// Elements until the end of the buffer.
+    /// Elements until the end of the buffer (the top level of a data set). An item delimiter
+    /// here is skipped, as dicom-rs skips it; a sequence delimiter is refused (dicom-rs would
+    /// read it as an element with a value of its declared length).
     fn elements_until_end(&mut self, depth: usize) -> Result<(), DecodeError> {
         while self.left() > 0 {
-            self.element(depth)?;
+            let start = self.pos;
+            if self.element(depth)? == Some(SEQ_END) {
+                return Err(err(start, "sequence delimiter outside any sequence"));
+            }
         }
         Ok(())
     }
@@ -233,7 +292,8 @@ impl<'a> Scan<'a> {
             return Err(err(start, format_args!("unexpected item tag (FFFE,{:04X})", tag.1)));
         }
         let is_seq = &vr == b"SQ" || (&vr == b"UN" && len == UNDEFINED) || (&vr == b"  " && len == UNDEFINED);
-        if tag == (0x7FE0, 0x0010) && len == UNDEFINED {
+        // dicom-rs takes an explicit SQ for a sequence before it looks for encapsulated pixels.
+        if tag == (0x7FE0, 0x0010) && len == UNDEFINED && &vr != b"SQ" {
             return self.fragments(start).map(|_| None);
         }
         if is_seq {
@@ -242,17 +302,13 @@ impl<'a> Scan<'a> {
                     "sequences nested deeper than {MAX_DEPTH} levels"
                 )));
             }
-            // UN of undefined length is an implicit VR sequence (PS3.5 6.2.2).
-            let saved = self.explicit;
-            if &vr == b"UN" {
-                self.explicit = false;
-            }
+            // PS3.5 6.2.2 says a UN sequence of undefined length is encoded in implicit VR, but
+            // dicom-rs 0.10 reads it in the data set's own encoding: so does this walk.
             let r = if len == UNDEFINED {
                 self.items_until_delimiter(depth + 1)
             } else {
                 self.items_within(len, tag, depth + 1)
             };
-            self.explicit = saved;
             return r.map(|_| None);
         }
         if len == UNDEFINED {
@@ -266,7 +322,9 @@ impl<'a> Scan<'a> {
         }
         // The VR dicom-rs will read the value as: explicit, or the dictionary's for implicit VR.
         let read_as = if &vr == b"  " { implicit_vr(tag) } else { vr };
-        if let Some(size) = value_size(&read_as) {
+        // "US or SS" tags are read as SS whatever their explicit VR once the pixels are signed.
+        let size = if is_xs(tag) { Some(2) } else { value_size(&read_as) };
+        if let Some(size) = size {
             if len as usize % size != 0 {
                 return Err(err(
                     start,
@@ -288,8 +346,8 @@ impl<'a> Scan<'a> {
                 format_args!("sequence ({:04X},{:04X}) does not start with an item", tag.0, tag.1),
             ));
         }
-        // Implicit VR: a defined-length sequence is only recognisable by its first item tag.
-        if &vr == b"  " && starts_with_item {
+        // Implicit VR: a defined-length sequence (by the dictionary) is walked item by item.
+        if &vr == b"  " && &read_as == b"SQ" && starts_with_item {
             if depth + 1 > MAX_DEPTH {
                 return Err(DecodeError::Limits(format!(
                     "sequences nested deeper than {MAX_DEPTH} levels"
@@ -397,6 +455,9 @@ mod tests {
         if ts.len() % 2 == 1 {
             ts.push(0);
         }
+        let group = 8 + ts.len() as u32;
+        f.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        f.extend_from_slice(&group.to_le_bytes());
         f.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
         f.extend_from_slice(&(ts.len() as u16).to_le_bytes());
         f.extend_from_slice(&ts);
@@ -427,7 +488,7 @@ mod tests {
 
     /// What `fuzz/regressions/dicom_header/at-length-10-misaligns-dicom-rs` holds: an AT
     /// element of 10 bytes, then a CS element whose value bytes dicom-rs, two bytes behind,
-    /// would take for a 2 GiB length of an unknown-VR (UN) element in a 170-byte file.
+    /// would take for a 2 GiB length of an unknown-VR (UN) element in a 202-byte file.
     pub(crate) fn at_length_10_misaligns_dicom_rs() -> Vec<u8> {
         let mut ds = explicit(
             (0x0008, 0x0005),
@@ -465,6 +526,55 @@ mod tests {
         ds.extend_from_slice(&[0u8; 16]);
         let e = check(&file("1.2.840.10008.1.2.1", &ds)).unwrap_err().to_string();
         assert!(e.contains("declares 2147418112 bytes"), "{e}");
+    }
+
+    #[test]
+    fn the_meta_group_is_read_by_its_group_length_as_dicom_rs_reads_it() {
+        // No (0002,0000): dicom-rs refuses; so does the walk, before anything else.
+        let mut f = vec![0u8; 128];
+        f.extend_from_slice(b"DICM");
+        f.extend(explicit((0x0002, 0x0010), b"UI", b"1.2.840.10008.1.2.1\0"));
+        let e = check(&f).unwrap_err().to_string();
+        assert!(e.contains("group length (0002,0000)"), "{e}");
+        // A transfer syntax padded with a newline is the implicit one for dicom-rs: walked so.
+        let mut rows = Vec::new();
+        rows.extend_from_slice(&[0x28, 0x00, 0x10, 0x00, 3, 0, 0, 0, 1, 2, 3, 0]);
+        let e = check(&file("1.2.840.10008.1.2\n", &rows)).unwrap_err().to_string();
+        assert!(e.contains("VR US declares 3 bytes"), "{e}");
+        // A UID that is no transfer syntax: refused by name.
+        let e = check(&file("1.2.3.4", &[])).unwrap_err().to_string();
+        assert!(e.contains("\"1.2.3.4\" is not a DICOM transfer syntax"), "{e}");
+    }
+
+    #[test]
+    fn a_sequence_delimiter_outside_any_sequence_is_refused_an_item_delimiter_skipped() {
+        // dicom-rs would read (FFFE,E0DD) here as an element with a 2 GiB value.
+        let mut ds = vec![0xFE, 0xFF, 0xDD, 0xE0, 0x00, 0x00, 0x00, 0x80];
+        let e = check(&file("1.2.840.10008.1.2.1", &ds)).unwrap_err().to_string();
+        assert!(e.contains("sequence delimiter outside any sequence"), "{e}");
+        ds = vec![0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0];
+        ds.extend(explicit((0x0010, 0x0020), b"LO", b"PAT1"));
+        assert_eq!(check(&file("1.2.840.10008.1.2.1", &ds)), Ok(()));
+    }
+
+    #[test]
+    fn pixel_data_declared_sq_is_walked_as_the_sequence_dicom_rs_reads() {
+        // (7FE0,0010) SQ, undefined length, one item holding a forged 2 GiB element.
+        let mut ds = vec![0xE0, 0x7F, 0x10, 0x00, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
+        ds.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        ds.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'O', b'B', 0, 0, 0, 0, 0, 0x80]);
+        let e = check(&file("1.2.840.10008.1.2.1", &ds)).unwrap_err().to_string();
+        assert!(e.contains("declares 2147483648 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_us_or_ss_tag_of_odd_length_is_refused_whatever_its_explicit_vr() {
+        // Smallest Image Pixel Value (0028,0106) is "US or SS": dicom-rs reads it as SS once
+        // the pixels are signed, even when the file says OB.
+        let mut ds = vec![0x28, 0x00, 0x06, 0x01, b'O', b'B', 0, 0, 3, 0, 0, 0, 1, 2, 3];
+        ds.push(0);
+        let e = check(&file("1.2.840.10008.1.2.1", &ds)).unwrap_err().to_string();
+        assert!(e.contains("not a multiple of its 2-byte values"), "{e}");
     }
 
     #[test]
