@@ -28,9 +28,11 @@ pub fn slice(bytes: &[u8]) -> bool {
     }
 }
 
-/// A DICOM file's header as grouping and ordering read it (with the bounds pre-scan).
+/// A DICOM file's header as grouping and ordering read it (with the bounds pre-scan), and the
+/// same bytes as a DICOMDIR (the watcher reads a USB export's DICOMDIR at every look).
 pub fn dicom_header(bytes: &[u8]) -> bool {
-    ingest::dicom::header_of(bytes).is_ok()
+    let dicomdir = ingest::dicom::dicomdir_image_ids(bytes);
+    ingest::dicom::header_of(bytes).is_ok() || dicomdir.is_ok_and(|ids| !ids.is_empty())
 }
 
 /// An 8-bit grayscale PNG or JPEG.

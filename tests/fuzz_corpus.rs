@@ -200,7 +200,14 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>, bool)> {
         "dicom_header" => {
             let f = dicom_file(370);
             let cut = f[..f.len() - 200_000].to_vec();
-            vec![("native.dcm".into(), f, true), ("cut-pixels.dcm".into(), cut, false)]
+            let dir = tempfile::tempdir().unwrap();
+            let dd = dir.path().join("DICOMDIR");
+            dicom_gen::write_dicomdir(&dd, &[vec!["DICOM", "ST000", "SE000", "IM000001"]]);
+            vec![
+                ("native.dcm".into(), f, true),
+                ("cut-pixels.dcm".into(), cut, false),
+                ("DICOMDIR".into(), std::fs::read(&dd).unwrap(), true),
+            ]
         }
         "image8" => image8_seeds(),
         "dicom_peer" => vec![("c-store.pdus".into(), c_store_stream(), true)],

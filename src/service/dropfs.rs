@@ -193,6 +193,12 @@ pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
     let mut out = DropListing::default();
     // DICOMDIRs first: the series folders are compared with them as they are listed.
     let mut index = Index::default();
+    // Patient folders, lower-cased.
+    let folders: std::collections::HashSet<String> = top
+        .iter()
+        .filter(|p| matches!(p.kind, Kind::Dir))
+        .map(|p| lossy(&p.name).to_ascii_lowercase())
+        .collect();
     for p in &top {
         if is_dicomdir(p) {
             if let Err(reason) = index.read(&rootfd, p, None) {
@@ -245,9 +251,10 @@ pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
         // A folder holding slice files and no folders is a series folder dropped at the top
         // (a scanner's flat DICOM export, one TIFF series): it is its own series, `<name>/.`.
         let has_dirs = series.iter().any(|s| matches!(s.kind, Kind::Dir));
-        let has_files = series
-            .iter()
-            .any(|s| !ingest::is_transient_name(&lossy(&s.name)) && !matches!(s.kind, Kind::Dir | Kind::Link));
+        // A DICOMDIR alone is no slice: a folder holding only it is an export still arriving.
+        let has_files = series.iter().any(|s| {
+            !ingest::is_transient_name(&lossy(&s.name)) && !is_dicomdir(s) && !matches!(s.kind, Kind::Dir | Kind::Link)
+        });
         if has_files && !has_dirs {
             out.series
                 .push(listing(Place::new(drop_id, &p.name, OsStr::new(SELF)), &series, &index));
@@ -279,10 +286,15 @@ pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
             }
         }
     }
-    // Series folders a DICOMDIR lists that are not here at all: said, once while so.
+    // Series folders a DICOMDIR lists that are not here at all: said, once while so. (Files a
+    // root DICOMDIR lists directly in a patient folder that has sub-folders are never read, and
+    // are refused one by one above.)
     let present: std::collections::HashSet<(String, String)> =
         out.series.iter().map(|s| Index::key_of(&s.place)).collect();
     for (key, listed) in &index.series {
+        if key.1 == SELF && folders.contains(&key.0) {
+            continue;
+        }
         if !present.contains(key) {
             out.refused.push((
                 listed.shown.clone(),
@@ -316,11 +328,12 @@ struct Index {
 
 #[derive(Debug, Default)]
 struct Listed {
-    /// `patient/series` as the DICOMDIR writes it.
+    /// `patient/series` as the DICOMDIR writes it (control characters replaced).
     shown: String,
     /// The DICOMDIR that lists it (`DICOMDIR` or `<patient>/DICOMDIR`).
     source: String,
     files: Vec<String>,
+    seen: std::collections::HashSet<String>,
 }
 
 impl Index {
@@ -346,7 +359,18 @@ impl Index {
             )));
         }
         let bytes = read_small(dir, e, MAX_DICOMDIR_BYTES).map_err(|err| unusable(err.to_string()))?;
-        let ids = ingest::dicom::dicomdir_image_ids(&bytes).map_err(|err| unusable(err.to_string()))?;
+        // Without byte positions, so a DICOMDIR still being copied is reported once, not at
+        // every look.
+        let ids = ingest::dicom::dicomdir_image_ids(&bytes).map_err(|err| {
+            let msg = err.to_string();
+            let cut = [" (at byte ", " at position "]
+                .iter()
+                .filter_map(|m| msg.find(m))
+                .min()
+                .unwrap_or(msg.len());
+            unusable(msg[..cut].to_string())
+        })?;
+        let clean = |s: &str| -> String { s.chars().map(|c| if c.is_control() { '?' } else { c }).collect() };
         let source = match patient {
             Some((p, _)) => format!("{}/{}", lossy(p), lossy(&e.name)),
             None => lossy(&e.name),
@@ -374,11 +398,14 @@ impl Index {
             };
             let key = (p.to_ascii_lowercase(), series.to_ascii_lowercase());
             let listed = self.series.entry(key).or_insert_with(|| Listed {
-                shown: format!("{p}/{series}"),
+                shown: clean(&format!("{p}/{series}")),
                 source: source.clone(),
-                files: Vec::new(),
+                ..Listed::default()
             });
-            listed.files.push(file.clone());
+            // Listed by both the root's and the patient's DICOMDIR: once.
+            if listed.seen.insert(file.to_ascii_lowercase()) {
+                listed.files.push(clean(file));
+            }
         }
         Ok(())
     }
@@ -453,10 +480,11 @@ fn walk_series(
             return;
         }
     };
+    // A DICOMDIR at an intermediate level (`EXPORT/STUDY/DICOMDIR`) does not make it a series.
     let only_dirs = !files.is_empty()
         && files
             .iter()
-            .filter(|f| !ingest::is_transient_name(&lossy(&f.name)))
+            .filter(|f| !ingest::is_transient_name(&lossy(&f.name)) && !is_dicomdir(f))
             .all(|f| matches!(f.kind, Kind::Dir | Kind::Link));
     let has_dirs = files.iter().any(|f| matches!(f.kind, Kind::Dir));
     if !(only_dirs && has_dirs) {
@@ -532,7 +560,7 @@ fn listing(place: Place, files: &[Entry], index: &Index) -> SeriesListing {
     SeriesListing {
         place,
         stat,
-        files: files.len() - transient.len(),
+        files: files.len() - transient.len() - files.iter().filter(|f| is_dicomdir(f)).count(),
         transient,
         missing,
     }
@@ -795,6 +823,23 @@ mod tests {
         assert_eq!(a1, key("a"));
         std::fs::write(drop.join("a/S/IM1.tif"), b"diff").unwrap();
         assert_ne!(a1, key("a"));
+    }
+
+    #[test]
+    fn a_dicomdir_alone_is_no_series_and_does_not_stop_the_walk_into_an_export() {
+        let t = tempfile::tempdir().unwrap();
+        let drop = t.path().join("drop");
+        // A copy that has just begun: the patient folder holds only its DICOMDIR.
+        std::fs::create_dir_all(drop.join("PAT")).unwrap();
+        std::fs::write(drop.join("PAT/DICOMDIR"), b"DICM?").unwrap();
+        // A DICOMDIR at an intermediate level of an export.
+        std::fs::create_dir_all(drop.join("EXPORT/STUDY/SE1")).unwrap();
+        std::fs::write(drop.join("EXPORT/STUDY/DICOMDIR"), b"index").unwrap();
+        std::fs::write(drop.join("EXPORT/STUDY/SE1/IM1"), b"slice").unwrap();
+        let l = list(&drop, "d-1").unwrap();
+        let places: Vec<&Place> = l.series.iter().map(|s| &s.place).collect();
+        assert_eq!(places, [&place("EXPORT", "STUDY/SE1")], "{l:?}");
+        assert_eq!(l.series[0].files, 1);
     }
 
     #[test]

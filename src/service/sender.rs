@@ -104,15 +104,21 @@ pub fn pending(outbox: &Path) -> Vec<PathBuf> {
 /// Remove the copies a kill interrupted inside [`enqueue`] (`.<stamp>-<name>.part`): never
 /// renamed into place, so never queued; the series they belong to had no final result yet and
 /// is processed again, which queues its files anew.
-fn sweep_temporaries(outbox: &Path) -> std::io::Result<()> {
-    for e in std::fs::read_dir(outbox)?.flatten() {
+/// A temporary that cannot be removed is left and said: it is never sent, and it must not keep
+/// the results that are queued from going out.
+fn sweep_temporaries(outbox: &Path) {
+    let Ok(entries) = std::fs::read_dir(outbox) else {
+        return; // start() just created it; the send loop reports an unreadable outbox
+    };
+    for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
         if n.starts_with('.') && n.ends_with(".part") && e.file_type().is_ok_and(|t| t.is_file()) {
-            log::warn!("PACS outbox: removing {n}, a copy interrupted by a stop");
-            std::fs::remove_file(e.path())?;
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => log::warn!("PACS outbox: removed {n}, a copy interrupted by a stop"),
+                Err(err) => log::error!("PACS outbox: cannot remove {n} (a copy interrupted by a stop): {err}"),
+            }
         }
     }
-    Ok(())
 }
 
 /// The sending thread; stops (and joins) when dropped.
@@ -124,7 +130,7 @@ pub struct Sender {
 impl Sender {
     pub fn start(cfg: SendTo, outbox: PathBuf) -> std::io::Result<Sender> {
         std::fs::create_dir_all(&outbox)?;
-        sweep_temporaries(&outbox)?;
+        sweep_temporaries(&outbox);
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         log::info!("DICOM: results are sent to {}", cfg.address);
