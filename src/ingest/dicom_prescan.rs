@@ -322,8 +322,12 @@ impl<'a> Scan<'a> {
         }
         // The VR dicom-rs will read the value as: explicit, or the dictionary's for implicit VR.
         let read_as = if &vr == b"  " { implicit_vr(tag) } else { vr };
-        // "US or SS" tags are read as SS whatever their explicit VR once the pixels are signed.
-        let size = if is_xs(tag) { Some(2) } else { value_size(&read_as) };
+        // "US or SS" tags are read as SS whatever their explicit VR once the pixels are signed,
+        // and as their explicit VR before: the length must suit both (sizes are powers of two).
+        let size = match (is_xs(tag), value_size(&read_as)) {
+            (true, v) => Some(v.unwrap_or(2).max(2)),
+            (false, v) => v,
+        };
         if let Some(size) = size {
             if len as usize % size != 0 {
                 return Err(err(
@@ -575,6 +579,12 @@ mod tests {
         ds.push(0);
         let e = check(&file("1.2.840.10008.1.2.1", &ds)).unwrap_err().to_string();
         assert!(e.contains("not a multiple of its 2-byte values"), "{e}");
+        // Found by fuzzing: Largest Image Pixel Value in Plane (0028,0111, "US or SS") written
+        // as FD with 2 bytes. Unsigned pixels: dicom-rs reads FD, 0 values of 8 bytes, and
+        // lags 2 bytes behind (a 775 MB allocation followed). Both readings must fit.
+        let ds = vec![0x28, 0x00, 0x11, 0x01, b'F', b'D', 2, 0, 0x72, 0x01];
+        let e = check(&file("1.2.840.10008.1.2.1", &ds)).unwrap_err().to_string();
+        assert!(e.contains("not a multiple of its 8-byte values"), "{e}");
     }
 
     #[test]
