@@ -128,6 +128,12 @@ pub struct Header {
     pub instance: Option<i64>,
 }
 
+/// The bounds pre-scan of a bare implicit-VR little-endian data set (a DIMSE command set from a
+/// peer): every declared length must fit in `bytes` before dicom-rs allocates from it.
+pub fn check_implicit_dataset(bytes: &[u8]) -> Result<(), DecodeError> {
+    super::dicom_prescan::check_dataset(bytes, false)
+}
+
 fn open(bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject, DecodeError> {
     if !is_dicom_signature(bytes) {
         return Err(DecodeError::Dicom(

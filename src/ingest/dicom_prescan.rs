@@ -99,6 +99,12 @@ pub fn check(file: &[u8]) -> Result<(), DecodeError> {
     }
 }
 
+/// Check a bare data set (no preamble, no meta group), e.g. a DIMSE command set received from
+/// the network, encoded in implicit VR little endian (`explicit` false) or explicit.
+pub fn check_dataset(bytes: &[u8], explicit: bool) -> Result<(), DecodeError> {
+    Scan::new(bytes, explicit).elements_until_end(0)
+}
+
 /// The VR dicom-rs gives an element in implicit VR (its implicit decoder's rule).
 fn implicit_vr(tag: (u16, u16)) -> [u8; 2] {
     if tag == (0x7FE0, 0x0010) || (tag.0 >> 8 == 0x60 && tag.1 == 0x3000) {

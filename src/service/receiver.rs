@@ -53,7 +53,7 @@ const TRANSFER_SYNTAXES: &[&str] = &[
     "1.2.840.10008.1.2.4.70",
 ];
 const MAX_PDU: u32 = 16 * 1024;
-const MAX_COMMAND_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 const STATUS_SUCCESS: u16 = 0x0000;
 const STATUS_OUT_OF_RESOURCES: u16 = 0xA700;
@@ -362,6 +362,9 @@ enum Command {
 }
 
 fn parse_command(bytes: &[u8]) -> Result<Command, String> {
+    // dicom-rs allocates from declared lengths: a 2 GB one in a 40 KB command set was found by
+    // the dicom_peer fuzz target (fuzz/regressions/dicom_peer/).
+    dcm::check_implicit_dataset(bytes).map_err(|e| format!("command set: {e}"))?;
     let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
     let obj = InMemDicomObject::read_dataset_with_ts(bytes, &ts).map_err(|e| e.to_string())?;
     let int = |tag| -> Result<u16, String> {
@@ -567,4 +570,30 @@ pub fn fuzz_received(mut bytes: &[u8], max_instance: usize) -> usize {
         }
     }
     accepted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_set_declaring_more_than_it_holds_is_refused_before_dicom_rs_allocates() {
+        // (0000,0002) Affected SOP Class UID declaring 2 GB in a 16-byte command set.
+        let mut cmd = vec![0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x7B];
+        cmd.extend_from_slice(b"1.2.840\0");
+        let Err(e) = parse_command(&cmd) else {
+            panic!("accepted")
+        };
+        assert!(
+            e.contains("command set") && e.contains("declares 2063597568 bytes"),
+            "{e}"
+        );
+        // The fuzz finding as the peer sends it: one P-DATA-TF, refused, nothing accepted.
+        let pdu = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/dicom_peer/command-set-declares-2-gb"
+        ))
+        .unwrap();
+        assert_eq!(fuzz_received(&pdu, 1 << 20), 0);
+    }
 }

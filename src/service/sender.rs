@@ -373,6 +373,12 @@ fn store(
                 let mut last = false;
                 for v in data {
                     if v.value_type == PDataValueType::Command {
+                        if rsp.len() + v.data.len() > super::receiver::MAX_COMMAND_BYTES {
+                            return Err(format!(
+                                "C-STORE response longer than {} bytes",
+                                super::receiver::MAX_COMMAND_BYTES
+                            ));
+                        }
                         rsp.extend_from_slice(&v.data);
                         last |= v.is_last;
                     }
@@ -384,6 +390,8 @@ fn store(
             other => return Err(format!("expected a C-STORE response, got {other:?}")),
         }
     }
+    // The PACS is a network peer too: its lengths are checked before dicom-rs allocates.
+    crate::ingest::dicom::check_implicit_dataset(&rsp).map_err(|e| format!("unreadable response: {e}"))?;
     let obj = InMemDicomObject::read_dataset_with_ts(&rsp[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased())
         .map_err(|e| format!("unreadable response: {e}"))?;
     obj.element(tags::STATUS)
