@@ -330,7 +330,9 @@ fn watch_with_inotify_sees_a_copy_long_before_the_next_poll() {
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(at: &Path, mib: u32) -> Option<Tmpfs> {
+    /// `None` where mounting is not permitted: the test `test` is then skipped, loudly, and
+    /// fails under CI (`CTSENTINEL_REQUIRE_SHARED`), which runs as root and must mount.
+    fn mount(at: &Path, mib: u32, test: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(at).unwrap();
         let ok = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
@@ -338,6 +340,13 @@ impl Tmpfs {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
+        if !ok {
+            assert!(
+                std::env::var_os("CTSENTINEL_REQUIRE_SHARED").is_none(),
+                "cannot mount a tmpfs for {test} (CI runs as root and must)"
+            );
+            eprintln!("\n!!! SKIPPED {test}: cannot mount a tmpfs here (not root?) !!!\n");
+        }
         ok.then(|| Tmpfs(at.to_path_buf()))
     }
 }
@@ -351,12 +360,7 @@ impl Drop for Tmpfs {
 #[test]
 fn a_full_state_disk_delays_work_without_losing_or_setting_aside_anything() {
     let outer = tempfile::tempdir().unwrap();
-    let Some(fs) = Tmpfs::mount(&outer.path().join("state"), 4) else {
-        assert!(
-            std::env::var_os("CTSENTINEL_REQUIRE_SHARED").is_none(),
-            "cannot mount a tmpfs for the full-disk test (CI runs as root and must)"
-        );
-        eprintln!("\n!!! SKIPPED a_full_state_disk: cannot mount a tmpfs here (not root?) !!!\n");
+    let Some(fs) = Tmpfs::mount(&outer.path().join("state"), 4, "a_full_state_disk") else {
         return;
     };
     let rig = Rig::with_state(
@@ -447,12 +451,7 @@ fn a_pulled_drop_folder_is_said_and_a_series_dropped_after_it_returns_gets_its_r
 #[test]
 fn a_read_only_state_disk_stops_the_service_at_start_naming_the_folder() {
     let outer = tempfile::tempdir().unwrap();
-    let Some(fs) = Tmpfs::mount(&outer.path().join("state"), 16) else {
-        assert!(
-            std::env::var_os("CTSENTINEL_REQUIRE_SHARED").is_none(),
-            "cannot mount a tmpfs for the read-only test (CI runs as root and must)"
-        );
-        eprintln!("\n!!! SKIPPED a_read_only_state_disk: cannot mount a tmpfs here (not root?) !!!\n");
+    let Some(fs) = Tmpfs::mount(&outer.path().join("state"), 16, "a_read_only_state_disk") else {
         return;
     };
     let ok = std::process::Command::new("mount")
