@@ -19,6 +19,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from training import preprocess  # noqa: E402
+from training.metrics import calibrated  # noqa: E402
 
 PHANTOMS = (0, 1, 2, 3)
 
@@ -40,17 +41,6 @@ def phantom(k: int) -> np.ndarray:
     v[lung] = 174
     v[lung & blob] = 474
     return v.astype(np.uint16)
-
-
-def calibrated(probs, output: dict) -> float:
-    """P(COVID) as the appliance reports it (src/classify/mod.rs `calibrated`): the logit
-    difference divided by the card's temperature, when it has one."""
-    c = output["covid_index"]
-    pc, pn = float(probs[c]), float(probs[1 - c])
-    t = output.get("temperature")
-    if t is None or pc <= 0.0 or pn <= 0.0:
-        return pc
-    return float(1.0 / (1.0 + np.exp(-(np.log(pc) - np.log(pn)) / t)))
 
 
 def main():

@@ -52,7 +52,8 @@ def export_fp32(model: torch.nn.Module, cfg: dict, out: Path) -> Path:
     """fp32 ONNX; a model with `with_evidence` (EfficientNetLite0) gets a second output,
     `evidence` (N x h x w, the exact per-position split of the logit difference), computed in the
     same pass: the appliance shows it without a second model or gradients. `probs` stays the
-    first output, which is all a reader of the first output needs."""
+    first output, which is all a reader of the first output needs. (The FPN network gets its
+    evidence output after quantization, from `training/evidence.py`.)"""
     x = torch.zeros(1, cfg["in_channels"], cfg["input_size"], cfg["input_size"])
     if hasattr(model, "with_evidence"):
         torch.onnx.export(models.WithEvidence(model).eval(), (x,), str(out), input_names=[INPUT],
@@ -150,6 +151,9 @@ def main(argv=None):
     calib, names = calibration_planes(pack, a.calibration, cfg["data"]["seed"], bool(cfg["data"]["use_ct16"]))
     int8 = quantize_int8(fp32, out / f"{cfg['name']}.int8.onnx", calib, a.per_channel)
     store_weights_fp16(fp32, fp32)  # the int8 file was quantized from the full-precision one
+    if cfg["arch"] == "resnet50v2_fpn":  # after quantization, so the map stays in float
+        from . import evidence
+        evidence.rewrite(int8)  # the fp32 reference gets its map in memory (evidence.add_fpn_evidence)
     (out / f"{cfg['name']}.calibration.json").write_text(json.dumps({"count": len(names), "slices": names}, indent=0))
     print(json.dumps({"fp32": str(fp32), "fp32_sha256": sha256(fp32), "int8": str(int8), "int8_sha256": sha256(int8)}))
 

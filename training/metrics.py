@@ -68,3 +68,12 @@ def fit_temperature(y: np.ndarray, z: np.ndarray) -> float:
     return float(np.exp(r.x))
 
 
+def calibrated(probs, output: dict) -> float:
+    """P(COVID) as the appliance reports it (src/classify/mod.rs `calibrated`): the logit
+    difference divided by the card's temperature, when it has one."""
+    c = output["covid_index"]
+    pc, pn = float(probs[c]), float(probs[1 - c])
+    t = output.get("temperature")
+    if t is None or pc <= 0.0 or pn <= 0.0:
+        return pc
+    return float(1.0 / (1.0 + np.exp(-(np.log(pc) - np.log(pn)) / t)))
