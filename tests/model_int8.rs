@@ -247,3 +247,73 @@ fn slices_classified_in_parallel_equal_one_by_one_in_order() {
         assert!((a - b).abs() < 1e-6, "{one_by_one:?} vs {parallel:?}");
     }
 }
+
+/// Issue 16: the evidence map comes from the same int8 run that classifies the slice. It must be
+/// the fp32 reference's map up to quantisation (same graph, `training/evidence.py`, run in ONNX
+/// Runtime), and it must be what the doc says it is: with the graph's constant it sums to the
+/// int8 logit difference the probabilities come from.
+#[test]
+fn evidence_of_tract_int8_matches_the_fp32_reference_and_sums_to_the_logit_on_real_slices() {
+    const TEST: &str = "evidence_of_tract_int8_matches_the_fp32_reference_and_sums_to_the_logit_on_real_slices";
+    let Some(data) = common::shared_or_skip(TEST) else {
+        return;
+    };
+    let Some(py) = common::reference_python_with(TEST, "numpy, tifffile, onnxruntime, onnx") else {
+        return;
+    };
+    let mut files: Vec<_> = [12, 17, 20, 25, 30, 33]
+        .iter()
+        .map(|i| data.join(format!("ct16/covid/ctmd_P001/SR_1/IM{i:05}.tif")))
+        .collect();
+    files.extend([20, 26, 32].iter().map(|i| data.join(format!("ct16/normal/ctmd_normal001/SR_1/IM{i:05}.tif"))));
+    let card_path = common::card_path();
+    let out = std::process::Command::new(py)
+        .arg(common::repo().join("tests/reference/evidence_ref.py"))
+        .arg(&card_path)
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bias = reference["int8_bias"].as_f64().unwrap();
+
+    let mut c = Classifier::load(&card_path, Options { threads: 2 }).unwrap();
+    let mut decoder = ctsentinel::ingest::SliceDecoder::new();
+    let mut correlations = Vec::new();
+    for f in &files {
+        let s = decoder.decode(f).unwrap();
+        let plane = c.plane_from_stored(s.pixels, s.width, s.height);
+        let score = c.score_planes(vec![plane]).unwrap().remove(0);
+        let ours = score.evidence.expect("the shipped card names an evidence output");
+        let theirs = &reference["maps"][f.display().to_string()];
+        let grid: Vec<usize> = serde_json::from_value(theirs["grid"].clone()).unwrap();
+        assert_eq!([ours.rows, ours.cols], [grid[0], grid[1]], "{}", f.display());
+        let want: Vec<f64> = serde_json::from_value(theirs["map"].clone()).unwrap();
+        let got: Vec<f64> = ours.values.iter().map(|&v| f64::from(v)).collect();
+
+        // Exactness of the decomposition on the int8 side: sum + constant = ln p_covid -
+        // ln p_normal of the int8 softmax (p_covid is calibrated: its logit times the card's
+        // temperature), up to the heads' output rounding.
+        let p = f64::from(score.p_covid);
+        let t = c.card().output.temperature.map_or(1.0, f64::from);
+        let logit = t * (p.ln() - (1.0 - p).ln());
+        let sum: f64 = got.iter().sum::<f64>() + bias;
+        if p > 1e-6 && p < 1.0 - 1e-6 {
+            assert!((sum - logit).abs() < 0.3, "{}: evidence sums to {sum}, logit {logit}", f.display());
+        }
+        correlations.push(pearson(&got, &want));
+    }
+    let mean = correlations.iter().sum::<f64>() / correlations.len() as f64;
+    let min = correlations.iter().copied().fold(f64::INFINITY, f64::min);
+    eprintln!("evidence int8 (tract) vs fp32 (onnxruntime): Pearson r mean {mean:.3}, min {min:.3}");
+    assert!(mean >= 0.9 && min >= 0.8, "int8 evidence drifts from the fp32 reference: {correlations:?}");
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}

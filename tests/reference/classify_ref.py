@@ -3,6 +3,7 @@
 (training/preprocess.py) and ONNX Runtime on the same model file, per the model card.
 
 Usage: classify_ref.py CARD.toml MODEL.onnx IMAGE...  -> JSON {image: p_covid}
+P(COVID) is the calibrated one the appliance reports (the card's temperature, if any).
 16-bit TIFFs go through the card's window; 8-bit PNG/JPEG are value/255.
 """
 import json
@@ -17,6 +18,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from training import preprocess  # noqa: E402
+from training.metrics import calibrated  # noqa: E402
 
 
 def plane(path: str, card: dict) -> np.ndarray:
@@ -31,11 +33,10 @@ def main():
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(sys.argv[2], so, providers=["CPUExecutionProvider"])
-    k = card["output"]["covid_index"]
     out = {}
     for p in sys.argv[3:]:
         x = plane(p, card)[None, None].astype(np.float32)
-        out[p] = float(sess.run(None, {card["input"]["name"]: x})[0][0, k])
+        out[p] = calibrated(sess.run(None, {card["input"]["name"]: x})[0][0], card["output"])
     print(json.dumps(out))
 
 
