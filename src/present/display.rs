@@ -107,13 +107,21 @@ pub struct Thumbnail {
     pub gray: Vec<u8>,
     /// Evidence overlay, one value per pixel (0 = none, 255 = the slice's strongest evidence
     /// towards COVID); empty when there is none. Drawn as an orange tint over the gray where it
-    /// is at least [`HEAT_FLOOR`].
+    /// is at least [`HEAT_FLOOR`], outlined in white so the region reads without colour too
+    /// (a monochrome panel, a black-and-white print of the report).
     pub heat: Vec<u8>,
 }
 
 /// Evidence below this share of the slice's strongest is not tinted (the map's weak cells
 /// would otherwise tint the whole lung field).
 pub const HEAT_FLOOR: u8 = 96;
+
+/// The evidence region's outline: white, the brightest a panel shows, so the region reads in
+/// black-and-white terms as well as by its orange tint.
+const OUTLINE: Rgb565 = Rgb565::WHITE;
+
+/// The result screen's legend line when its thumbnail carries evidence.
+pub const EVIDENCE_LEGEND: &str = "Outlined: COVID evidence";
 
 /// Lung window for the thumbnail: -1350..+150 HU (center -600, width 1500).
 const THUMB_WINDOW: (f32, f32) = (-600.0, 1500.0);
@@ -165,9 +173,17 @@ impl Thumbnail {
     fn at(&self, x: u32, y: u32, side: u32) -> Rgb565 {
         // Nearest neighbour from the thumbnail's own size to the drawn square.
         let (tx, ty) = (x * self.side / side.max(1), y * self.side / side.max(1));
-        let i = (ty * self.side + tx) as usize;
+        let n = self.side as usize;
+        let (tx, ty) = (tx as usize, ty as usize);
+        let i = ty * n + tx;
         let g = u32::from(self.gray[i]);
+        let hot = |k: usize| self.heat.get(k).is_some_and(|&h| h >= HEAT_FLOOR);
+        // A tinted pixel with an untinted 4-neighbour (or on the picture's edge) is outline.
+        let edge = || {
+            tx == 0 || ty == 0 || tx + 1 == n || ty + 1 == n || !(hot(i - 1) && hot(i + 1) && hot(i - n) && hot(i + n))
+        };
         match self.heat.get(i) {
+            Some(_) if hot(i) && edge() => OUTLINE,
             Some(&h) if h >= HEAT_FLOOR => {
                 // Orange (255, 128, 0) over the gray, up to 60 % at the strongest evidence.
                 let a = u32::from(h) * 60 / 100;
@@ -370,11 +386,18 @@ pub fn layout(screen: &Screen, w: u32, h: u32) -> Vec<Item> {
                 text_w
             };
             let frac = covid_fraction.map_or("n/a".to_string(), |f| format!("{:.0}%", f * 100.0));
+            let legend = thumbnail
+                .as_ref()
+                .filter(|t| side >= 32 && t.heat.iter().any(|&h| h >= HEAT_FLOOR))
+                .map(|_| EVIDENCE_LEGEND.to_string());
             for text in [
                 format!("COVID {frac} of {selected} slices"),
                 format!("Model: {model}"),
                 format!("Time: {time}"),
-            ] {
+            ]
+            .into_iter()
+            .chain(legend)
+            {
                 items.push(Item::Text {
                     x: margin,
                     y,
@@ -750,4 +773,35 @@ pub fn sample_screens() -> Vec<Screen> {
             reason: "disk low: 80 MiB free, floor 512 MiB: not accepting new series".into(),
         },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_region_is_outlined_so_it_reads_without_colour() {
+        let mut t = Thumbnail {
+            side: 8,
+            gray: vec![60; 64],
+            heat: vec![0; 64],
+        };
+        for y in 2..6 {
+            for x in 2..6 {
+                t.heat[y * 8 + x] = 255;
+            }
+        }
+        let plain = t.at(0, 0, 8);
+        assert_eq!(t.at(2, 2, 8), OUTLINE, "the region's corner");
+        assert_eq!(t.at(5, 3, 8), OUTLINE, "its right edge");
+        let inner = t.at(3, 3, 8);
+        assert!(inner != OUTLINE && inner != plain, "inside: tinted, not outline");
+        assert_eq!(t.at(1, 3, 8), plain, "outside: plain gray");
+        // Drawn larger than the thumbnail, the outline scales with it.
+        assert_eq!(t.at(4, 4, 16), OUTLINE);
+        assert_eq!(t.at(6, 6, 16), inner);
+        // A region reaching the picture's edge is outlined along it.
+        t.heat[0] = 255;
+        assert_eq!(t.at(0, 0, 8), OUTLINE);
+    }
 }

@@ -238,7 +238,7 @@ pub fn layout(
     c.text(
         &format!(
             "Frames: orange = slice called COVID (P(COVID) >= {:.2}), green = not, grey = not classified. \
-             Orange tint on a COVID slice: where the model's evidence towards COVID is strongest (its evidence map).",
+             Orange tint, outlined in white, on a COVID slice: where the model's evidence towards COVID is strongest (its evidence map).",
             input.threshold
         ),
         false,
