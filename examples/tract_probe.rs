@@ -1,6 +1,8 @@
 //! Development probe: load an ONNX model in tract, optimise it, list what the convolutions and
 //! matrix products compute in, time single-slice inference, and profile time per operator type
-//! with tract's own evaluation hook (`SimpleState::run_plan_with_eval`).
+//! with tract's own evaluation hook (`SimpleState::run_plan_with_eval`); also which matrix
+//! kernel tract picked for each product on this CPU. The plan is the appliance's (with
+//! `classify::fastquant`); `TRACT_PROBE_PLAIN=1` probes tract's plan as it comes.
 //! `cargo run --release --example tract_probe -- models/ctsentinel-fpn256.int8.onnx [runs] [input size, default 256]`
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,7 +20,12 @@ fn main() -> TractResult<()> {
         f32::fact([batch.to_dim(), 1.to_dim(), size.to_dim(), size.to_dim()]).into(),
     )?;
     let subs = std::collections::HashMap::from([(batch, 1.to_dim())]);
-    let model = model.into_typed()?.set_symbols(&subs)?.into_optimized()?;
+    let mut model = model.into_typed()?.set_symbols(&subs)?.into_optimized()?;
+    // As the appliance plans it (src/classify/fastquant.rs), unless TRACT_PROBE_PLAIN is set.
+    if std::env::var_os("TRACT_PROBE_PLAIN").is_none() {
+        let n = ctsentinel::classify::fastquant::install(&mut model)?;
+        eprintln!("fastquant: {n} QuantizeLinearU8 replaced");
+    }
     eprintln!("load+optimise {:?}", t.elapsed());
     let mut ops: BTreeMap<String, usize> = BTreeMap::new();
     for n in model.nodes() {
@@ -32,6 +39,24 @@ fn main() -> TractResult<()> {
     }
     for (k, v) in ops {
         println!("{v:4} {k}");
+    }
+    // Which matrix kernel tract picked for each product (issue 17): the CPU's ISA, the tiers
+    // tract_linalg would consider, and the kernels of every OptMatMul, counted by name.
+    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+    println!("isa {:?}", tract_linalg::isa::native());
+    let mut kernels: BTreeMap<String, usize> = BTreeMap::new();
+    for node in model.nodes() {
+        if let Some(op) = node.op_as::<OptMatMul>() {
+            let ks: Vec<String> = op
+                .mmm
+                .iter()
+                .map(|k| format!("{} {}x{}", k.name(), k.mr(), k.nr()))
+                .collect();
+            *kernels.entry(ks.join(" | ")).or_default() += 1;
+        }
+    }
+    for (k, v) in kernels {
+        println!("{v:4} OptMatMul with {k}");
     }
     let plan = model.into_runnable()?;
     let x = Tensor::from_shape(&[1, 1, size, size], &vec![0.3f32; size * size])?;

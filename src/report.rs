@@ -244,5 +244,9 @@ pub struct SelfTestReport {
     /// The CPU features tract's kernels use on this box ([`crate::classify::cpu_kernels`]).
     #[serde(default)]
     pub cpu: String,
+    /// The matrix kernels tract chose for the model on this box, with how many products use each
+    /// ([`crate::classify::Classifier::matmul_kernels`]); empty when the model did not load.
+    #[serde(default)]
+    pub kernels: Vec<String>,
     pub notice: String,
 }

@@ -265,7 +265,11 @@ fn evidence_of_tract_int8_matches_the_fp32_reference_and_sums_to_the_logit_on_re
         .iter()
         .map(|i| data.join(format!("ct16/covid/ctmd_P001/SR_1/IM{i:05}.tif")))
         .collect();
-    files.extend([20, 26, 32].iter().map(|i| data.join(format!("ct16/normal/ctmd_normal001/SR_1/IM{i:05}.tif"))));
+    files.extend(
+        [20, 26, 32]
+            .iter()
+            .map(|i| data.join(format!("ct16/normal/ctmd_normal001/SR_1/IM{i:05}.tif"))),
+    );
     let card_path = common::card_path();
     let out = std::process::Command::new(py)
         .arg(common::repo().join("tests/reference/evidence_ref.py"))
@@ -299,14 +303,21 @@ fn evidence_of_tract_int8_matches_the_fp32_reference_and_sums_to_the_logit_on_re
         let logit = t * (p.ln() - (1.0 - p).ln());
         let sum: f64 = got.iter().sum::<f64>() + bias;
         if p > 1e-6 && p < 1.0 - 1e-6 {
-            assert!((sum - logit).abs() < 0.3, "{}: evidence sums to {sum}, logit {logit}", f.display());
+            assert!(
+                (sum - logit).abs() < 0.3,
+                "{}: evidence sums to {sum}, logit {logit}",
+                f.display()
+            );
         }
         correlations.push(pearson(&got, &want));
     }
     let mean = correlations.iter().sum::<f64>() / correlations.len() as f64;
     let min = correlations.iter().copied().fold(f64::INFINITY, f64::min);
     eprintln!("evidence int8 (tract) vs fp32 (onnxruntime): Pearson r mean {mean:.3}, min {min:.3}");
-    assert!(mean >= 0.9 && min >= 0.8, "int8 evidence drifts from the fp32 reference: {correlations:?}");
+    assert!(
+        mean >= 0.9 && min >= 0.8,
+        "int8 evidence drifts from the fp32 reference: {correlations:?}"
+    );
 }
 
 fn pearson(a: &[f64], b: &[f64]) -> f64 {
@@ -316,4 +327,46 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
     let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
     let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
     cov / (va * vb).sqrt()
+}
+
+/// Issue 17: the appliance's plan swaps tract's scalar QuantizeLinearU8 for the vectorised one
+/// (`classify::fastquant`). It must change nothing: the same probabilities and evidence, bit for
+/// bit, as tract's own plan of the same file, on real slices.
+#[test]
+fn the_vectorised_requantization_leaves_every_output_bit_identical_on_real_slices() {
+    let Some(data) =
+        common::shared_or_skip("the_vectorised_requantization_leaves_every_output_bit_identical_on_real_slices")
+    else {
+        return;
+    };
+    let card = ModelCard::load(&common::card_path()).unwrap();
+    let plain = optimised(&card.model_path());
+    let mut fast = plain.clone();
+    let swapped = ctsentinel::classify::fastquant::install(&mut fast).unwrap();
+    assert!(swapped >= 50, "only {swapped} QuantizeLinearU8 replaced");
+    assert!(plain.nodes().iter().all(|n| n.op().name() != "QuantizeU8Vectorised"));
+    let (plain, fast) = (plain.into_runnable().unwrap(), fast.into_runnable().unwrap());
+    let mut c = Classifier::load(&common::card_path(), Options { threads: 1 }).unwrap();
+    let mut decoder = ctsentinel::ingest::SliceDecoder::new();
+    for i in [12, 20, 30] {
+        let s = decoder
+            .decode(&data.join(format!("ct16/covid/ctmd_P001/SR_1/IM{i:05}.tif")))
+            .unwrap();
+        let plane = c.plane_from_stored(s.pixels, s.width, s.height);
+        let x = Tensor::from_shape(&[1, 1, 256, 256], &plane).unwrap().into_tvalue();
+        let a = plain.run(tvec!(x.clone())).unwrap();
+        let b = fast.run(tvec!(x)).unwrap();
+        assert_eq!(a.len(), b.len());
+        for (ta, tb) in a.iter().zip(&b) {
+            let (va, vb) = (
+                ta.to_plain_array_view::<f32>().unwrap(),
+                tb.to_plain_array_view::<f32>().unwrap(),
+            );
+            assert_eq!(va.shape(), vb.shape());
+            assert!(
+                va.iter().zip(vb.iter()).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "slice {i}: outputs differ"
+            );
+        }
+    }
 }

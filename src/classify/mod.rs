@@ -10,6 +10,7 @@
 //! slice, optimise. Each slice then reuses the same plan.
 
 pub mod card;
+pub mod fastquant;
 pub mod phantom;
 pub mod preprocess;
 
@@ -31,10 +32,12 @@ pub struct SliceScore {
     pub evidence: Option<EvidenceMap>,
 }
 
-/// A model's evidence output (`training/models.py`, `with_evidence`): `rows x cols` values over
-/// the model's input plane, row-major, from the same int8 run as the probabilities; positive
-/// pushes towards COVID. For a pooled-head model the values sum, with the head's bias
-/// difference, to the logit difference `ln p_covid - ln p_normal` (before temperature).
+/// A model's evidence output: `rows x cols` values over the model's input plane, row-major, from
+/// the same int8 run as the probabilities; positive pushes towards COVID. The values sum, with a
+/// constant of the model, to the logit difference `ln p_covid - ln p_normal` (before
+/// temperature): for the paper's FPN network (`training/evidence.py`, 16 x 16 at 256 px) each
+/// cell is its share of the five flatten -> dense heads, up to the int8 heads' rounding; for a
+/// pooled head (`training/models.py`, `with_evidence`) a class-activation map.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvidenceMap {
     pub rows: usize,
@@ -42,7 +45,7 @@ pub struct EvidenceMap {
     pub values: Vec<f32>,
 }
 
-/// Largest evidence grid accepted (a model's feature map; 7 x 7 at 224 px).
+/// Largest evidence grid accepted (a model's feature map: 16 x 16 for the shipped model).
 const MAX_EVIDENCE_SIDE: usize = 64;
 
 /// Why a model could not be loaded or a slice not classified.
@@ -191,6 +194,27 @@ impl Classifier {
     }
 
     /// Side of the square input plane.
+    /// The matrix-product kernels tract chose for this model's plan on this CPU, each with the
+    /// number of products using it (e.g. `avx512vnni_mmm_i32_16x16 16x16: 61`). Unlike
+    /// [`cpu_kernels`] (what the CPU offers), this is what runs: a kernel tract-linalg did not
+    /// compile in (its build-time assembler probe failed) or an environment knob turned off
+    /// shows here.
+    pub fn matmul_kernels(&self) -> Vec<String> {
+        use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for node in self.plan.model().nodes() {
+            if let Some(op) = node.op_as::<OptMatMul>() {
+                let names: Vec<String> = op
+                    .mmm
+                    .iter()
+                    .map(|k| format!("{} {}x{}", k.name(), k.mr(), k.nr()))
+                    .collect();
+                *counts.entry(names.join(" | ")).or_default() += 1;
+            }
+        }
+        counts.into_iter().map(|(k, n)| format!("{k}: {n}")).collect()
+    }
+
     pub fn input_size(&self) -> usize {
         self.card.input.size
     }
@@ -375,7 +399,9 @@ fn optimise(bytes: &[u8], size: usize) -> TractResult<Arc<TypedSimplePlan>> {
         f32::fact([batch.to_dim(), 1.to_dim(), size.to_dim(), size.to_dim()]).into(),
     )?;
     let one = std::collections::HashMap::from([(batch, 1.to_dim())]);
-    model.into_typed()?.set_symbols(&one)?.into_optimized()?.into_runnable()
+    let mut model = model.into_typed()?.set_symbols(&one)?.into_optimized()?;
+    fastquant::install(&mut model)?;
+    model.into_runnable()
 }
 
 #[cfg(test)]

@@ -214,6 +214,9 @@ pub fn selftest_summary(r: &crate::report::SelfTestReport) -> String {
         );
     }
     let _ = writeln!(out, "  cpu: {}", r.cpu);
+    for k in &r.kernels {
+        let _ = writeln!(out, "  matrix kernel: {k}");
+    }
     let _ = writeln!(out, "{}", crate::NOTICE);
     out
 }

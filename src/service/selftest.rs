@@ -105,6 +105,7 @@ pub fn run_keeping(models: &Path, options: Options) -> (SelfTestReport, Option<C
         checks,
         model: classifier.as_ref().map(Classifier::identity),
         cpu: crate::classify::cpu_kernels(),
+        kernels: classifier.as_ref().map(Classifier::matmul_kernels).unwrap_or_default(),
         notice: crate::NOTICE.to_string(),
     };
     (report, classifier)
