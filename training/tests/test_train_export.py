@@ -61,7 +61,18 @@ def test_model_card_is_valid_toml_with_what_the_appliance_reads(tiny_config, tmp
           "heldout": {"int8": m, "fp32": m, "histogram_baseline": m}, "int8_vs_fp32": {"label_agreement": 0.99},
           "ct16_in_training": True}
     files = {"int8": tmp_path / "n.int8.onnx", "fp32": tmp_path / "n.fp32.onnx"}
+    # Whether the card names an evidence output is read from the int8 file's outputs.
+    from onnx import TensorProto, helper
+    def write_model(outputs):
+        nodes = [helper.make_node("Identity", ["input"], [o]) for o in outputs]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, [1]) for o in outputs])
+        onnx.save(helper.make_model(g), str(files["int8"]))
+    write_model(["probs"])
+    assert "evidence" not in tomllib.loads(evaluate.card(ev, cfg, files))["output"]
+    write_model(["probs", "evidence"])
     card = tomllib.loads(evaluate.card(ev, cfg, files))
+    assert card["output"]["evidence"] == "evidence"
     assert card["notice"] == "research use only, not a diagnosis"
     assert card["model"]["sha256"] == "a" * 64 and card["model"]["file"] == "n.int8.onnx"
     assert card["output"]["classes"][card["output"]["covid_index"]] == "covid"
