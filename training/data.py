@@ -145,6 +145,27 @@ def encode_jpeg(plane01: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def encode_png(plane01: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.round(plane01 * 255.0).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# How the pack stores the in-domain 16-bit planes (ct16 slices, the thin DICOM series): losslessly.
+# The appliance feeds the model planes computed straight from the stored values; a JPEG round trip
+# is a different input, and on lung-framed planes (a sharp lung/air edge) it moved P of the same
+# in-sample slices by up to 0.8 (float vs JPEG columns of training/reports/
+# effl0_lung_lopo_covid.jpeg.oos.md). The 8-bit sources stay JPEG: they were JPEG or PNG already.
+PATIENT_CODEC = "png"
+
+
+def pack_round_trip(plane01: np.ndarray, codec: str, quality: int) -> np.ndarray:
+    """What the pack does to a 16-bit plane (`codec` from pack.json, "jpeg" for packs made before
+    PATIENT_CODEC): the plane as training reads it back."""
+    blob = encode_png(plane01) if codec == "png" else encode_jpeg(plane01, quality)
+    return np.asarray(Image.open(io.BytesIO(blob))).astype(np.float32) / 255.0
+
+
 # 8-bit slices have no pixel spacing. lung.py assumes 0.7 mm/px for a slice of unknown spacing,
 # i.e. a 358 mm field of view over 512 px; train8 slices are those fields of view downscaled
 # to 256 px, so the same assumption gives 0.7 * 512 / width mm/px (1.4 mm at 256 px).
@@ -191,8 +212,9 @@ DICOM_THIN = "dicom/normal/ctmd_normal001_thin"
 
 def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float, out: Path,
                quality: int = 90, use_ct16: bool = True, log=print) -> dict:
-    """Map every image into the model representation at `size`, JPEG-encode it (the GPU
-    machine's transfer limit), and write one .npz with images, labels, sources and splits.
+    """Map every image into the model representation at `size`, encode it (JPEG for the 8-bit
+    sources, the GPU machine's transfer limit; PNG for the 16-bit planes, see PATIENT_CODEC), and
+    write one .npz with images, labels, sources and splits.
 
     pre["frame"] == "lung": every slice is lung-framed (training/lung.py); a slice whose mask is
     implausible is left out of the pack and counted per source and verdict (meta["excluded"]).
@@ -232,7 +254,7 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
                     continue
             else:
                 plane = preprocess.preprocess_stored(stored, pre, size)
-            blobs.append(encode_jpeg(plane, quality)); labels.append(r["label"])
+            blobs.append(encode_png(plane)); labels.append(r["label"])
             sources.append("ct16"); splits.append("train"); names.append("ct16/" + r["path"])
         thin = data_root / DICOM_THIN
         if frame == "lung" and thin.is_dir():
@@ -241,7 +263,7 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
                 if plane is None:
                     excluded[f"dicom/{verdict}"] += 1
                     continue
-                blobs.append(encode_jpeg(plane, quality)); labels.append(0)
+                blobs.append(encode_png(plane)); labels.append(0)
                 sources.append("dicom"); splits.append("patient"); names.append(f"{DICOM_THIN}/{name}")
     if excluded:
         log("excluded (implausible lung mask): " + json.dumps(dict(sorted(excluded.items()))))
@@ -252,7 +274,7 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
     meta = {"windows": {s: {"air_value": w.air_value, "tissue_value": w.tissue_value,
                             "hu_range": [round(x, 1) for x in w.hu_range()]} for s, w in windows.items()},
             "counts": dict(sorted(Counter(f"{a}/{b}/{c}" for a, b, c in zip(sources, splits, labels)).items())),
-            "images": len(blobs), "bytes": int(lens.sum()), "frame": frame,
+            "images": len(blobs), "bytes": int(lens.sum()), "frame": frame, "patient_codec": PATIENT_CODEC,
             "excluded": dict(sorted(excluded.items()))}
     return meta
 

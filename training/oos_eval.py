@@ -77,12 +77,6 @@ def p_of(logits: np.ndarray, t: float = 1.0) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def jpeg_round_trip(plane: np.ndarray, quality: int) -> np.ndarray:
-    import io
-
-    from PIL import Image
-    img = Image.open(io.BytesIO(data.encode_jpeg(plane, quality)))
-    return np.asarray(img).astype(np.float32) / 255.0
 
 
 # --- statistics ---
@@ -150,7 +144,7 @@ def decide(classified: int, covid: int) -> tuple[str, float | None]:
 
 
 # --- the patient part ---
-def patient_series(root: Path, ref_python: str, cfg: dict, model, quality: int, log) -> list[dict]:
+def patient_series(root: Path, ref_python: str, cfg: dict, model, round_trip, log) -> list[dict]:
     import tifffile
     pre, size = cfg["preprocessing"], cfg["input_size"]
     ct16 = root / "ct16"
@@ -172,7 +166,7 @@ def patient_series(root: Path, ref_python: str, cfg: dict, model, quality: int, 
         slices = [{"file": f.name, "stored": a, "selected": s, "intercept": lung.DEFAULT_INTERCEPT, "spacing": None,
                    "radiologist": (int(infection[patient][f"{ser}/{f.name}"]) if label == "covid" else None)}
                   for f, a, s in zip(files, stored, sel)]
-        out.append(_classify_series(label, patient, ser, "tiff", slices, pre, size, model, quality,
+        out.append(_classify_series(label, patient, ser, "tiff", slices, pre, size, model, round_trip,
                                     in_manifest=(label, patient, ser) in listed,
                                     pack_prefix=f"ct16/{label}/{patient}/{ser}/"))
         log(f"  {patient}/{ser}: {out[-1]['summary']}")
@@ -182,12 +176,12 @@ def patient_series(root: Path, ref_python: str, cfg: dict, model, quality: int, 
         slices = [{"file": n, "stored": a, "selected": ref_d[n], "intercept": ic, "spacing": sp, "radiologist": None}
                   for n, a, ic, sp in data.dicom_series(thin)]
         out.append(_classify_series("normal", "ctmd_normal001", "thin DICOM (all 154 2 mm slices)", "dicom", slices,
-                                    pre, size, model, quality, in_manifest=False, pack_prefix=f"{data.DICOM_THIN}/"))
+                                    pre, size, model, round_trip, in_manifest=False, pack_prefix=f"{data.DICOM_THIN}/"))
         log(f"  thin DICOM: {out[-1]['summary']}")
     return out
 
 
-def _classify_series(label, patient, ser, kind, slices, pre, size, model, quality, in_manifest, pack_prefix) -> dict:
+def _classify_series(label, patient, ser, kind, slices, pre, size, model, round_trip, in_manifest, pack_prefix) -> dict:
     planes, planes_jpeg, idx = [], [], []
     framed = pre.get("frame", "none") == "lung"
     for i, s in enumerate(slices):
@@ -199,7 +193,7 @@ def _classify_series(label, patient, ser, kind, slices, pre, size, model, qualit
             s["lung_verdict"] = "ok"
             pl = preprocess.preprocess_stored(stored, pre, size)
             planes.append(pl)
-            planes_jpeg.append(jpeg_round_trip(pl, quality))
+            planes_jpeg.append(round_trip(pl))
             idx.append(i)
             continue
         lf = lung.lung_frame(s["stored"], s["intercept"], s["spacing"])
@@ -207,7 +201,7 @@ def _classify_series(label, patient, ser, kind, slices, pre, size, model, qualit
         if lf["verdict"] == "ok":
             pl = lung.framed_input(s["stored"], lf, pre, size, s["intercept"])
             planes.append(pl)
-            planes_jpeg.append(jpeg_round_trip(pl, quality))
+            planes_jpeg.append(round_trip(pl))
             idx.append(i)
     lg = model_logits(model, np.stack(planes)) if planes else np.zeros((0, 2))
     lgj = model_logits(model, np.stack(planes_jpeg)) if planes else np.zeros((0, 2))
@@ -312,6 +306,9 @@ def main(argv=None):
     if weights is None:
         sys.exit(f"{run}: no weights.pt / weights_fp16.pt (has training finished?); --weights names another file")
     quality = cfg["data"]["jpeg_quality"]
+    pack_meta = json.loads((run / "pack.json").read_text()) if (run / "pack.json").exists() else {}
+    codec = pack_meta.get("patient_codec", "jpeg")  # packs made before data.PATIENT_CODEC: JPEG
+    round_trip = lambda pl: data.pack_round_trip(pl, codec, quality)  # noqa: E731
     model = load_model(cfg, weights)
     cfg_ship = config_mod.load(a.shipped_config)
 
@@ -421,7 +418,7 @@ def main(argv=None):
     # 4. patients
     t = time.time()
     log("patients:")
-    series = patient_series(a.data, a.ref_python, cfg, model, quality, log)
+    series = patient_series(a.data, a.ref_python, cfg, model, round_trip, log)
     pats = pool_patients(series)
     # Which shared patients this model trained on (train.trained_patient_mask): all of them with
     # data.use_ct16 except data.exclude_patients (a leave-patients-out fold), none without.
@@ -457,6 +454,7 @@ def main(argv=None):
         "run": str(run), "weights": str(weights), "weights_sha256": sha256(weights),
         "config_name": cfg["name"], "input_size": cfg["input_size"], "frame": cfg["preprocessing"].get("frame"),
         "trained_on_patients": trained_on,
+        "patient_codec": codec,
         "train_metrics_json_heldout": mjson["heldout"] if mjson else None,
         "shipped": {"file": str(a.shipped), "sha256": sha256(a.shipped), "config": str(a.shipped_config),
                     "input": f"{cfg_ship['input_size']} px, unframed, {cfg_ship['preprocessing']}",
@@ -483,6 +481,7 @@ def _f(x, nd=3):
 
 
 def report_md(r: dict) -> str:
+    codec = r.get("patient_codec", "jpeg").upper()
     view = "lung-framed" if r.get("frame") == "lung" else "whole-slice"
     L = [f"# {r['config_name']}: out-of-sample evaluation", "",
          f"**{r['notice'].capitalize()}.** Written by `{r['command']}` ({r['date']}); weights `{r['weights']}` "
@@ -496,9 +495,10 @@ def report_md(r: dict) -> str:
           "Selection per series by `tests/reference/select_ref.py` / `dicom_select_ref.py` (checked equal to "
           "`evaluate.select_mask`). Selected slices with an implausible lung mask are **not classified** (the "
           "appliance's rule) and leave the denominator; the verdict is the 10% rule on the rest. "
-          f"P from float {view} planes (as the appliance would feed them); *JPEG* = the same planes through the "
-          "pack's JPEG round trip (what train.py's ct16_predictions.csv saw).", "",
-          "| patient | out-of-sample? | truth | series | selected | dropped (implausible) | classified | COVID slices | COVID fraction | verdict | right? | verdict (JPEG) |",
+          f"P from float {view} planes (as the appliance would feed them); *{codec}* = the same planes through the "
+          f"pack's {codec} round trip (what train.py's ct16_predictions.csv saw).", "",
+          "| patient | out-of-sample? | truth | series | selected | dropped (implausible) | classified | COVID slices | "
+          f"COVID fraction | verdict | right? | verdict ({codec}) |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in r["patients"]:
         drop = f"{p['dropped_implausible']}" + (f" ({', '.join(f'{k} {v}' for k, v in p['dropped_by_verdict'].items())})"
@@ -518,7 +518,7 @@ def report_md(r: dict) -> str:
     if pc:
         L += ["", f"Cross-check with train.py's `ct16_predictions.csv`: {pc['in_ct16_predictions_csv']} of the "
               f"{pc['classified_slices']} slices classified here are in it (not in it: {pc['not_in_csv']}, series "
-              f"{pc['not_in_csv_series']}); max |ΔP| JPEG-here vs csv {_f(pc['max_abs_p_diff_jpeg_vs_csv'], 5)}, "
+              f"{pc['not_in_csv_series']}); max |ΔP| {codec}-here vs csv {_f(pc['max_abs_p_diff_jpeg_vs_csv'], 5)}, "
               f"float vs csv {_f(pc['max_abs_p_diff_float_vs_csv'], 4)} (label agreement "
               f"{_f(pc['label_agreement_float_vs_csv'], 4)})."]
     rad = r.get("radiologist")
