@@ -35,6 +35,13 @@ fn main() -> anyhow::Result<()> {
             &card.model.sha256,
             card.model.reference_fp32_sha256.as_deref().unwrap_or_default(),
         );
+    // The fp32 reference has no evidence output (training/evidence.py adds it to the int8 file).
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("evidence = "))
+        .map(|l| format!("{l}
+"))
+        .collect();
     std::fs::write(tmp.path().join("card.toml"), text)?;
     std::os::unix::fs::symlink(std::fs::canonicalize(card.dir.join(&fp32))?, tmp.path().join(&fp32))?;
     let n = card.input.size;
