@@ -222,8 +222,9 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
     "patient" (never trained on: evaluation only). ct16 slices keep split "train"; whether
     training uses them is the config's data.use_ct16."""
     frame = pre.get("frame", "none")
-    if frame not in ("none", "lung"):
-        raise ValueError(f"preprocessing.frame must be 'none' or 'lung', not {frame!r}")
+    if frame not in ("none", "lung", "body"):
+        raise ValueError(f"preprocessing.frame must be 'none', 'lung' or 'body', not {frame!r}")
+    from . import lung
     train8 = data_root / "train8"
     rows = read_labels(train8)
     windows = estimate_windows(train8, rows)
@@ -239,6 +240,8 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
             if plane is None:
                 excluded[f"{r['source']}/{verdict}"] += 1
                 continue
+        elif frame == "body":
+            plane = lung.body_input(eight_bit_stored(gray, windows[r["source"]]), pre, size)
         else:
             plane = preprocess.box_resize(luts[r["source"]][gray], size, size)
         blobs.append(encode_jpeg(plane, quality)); labels.append(is_covid(r["label"]))
@@ -252,14 +255,19 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
                 if plane is None:
                     excluded[f"ct16/{verdict}"] += 1
                     continue
+            elif frame == "body":
+                plane = lung.body_input(stored, pre, size)
             else:
                 plane = preprocess.preprocess_stored(stored, pre, size)
             blobs.append(encode_png(plane)); labels.append(r["label"])
             sources.append("ct16"); splits.append("train"); names.append("ct16/" + r["path"])
         thin = data_root / DICOM_THIN
-        if frame == "lung" and thin.is_dir():
+        if frame != "none" and thin.is_dir():
             for name, stored, intercept, spacing in dicom_series(thin):
-                plane, verdict = framed_plane(stored, pre, size, spacing, intercept)
+                if frame == "body":
+                    plane = lung.body_input(stored, pre, size, intercept)
+                else:
+                    plane, verdict = framed_plane(stored, pre, size, spacing, intercept)
                 if plane is None:
                     excluded[f"dicom/{verdict}"] += 1
                     continue

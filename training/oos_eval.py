@@ -191,7 +191,8 @@ def _classify_series(label, patient, ser, kind, slices, pre, size, model, round_
             shift = int(round(s["intercept"] - lung.DEFAULT_INTERCEPT))
             stored = np.clip(s["stored"].astype(np.int64) + shift, 0, 65535).astype(np.uint16)
             s["lung_verdict"] = "ok"
-            pl = preprocess.preprocess_stored(stored, pre, size)
+            pl = (lung.body_input(stored, pre, size) if pre.get("frame") == "body"
+                  else preprocess.preprocess_stored(stored, pre, size))
             planes.append(pl)
             planes_jpeg.append(round_trip(pl))
             idx.append(i)
@@ -482,7 +483,7 @@ def _f(x, nd=3):
 
 def report_md(r: dict) -> str:
     codec = r.get("patient_codec", "jpeg").upper()
-    view = "lung-framed" if r.get("frame") == "lung" else "whole-slice"
+    view = {"lung": "lung-framed", "body": "body-only whole-slice"}.get(r.get("frame"), "whole-slice")
     L = [f"# {r['config_name']}: out-of-sample evaluation", "",
          f"**{r['notice'].capitalize()}.** Written by `{r['command']}` ({r['date']}); weights `{r['weights']}` "
          f"(sha256 `{r['weights_sha256'][:16]}…`), input {r['input_size']} px, frame `{r['frame']}`. "

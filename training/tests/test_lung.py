@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import lung
+from training import lung, preprocess
 
 ROOT = Path(__file__).resolve().parents[2]
 PRE = {"kind": "hu_window", "center": -500.0, "width": 1500.0}
@@ -214,3 +214,22 @@ def test_agrees_with_the_committed_fixture():
         n = want["size"] // 8
         thumb = x.reshape(8, n, 8, n).mean(axis=(1, 3)).ravel()
         np.testing.assert_allclose(thumb, want["thumb8"], atol=1e-6)
+
+
+def test_body_mask_keeps_the_body_with_its_lungs_and_drops_the_table():
+    s = 0.7
+    px = lung.render(lung.chest(), 512, 512, s)
+    m = lung.body_mask(px)
+    assert m[px_at(0, 512, s), px_at(0, 512, s)], "body"
+    assert m[px_at(-5, 512, s), px_at(-70, 512, s)], "lung: inside the body, a filled hole"
+    assert m[px_at(-70, 512, s), px_at(0, 512, s)], "trachea"
+    assert not m[px_at(135, 512, s), px_at(0, 512, s)], "the table is another component"
+    assert not m[0, 0] and not m[-1, -1]
+    pre = {"kind": "hu_window", "center": -500.0, "width": 1500.0}
+    x = lung.body_input(px, pre, 512)
+    air = (-1000.0 - (-1250.0)) / 1500.0
+    assert abs(x[px_at(135, 512, s), px_at(0, 512, s)] - air) < 1e-6, "table set to air"
+    inside = np.zeros_like(m)
+    inside[px_at(-30, 512, s):px_at(30, 512, s), px_at(-30, 512, s):px_at(30, 512, s)] = True
+    np.testing.assert_allclose(x[inside & m], preprocess.preprocess_stored(px, pre, 512)[inside & m])
+    assert not lung.body_mask(np.zeros((8, 8), np.uint16)).any(), "all air: no body"
