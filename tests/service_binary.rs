@@ -290,6 +290,54 @@ fn our_own_panics_are_counted_and_after_three_the_series_is_set_aside() {
     assert!(rig.log().contains("fault injected"), "the panic message is logged");
 }
 
+/// A DICOMDIR whose parsing panics (a parser bug on a hostile file) must not keep the appliance
+/// in a crash loop: the panic is recorded against that file, the next start does not parse it
+/// again, says why, and judges the series beside it by their folders.
+#[test]
+fn a_dicomdir_that_crashes_its_parser_is_not_read_again_and_its_series_still_get_results() {
+    let rig = Rig::new("stability_s = 0.2\npoll_interval_s = 0.05\ndisplay = \"none\"");
+    let dir = rig.series("P", "SE1");
+    let names: Vec<String> = (1..=12).map(|i| format!("IM{i:06}")).collect();
+    for (i, n) in (1..=12).zip(&names) {
+        common::dicom_gen::Slice::ct("1.2.840.99.93", -50.0 - 6.0 * f64::from(i), i).write(&dir.join(n));
+    }
+    let ids: Vec<Vec<&str>> = names.iter().map(|n| vec!["SE1", n.as_str()]).collect();
+    common::dicom_gen::write_dicomdir(&rig.drop_dir().join("P").join("DICOMDIR"), &ids);
+    let env = [("CTSENTINEL_TEST_PANIC_ON_DICOMDIR", "P/DICOMDIR")];
+    let mut child = rig.spawn(&env);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert!(!status.success(), "the injected panic ends the service");
+    assert!(rig
+        .log()
+        .contains("fault injected by CTSENTINEL_TEST_PANIC_ON_DICOMDIR"));
+
+    // The same file, the same fault: the next start must not crash again.
+    let mut child = rig.spawn(&env);
+    let result = rig.result("P", "SE1");
+    wait_until("the series' result", Duration::from_secs(60), || result.exists());
+    sigterm(&child);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(10)).success(),
+        "no second crash"
+    );
+    let journal = rig.journal();
+    assert_eq!(
+        journal
+            .lines()
+            .filter(|l| l.contains("\"state\":\"crashed\"") && l.contains("dicomdir:"))
+            .count(),
+        1,
+        "{journal}"
+    );
+    assert!(
+        rig.log().contains("reading it crashed the service before"),
+        "the refusal is said: {}",
+        rig.log()
+    );
+    let v = json(&result);
+    assert_eq!(v["series"][0]["slices"].as_array().unwrap().len(), 12, "{v}");
+}
+
 #[test]
 fn sigterm_while_idle_exits_0_promptly() {
     let rig = Rig::new("poll_interval_s = 30\ndisplay = \"none\"");

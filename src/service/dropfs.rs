@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use sha2::{Digest, Sha256};
 
+use super::crashkey::InProgress;
 use super::machine::Place;
 use crate::ingest::{self, MAX_FILE_BYTES};
 
@@ -181,10 +182,36 @@ fn link_reason() -> String {
     "symbolic link: links are never followed in a drop folder".to_string()
 }
 
+/// What keeps a DICOMDIR that crashes its parser from crashing the service at every look: the
+/// crash marker our panic hook writes while one is parsed (`super::crashkey`), and the keys of
+/// those that already crashed it once (from the journal), which are not parsed again. The
+/// default (no marker, nothing poisoned) is for callers outside the service.
+#[derive(Debug, Default, Clone)]
+pub struct DicomdirGuard {
+    pub marker: Option<PathBuf>,
+    pub poisoned: std::collections::HashSet<String>,
+}
+
+impl DicomdirGuard {
+    /// Prefix of a DICOMDIR's crash key in the journal.
+    pub const PREFIX: &'static str = "dicomdir:";
+
+    /// The key of DICOMDIR `source` (as `Index::read` names it) of drop `drop_id` with this size
+    /// and modification time: a new or rewritten file gets a new key, hence a new chance.
+    fn key(drop_id: &str, source: &str, e: &Entry) -> String {
+        format!("{}{drop_id}/{source}@{}:{}", Self::PREFIX, e.size, e.mtime_ns)
+    }
+}
+
 /// Look at a drop folder: `<drop>/<patient>/<series>/`, where `<series>` may be nested (a USB
 /// export's `DICOM/ST000/SE000/`: patient `DICOM`, series `ST000/SE000`; see [`walk_series`]).
-/// Nothing is read but folder entries.
+/// Nothing is read but folder entries and DICOMDIRs.
 pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
+    list_guarded(root, drop_id, &DicomdirGuard::default())
+}
+
+/// [`list`], with the service's [`DicomdirGuard`].
+pub fn list_guarded(root: &Path, drop_id: &str, guard: &DicomdirGuard) -> Result<DropListing, DropError> {
     let rootfd = open_root(root)?;
     let top = entries(&rootfd).map_err(|source| DropError::Root {
         path: root.to_path_buf(),
@@ -192,7 +219,11 @@ pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
     })?;
     let mut out = DropListing::default();
     // DICOMDIRs first: the series folders are compared with them as they are listed.
-    let mut index = Index::default();
+    let mut index = Index {
+        drop_id,
+        guard,
+        series: BTreeMap::new(),
+    };
     // Patient folders, lower-cased.
     let folders: std::collections::HashSet<String> = top
         .iter()
@@ -320,8 +351,9 @@ fn is_dicomdir(e: &Entry) -> bool {
 /// lists `PATIENT/…/SERIES/FILE` (a stick mounted as the drop folder); one in a patient folder
 /// lists `…/SERIES/FILE` below it. Names are compared ASCII case-insensitively, as DICOM file
 /// IDs are upper case and a FAT stick may show them in lower case.
-#[derive(Debug, Default)]
-struct Index {
+struct Index<'a> {
+    drop_id: &'a str,
+    guard: &'a DicomdirGuard,
     /// (patient, series), lower-cased → what is listed there.
     series: BTreeMap<(String, String), Listed>,
 }
@@ -336,7 +368,7 @@ struct Listed {
     seen: std::collections::HashSet<String>,
 }
 
-impl Index {
+impl Index<'_> {
     fn key_of(place: &Place) -> (String, String) {
         (
             lossy(&place.patient_os()).to_ascii_lowercase(),
@@ -358,7 +390,24 @@ impl Index {
                 e.size
             )));
         }
+        let source = match patient {
+            Some((p, _)) => format!("{}/{}", lossy(p), lossy(&e.name)),
+            None => lossy(&e.name),
+        };
+        let crash_key = DicomdirGuard::key(self.drop_id, &source, e);
+        if self.guard.poisoned.contains(&crash_key) {
+            return Err(unusable(
+                "reading it crashed the service before, a fault in ctsentinel to report; it is not read again".into(),
+            ));
+        }
         let bytes = read_small(dir, e, MAX_DICOMDIR_BYTES).map_err(|err| unusable(err.to_string()))?;
+        // While it is parsed, a panic records this key (the next start stops parsing it).
+        let _parsing = self
+            .guard
+            .marker
+            .as_ref()
+            .map(|m| InProgress::new(m.clone(), &crash_key, &format!("DICOMDIR {source}")));
+        dicomdir_fault_injection(&source);
         // Without byte positions, so a DICOMDIR still being copied is reported once, not at
         // every look.
         let ids = ingest::dicom::dicomdir_image_ids(&bytes).map_err(|err| {
@@ -371,10 +420,6 @@ impl Index {
             unusable(msg[..cut].to_string())
         })?;
         let clean = |s: &str| -> String { s.chars().map(|c| if c.is_control() { '?' } else { c }).collect() };
-        let source = match patient {
-            Some((p, _)) => format!("{}/{}", lossy(p), lossy(&e.name)),
-            None => lossy(&e.name),
-        };
         let flat = patient.is_some_and(|(_, flat)| flat);
         for id in ids {
             let (p, rest) = match patient {
@@ -539,6 +584,19 @@ fn open_series(pfd: &OwnedFd, series: &OsStr) -> std::io::Result<OwnedFd> {
     }
     fd.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty series name"))
 }
+
+/// Test builds only: `CTSENTINEL_TEST_PANIC_ON_DICOMDIR=<source>` (e.g. `DICOMDIR`,
+/// `<patient>/DICOMDIR`) makes parsing that DICOMDIR panic, the way a parser bug would, so the
+/// crash guard can be tested on the real binary.
+#[cfg(debug_assertions)]
+fn dicomdir_fault_injection(source: &str) {
+    if std::env::var_os("CTSENTINEL_TEST_PANIC_ON_DICOMDIR").is_some_and(|t| t.to_string_lossy() == source) {
+        panic!("fault injected by CTSENTINEL_TEST_PANIC_ON_DICOMDIR for {source}");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn dicomdir_fault_injection(_: &str) {}
 
 fn listing(place: Place, files: &[Entry], index: &Index) -> SeriesListing {
     let transient: Vec<String> = files

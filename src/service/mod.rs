@@ -14,6 +14,7 @@
 //!   and by `ctsentinel selftest`), [`heap`] (housekeeping a months-long process needs).
 
 pub mod config;
+mod crashkey;
 pub mod display_task;
 pub mod dropfs;
 pub mod event;

@@ -20,12 +20,13 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use heapless::Deque;
 
 use super::config::Config;
+use super::crashkey::{install_crash_hook, InProgress};
 use super::display_task::{self, Display};
 use super::dropfs::{self, DropError, Snapshot};
 use super::event::Event;
@@ -93,60 +94,6 @@ enum AttemptError {
 /// Capacity of the queue of events kept for [`Service::drain_events`] (oldest dropped).
 pub const EVENT_QUEUE: usize = 64;
 
-/// Keys being processed right now, with their crash-marker path: what our panic hook records.
-static IN_PROGRESS: Mutex<Vec<(PathBuf, String, String)>> = Mutex::new(Vec::new());
-
-/// Install (once per process) the panic hook that writes `<state>/crash` for the key being
-/// processed, then runs the previous hook. With `panic = "abort"` (the shipped profile) the
-/// process ends right after; systemd restarts it and the next start journals the crash.
-pub fn install_crash_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            // try_lock: never deadlock in a panic; a poisoned lock still holds plain data.
-            let guard = match IN_PROGRESS.try_lock() {
-                Ok(g) => Some(g),
-                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => None,
-            };
-            if let Some(g) = guard {
-                for (marker, key, series) in g.iter() {
-                    let text = serde_json::json!({"key": key, "series": series, "panic": info.to_string()});
-                    let _ = write_atomic(marker, format!("{text}\n").as_bytes());
-                }
-            }
-            previous(info);
-        }));
-    });
-}
-
-fn in_progress_lock() -> std::sync::MutexGuard<'static, Vec<(PathBuf, String, String)>> {
-    IN_PROGRESS.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Marks a key as being processed for as long as it lives.
-struct InProgress {
-    marker: PathBuf,
-    key: String,
-}
-
-impl InProgress {
-    fn new(marker: PathBuf, key: &str, series: &str) -> InProgress {
-        in_progress_lock().push((marker.clone(), key.to_string(), series.to_string()));
-        InProgress {
-            marker,
-            key: key.to_string(),
-        }
-    }
-}
-
-impl Drop for InProgress {
-    fn drop(&mut self) {
-        in_progress_lock().retain(|(m, k, _)| !(m == &self.marker && k == &self.key));
-    }
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -169,6 +116,8 @@ pub struct Service<F: FreeSpace> {
     drops: Vec<(PathBuf, String)>,
     events: Deque<Event, EVENT_QUEUE>,
     compacted: bool,
+    /// The crash guard of the DICOMDIRs in the drop folders (see `crashkey`).
+    dicomdirs: dropfs::DicomdirGuard,
 }
 
 impl<F: FreeSpace> Service<F> {
@@ -190,7 +139,18 @@ impl<F: FreeSpace> Service<F> {
         sweep_stale_temporaries(&layout.results());
         let mut journal = Journal::open(&layout.journal())?;
         record_crash(&layout, &mut journal)?;
-        let machine = Machine::new(Settings::new(config.stability), journal.replay());
+        let replay = journal.replay();
+        // A DICOMDIR that crashed its parser once is not parsed again (see crashkey).
+        let dicomdirs = dropfs::DicomdirGuard {
+            marker: Some(layout.crash_marker()),
+            poisoned: replay
+                .crashes
+                .keys()
+                .filter(|k| k.starts_with(dropfs::DicomdirGuard::PREFIX))
+                .cloned()
+                .collect(),
+        };
+        let machine = Machine::new(Settings::new(config.stability), replay);
         let drops = config.drop.iter().map(|d| (d.clone(), layout::drop_id(d))).collect();
         let model = classifier.identity();
         let idle = Screen::Idle {
@@ -217,6 +177,7 @@ impl<F: FreeSpace> Service<F> {
             drops,
             events: Deque::new(),
             compacted: false,
+            dicomdirs,
         })
     }
 
@@ -251,7 +212,7 @@ impl<F: FreeSpace> Service<F> {
     pub fn tick(&mut self, now: Duration) -> usize {
         for i in 0..self.drops.len() {
             let (path, id) = self.drops[i].clone();
-            match dropfs::list(&path, &id) {
+            match dropfs::list_guarded(&path, &id, &self.dicomdirs) {
                 Ok(listing) => {
                     for e in self.machine.listed(now, &id, &listing) {
                         self.publish(e);
