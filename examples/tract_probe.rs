@@ -2,7 +2,8 @@
 //! matrix products compute in, time single-slice inference, and profile time per operator type
 //! with tract's own evaluation hook (`SimpleState::run_plan_with_eval`); also which matrix
 //! kernel tract picked for each product on this CPU. The plan is the appliance's (with
-//! `classify::fastquant`); `TRACT_PROBE_PLAIN=1` probes tract's plan as it comes.
+//! `classify::fastquant`); `TRACT_PROBE_PLAIN=1` probes tract's plan as it comes,
+//! `TRACT_PROBE_NO_FUSE=1` the plan with the vectorised requantization but no ReLU tables.
 //! `cargo run --release --example tract_probe -- models/ctsentinel-fpn256.int8.onnx [runs] [input size, default 256]`
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -23,8 +24,13 @@ fn main() -> TractResult<()> {
     let mut model = model.into_typed()?.set_symbols(&subs)?.into_optimized()?;
     // As the appliance plans it (src/classify/fastquant.rs), unless TRACT_PROBE_PLAIN is set.
     if std::env::var_os("TRACT_PROBE_PLAIN").is_none() {
-        let n = ctsentinel::classify::fastquant::install(&mut model)?;
-        eprintln!("fastquant: {n} QuantizeLinearU8 replaced");
+        if std::env::var_os("TRACT_PROBE_NO_FUSE").is_some() {
+            let n = ctsentinel::classify::fastquant::replace_quantize(&mut model)?;
+            eprintln!("fastquant: {n} QuantizeLinearU8 replaced, no fusion");
+        } else {
+            let (n, f) = ctsentinel::classify::fastquant::install(&mut model)?;
+            eprintln!("fastquant: {n} QuantizeLinearU8 replaced, {f} ReLU chains fused to lookup tables");
+        }
     }
     eprintln!("load+optimise {:?}", t.elapsed());
     let mut ops: BTreeMap<String, usize> = BTreeMap::new();

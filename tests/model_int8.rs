@@ -342,8 +342,9 @@ fn the_vectorised_requantization_leaves_every_output_bit_identical_on_real_slice
     let card = ModelCard::load(&common::card_path()).unwrap();
     let plain = optimised(&card.model_path());
     let mut fast = plain.clone();
-    let swapped = ctsentinel::classify::fastquant::install(&mut fast).unwrap();
+    let (swapped, fused) = ctsentinel::classify::fastquant::install(&mut fast).unwrap();
     assert!(swapped >= 50, "only {swapped} QuantizeLinearU8 replaced");
+    assert!(fused >= 16, "only {fused} ReLU chains fused");
     assert!(plain.nodes().iter().all(|n| n.op().name() != "QuantizeU8Vectorised"));
     let (plain, fast) = (plain.into_runnable().unwrap(), fast.into_runnable().unwrap());
     let mut c = Classifier::load(&common::card_path(), Options { threads: 1 }).unwrap();

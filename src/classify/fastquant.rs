@@ -1,4 +1,5 @@
-//! A vectorisable `QuantizeLinear` (f32 -> u8) for tract plans (issue 17).
+//! A vectorisable `QuantizeLinear` (f32 -> u8) and byte-to-byte ReLU tables for tract plans
+//! (issue 17).
 //!
 //! Why: the shipped int8 graph re-quantizes every float island (BatchNorm, ReLU, residual Add,
 //! Concat run in float between the QLinearConv / QLinearMatMul nodes) back to u8. tract 0.23's
@@ -10,12 +11,17 @@
 //! What: [`install`] swaps each such node of an optimised plan for [`QuantizeU8`], which gives
 //! **bit-identical** bytes (the test below compares it with tract's own function on edge cases
 //! and millions of random values; for |x / scale| beyond 2^31, where tract's i32 arithmetic
-//! overflows, it saturates as ONNX specifies) with a branch-free loop LLVM vectorises on every target,
-//! baseline x86-64 (SSE2) included: round-ties-to-even by adding and subtracting 1.5 * 2^23
-//! (exact for |v| < 2^22, so v is first clamped to +-512, which cannot change a saturated
-//! result), then the zero point, then saturation to 0..255, read back from the float's bits.
-//! NaN maps to the zero point, as in tract. No unsafe code. Measured on 4M values, one thread:
-//! 0.3-0.5 ns per value against tract's 2.3-2.8 ns (near memory bandwidth).
+//! overflows, it saturates as ONNX specifies) with a branch-free loop LLVM vectorises on every
+//! target, baseline x86-64 (SSE2) included: round-ties-to-even by adding and subtracting
+//! 1.5 * 2^23 (exact for |v| < 2^22, so v is first clamped to +-512, which cannot change a
+//! saturated result), then the zero point, then saturation to 0..255, read back from the float's
+//! bits. NaN maps to the zero point, as in tract. No unsafe code. Measured on 4M values, one
+//! thread: 0.3-0.5 ns per value against tract's 2.3-2.8 ns (near memory bandwidth).
+//!
+//! Then [`fuse_relu_requantize`] turns each `dequantize -> ReLU -> requantize` between two
+//! integer convolutions (32 in the shipped model) into one 256-entry lookup table, computed with
+//! the same arithmetic: one byte read and written per value instead of two float passes.
+//! `tests/model_int8.rs` checks the whole plan's outputs bit for bit against tract's own plan.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::element_wise::{ElementWiseMiniOp, ElementWiseOp};
@@ -86,9 +92,81 @@ impl ElementWiseMiniOp for QuantizeU8 {
     }
 }
 
+/// Speed up an optimised plan without changing any output bit: [`replace_quantize`], then
+/// [`fuse_relu_requantize`]. Returns (quantize ops replaced, ReLU chains fused).
+pub fn install(model: &mut TypedModel) -> TractResult<(usize, usize)> {
+    let replaced = replace_quantize(model)?;
+    let fused = fuse_relu_requantize(model)?;
+    Ok((replaced, fused))
+}
+
+/// `DequantizeLinear(u8) -> max(x, c) -> QuantizeU8` (a ReLU between two integer convolutions,
+/// run in float because tract sees the ReLU as a binary op and stops its own lookup-table fusion
+/// there) maps a byte to a byte: one 256-entry table computes it, reading and writing one byte
+/// per value instead of a float pass each way. The table is computed with the same arithmetic
+/// as the three ops (tract's dequantization formula, `f32::max`, [`quantize`]), so outputs are
+/// unchanged. Only chains whose every link has a single consumer are fused. Returns how many.
+pub fn fuse_relu_requantize(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_onnx::tract_core::ops::binary::OptBinByScalar;
+    use tract_onnx::tract_core::ops::quant::{lookup_table, DequantizeLinearF32};
+    let mut fused = 0;
+    loop {
+        let mut found = None;
+        for node in model.nodes() {
+            let Some(dq) = node.op_as::<DequantizeLinearF32>() else {
+                continue;
+            };
+            let [input] = node.inputs[..] else { continue };
+            if model.outlet_fact(input)?.datum_type != u8::datum_type() {
+                continue;
+            }
+            let Some(relu) = model.single_succ(node.id)? else {
+                continue;
+            };
+            let Some(max) = relu.op_as::<OptBinByScalar>() else {
+                continue;
+            };
+            if max.binop.name() != "Max" || relu.inputs.len() != 2 || relu.inputs[0] != OutletId::new(node.id, 0) {
+                continue;
+            }
+            let Some(c) = model.outlet_fact(relu.inputs[1])?.konst.clone() else {
+                continue;
+            };
+            if c.datum_type() != f32::datum_type() || c.len() != 1 {
+                continue;
+            }
+            let c = c.try_as_plain_ram()?.as_slice::<f32>()?[0];
+            let Some(q) = model.single_succ(relu.id)? else { continue };
+            let Some(fq) = q
+                .op_as::<ElementWiseOp>()
+                .and_then(|ew| ew.0.downcast_ref::<QuantizeU8>())
+            else {
+                continue;
+            };
+            let xs: Vec<f32> = (0..=255u8)
+                .map(|v| ((i32::from(v) - dq.zero_point) as f32 * dq.scale).max(c))
+                .collect();
+            let mut table = vec![0u8; 256];
+            quantize(&xs, &mut table, fq.scale, fq.zero_point);
+            found = Some((node.name.clone(), input, q.id, table));
+            break;
+        }
+        let Some((name, input, q_id, table)) = found else { break };
+        let mut patch = TypedModelPatch::default();
+        let wire = patch.tap_model(model, input)?;
+        let lut = lookup_table(tract_linalg::routines::lut_u8(&table)?);
+        let wire = patch.wire_node(format!("{name}.relu_lut"), lut, &[wire])?[0];
+        patch.shunt_outside(model, OutletId::new(q_id, 0), wire)?;
+        patch.apply(model)?;
+        model.compact()?;
+        fused += 1;
+    }
+    Ok(fused)
+}
+
 /// Replace every f32 -> u8 `QuantizeLinearU8` of an optimised model by [`QuantizeU8`]; returns
 /// how many were replaced. Other quantize ops (i8 outputs, f16 or i32 inputs) are left as they are.
-pub fn install(model: &mut TypedModel) -> TractResult<usize> {
+pub fn replace_quantize(model: &mut TypedModel) -> TractResult<usize> {
     let mut swaps = Vec::new();
     for node in model.nodes() {
         let Some(ew) = node.op_as::<ElementWiseOp>() else {
