@@ -39,8 +39,7 @@ fn main() -> anyhow::Result<()> {
     let text: String = text
         .lines()
         .filter(|l| !l.starts_with("evidence = "))
-        .map(|l| format!("{l}
-"))
+        .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(tmp.path().join("card.toml"), text)?;
     std::os::unix::fs::symlink(std::fs::canonicalize(card.dir.join(&fp32))?, tmp.path().join(&fp32))?;

@@ -46,23 +46,10 @@ fn main() -> TractResult<()> {
     for (k, v) in ops {
         println!("{v:4} {k}");
     }
-    // Which matrix kernel tract picked for each product (issue 17): the CPU's ISA, the tiers
-    // tract_linalg would consider, and the kernels of every OptMatMul, counted by name.
-    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+    // Which matrix kernel tract picked for each product (issue 17), and the CPU's ISA.
     println!("isa {:?}", tract_linalg::isa::native());
-    let mut kernels: BTreeMap<String, usize> = BTreeMap::new();
-    for node in model.nodes() {
-        if let Some(op) = node.op_as::<OptMatMul>() {
-            let ks: Vec<String> = op
-                .mmm
-                .iter()
-                .map(|k| format!("{} {}x{}", k.name(), k.mr(), k.nr()))
-                .collect();
-            *kernels.entry(ks.join(" | ")).or_default() += 1;
-        }
-    }
-    for (k, v) in kernels {
-        println!("{v:4} OptMatMul with {k}");
+    for k in ctsentinel::classify::matmul_kernels(&model) {
+        println!("  OptMatMul with {k}");
     }
     let plan = model.into_runnable()?;
     let x = Tensor::from_shape(&[1, 1, size, size], &vec![0.3f32; size * size])?;

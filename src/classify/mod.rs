@@ -137,6 +137,27 @@ pub fn cpu_kernels() -> String {
     }
 }
 
+/// The matrix-product kernels tract chose for an optimised model on this CPU, each with the
+/// number of products using it (e.g. `avx512vnni_mmm_i32_16x16 16x16: 56`). Unlike
+/// [`cpu_kernels`] (what the CPU offers), this is what runs: a kernel tract-linalg did not
+/// compile in (its build-time assembler probe failed) or an environment knob turned off shows
+/// here. The self-test reports it; `examples/tract_probe` prints it.
+pub fn matmul_kernels(model: &TypedModel) -> Vec<String> {
+    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for node in model.nodes() {
+        if let Some(op) = node.op_as::<OptMatMul>() {
+            let names: Vec<String> = op
+                .mmm
+                .iter()
+                .map(|k| format!("{} {}x{}", k.name(), k.mr(), k.nr()))
+                .collect();
+            *counts.entry(names.join(" | ")).or_default() += 1;
+        }
+    }
+    counts.into_iter().map(|(k, n)| format!("{k}: {n}")).collect()
+}
+
 /// Hex SHA-256 of a byte slice.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -193,28 +214,13 @@ impl Classifier {
         self.card.identity()
     }
 
-    /// Side of the square input plane.
-    /// The matrix-product kernels tract chose for this model's plan on this CPU, each with the
-    /// number of products using it (e.g. `avx512vnni_mmm_i32_16x16 16x16: 61`). Unlike
-    /// [`cpu_kernels`] (what the CPU offers), this is what runs: a kernel tract-linalg did not
-    /// compile in (its build-time assembler probe failed) or an environment knob turned off
-    /// shows here.
+    /// The matrix-product kernels tract chose for this model's plan on this CPU (see
+    /// [`matmul_kernels`]).
     pub fn matmul_kernels(&self) -> Vec<String> {
-        use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
-        let mut counts = std::collections::BTreeMap::<String, usize>::new();
-        for node in self.plan.model().nodes() {
-            if let Some(op) = node.op_as::<OptMatMul>() {
-                let names: Vec<String> = op
-                    .mmm
-                    .iter()
-                    .map(|k| format!("{} {}x{}", k.name(), k.mr(), k.nr()))
-                    .collect();
-                *counts.entry(names.join(" | ")).or_default() += 1;
-            }
-        }
-        counts.into_iter().map(|(k, n)| format!("{k}: {n}")).collect()
+        matmul_kernels(self.plan.model())
     }
 
+    /// Side of the square input plane.
     pub fn input_size(&self) -> usize {
         self.card.input.size
     }
