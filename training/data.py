@@ -278,7 +278,7 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
     lens = np.array([len(b) for b in blobs], dtype=np.int64)
     np.savez(out, blob=np.frombuffer(b"".join(blobs), dtype=np.uint8), lens=lens,
              label=np.array(labels, dtype=np.int64), source=np.array(sources), split=np.array(splits),
-             name=np.array(names))
+             name=np.array(names), patient_codec=np.array(PATIENT_CODEC))
     meta = {"windows": {s: {"air_value": w.air_value, "tissue_value": w.tissue_value,
                             "hu_range": [round(x, 1) for x in w.hu_range()]} for s, w in windows.items()},
             "counts": dict(sorted(Counter(f"{a}/{b}/{c}" for a, b, c in zip(sources, splits, labels)).items())),
@@ -292,4 +292,7 @@ def load_pack(path: Path) -> dict:
     offs = np.concatenate([[0], np.cumsum(z["lens"])])
     blob = z["blob"].tobytes()
     imgs = np.stack([np.asarray(Image.open(io.BytesIO(blob[offs[i]:offs[i + 1]]))) for i in range(len(z["lens"]))])
-    return {"images": imgs, "label": z["label"], "source": z["source"], "split": z["split"], "name": z["name"]}
+    # How the 16-bit planes were stored travels with the pack; packs made before it: JPEG.
+    codec = str(z["patient_codec"]) if "patient_codec" in z.files else "jpeg"
+    return {"images": imgs, "label": z["label"], "source": z["source"], "split": z["split"], "name": z["name"],
+            "patient_codec": codec}

@@ -218,7 +218,12 @@ def body_mask(stored: np.ndarray, intercept: float = DEFAULT_INTERCEPT) -> np.nd
 
 def body_input(stored: np.ndarray, pre: dict, size: int, intercept: float = DEFAULT_INTERCEPT) -> np.ndarray:
     """The whole slice with everything outside `body_mask` set to air, windowed, box-resized
-    (`[preprocessing] frame = "body"`)."""
+    (`[preprocessing] frame = "body"`). Stored values with another intercept are first re-based
+    to HU + 1024, the convention `preprocess.window` reads."""
+    shift = int(round(intercept - DEFAULT_INTERCEPT))
+    if shift:
+        stored = np.clip(np.asarray(stored).astype(np.int64) + shift, 0, 65535).astype(np.uint16)
+        intercept = DEFAULT_INTERCEPT
     v = np.where(body_mask(stored, intercept), stored, air_stored(intercept)).astype(np.uint16)
     return preprocess.box_resize(preprocess.window(v, pre), size, size)
 

@@ -307,15 +307,14 @@ def main(argv=None):
     if weights is None:
         sys.exit(f"{run}: no weights.pt / weights_fp16.pt (has training finished?); --weights names another file")
     quality = cfg["data"]["jpeg_quality"]
-    pack_meta = json.loads((run / "pack.json").read_text()) if (run / "pack.json").exists() else {}
-    codec = pack_meta.get("patient_codec", "jpeg")  # packs made before data.PATIENT_CODEC: JPEG
-    round_trip = lambda pl: data.pack_round_trip(pl, codec, quality)  # noqa: E731
     model = load_model(cfg, weights)
     cfg_ship = config_mod.load(a.shipped_config)
 
     # 1. held-out slices of the pack: new model
     t = time.time()
     pack = data.load_pack(run / "pack.npz")
+    codec = pack["patient_codec"]  # what training saw of the 16-bit planes (data.PATIENT_CODEC)
+    round_trip = lambda pl: data.pack_round_trip(pl, codec, quality)  # noqa: E731
     held = np.flatnonzero(pack["split"] == "heldout")
     if a.limit:
         held = np.sort(np.random.default_rng(0).choice(held, a.limit, replace=False))

@@ -233,3 +233,11 @@ def test_body_mask_keeps_the_body_with_its_lungs_and_drops_the_table():
     inside[px_at(-30, 512, s):px_at(30, 512, s), px_at(-30, 512, s):px_at(30, 512, s)] = True
     np.testing.assert_allclose(x[inside & m], preprocess.preprocess_stored(px, pre, 512)[inside & m])
     assert not lung.body_mask(np.zeros((8, 8), np.uint16)).any(), "all air: no body"
+
+
+def test_body_input_reads_stored_values_of_any_intercept_as_hu():
+    px = lung.render(lung.chest(), 256, 256, 1.4)  # HU + 1024
+    pre = {"kind": "hu_window", "center": -500.0, "width": 1500.0}
+    shifted = (px.astype(np.int64) + 24).astype(np.uint16)  # the same HU stored with intercept -1048
+    np.testing.assert_array_equal(lung.body_input(shifted, pre, 128, intercept=-1048.0),
+                                  lung.body_input(px, pre, 128))
