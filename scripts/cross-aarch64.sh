@@ -42,12 +42,22 @@ build() {
 }
 
 smoke() {
-  qemu-aarch64 "$bin" selftest
-  # The Pi 4's Cortex-A72 has no SDOT; qemu's CPU has. Known answers through the SMLAL kernel too.
-  TRACT_DOTPROD_DISABLE=1 qemu-aarch64 "$bin" selftest | grep -E "known_answers|cpu:"
+  # The boards' own cores, emulated: the Pi 5's Cortex-A76 (SDOT) and the Pi 4's Cortex-A72 (no
+  # SDOT: tract's SMLAL kernel). qemu's default CPU ("max") has SVE, which neither board has, and
+  # tract takes its SVE kernels there (seen in the self-test's kernel lines), so the default would
+  # test neither board's kernel. Each run must pass its known answers with its board's kernel.
+  local out
+  out=$(qemu-aarch64 -cpu cortex-a76 "$bin" selftest)
+  echo "$out"
+  grep -q "matrix kernel: arm64simd_mmm_i32_8x8_dot " <<<"$out" ||
+    { echo "Cortex-A76 (Pi 5): tract did not take its SDOT kernel" >&2; exit 1; }
+  out=$(qemu-aarch64 -cpu cortex-a72 "$bin" selftest)
+  grep -E "known_answers|cpu:|matrix kernel" <<<"$out"
+  grep -q "matrix kernel: arm64simd_mmm_i32_8x8 " <<<"$out" ||
+    { echo "Cortex-A72 (Pi 4): tract did not take its SMLAL kernel" >&2; exit 1; }
   # A whole patient takes about 3 minutes emulated (24 slices); opt in with SMOKE_SCAN=1.
   if [[ ${SMOKE_SCAN:-0} == 1 ]]; then
-    qemu-aarch64 "$bin" scan "${CTSENTINEL_SHARED_DATA:-../shared/data}/ct16/normal/ctmd_normal001" --threads 2
+    qemu-aarch64 -cpu cortex-a76 "$bin" scan "${CTSENTINEL_SHARED_DATA:-../shared/data}/ct16/normal/ctmd_normal001" --threads 2
   fi
 }
 
