@@ -667,6 +667,19 @@ pub struct Snapshot {
 /// key. The snapshot is valid only if the folder's stat signature still equals `stat` after
 /// the copy (otherwise [`DropError::Changed`]): the series is then exactly what was stable.
 pub fn snapshot(root: &Path, place: &Place, stat: &str, work: &Path) -> Result<Snapshot, DropError> {
+    snapshot_guarded(root, place, stat, work, &DicomdirGuard::default())
+}
+
+/// [`snapshot`], with the service's [`DicomdirGuard`]: a flat export folder's own DICOMDIR that
+/// crashed its parser is not copied (ingest would parse it again while the series is processed)
+/// but listed under `ignored` with the reason.
+pub fn snapshot_guarded(
+    root: &Path,
+    place: &Place,
+    stat: &str,
+    work: &Path,
+    guard: &DicomdirGuard,
+) -> Result<Snapshot, DropError> {
     let gone = || DropError::Gone {
         place: place.to_string(),
     };
@@ -706,6 +719,17 @@ pub fn snapshot(root: &Path, place: &Place, stat: &str, work: &Path) -> Result<S
         }
         key.update((e.name.len() as u64).to_le_bytes());
         key.update(e.name.as_bytes());
+        if is_dicomdir(e) && place.series == SELF {
+            let source = format!("{}/{name}", lossy(&place.patient_os()));
+            if guard.poisoned.contains(&DicomdirGuard::key(&place.drop, &source, e)) {
+                key.update(b"\0poisoned-dicomdir\n");
+                ignored.push(Refused {
+                    file: name,
+                    reason: "the index of a DICOM export whose reading crashed the service before; not read".into(),
+                });
+                continue;
+            }
+        }
         let refuse = match e.kind {
             Kind::File if e.size > MAX_FILE_BYTES => Some(format!(
                 "{} bytes, larger than the {MAX_FILE_BYTES}-byte limit for a slice; not read",
@@ -881,6 +905,43 @@ mod tests {
         assert_eq!(a1, key("a"));
         std::fs::write(drop.join("a/S/IM1.tif"), b"diff").unwrap();
         assert_ne!(a1, key("a"));
+    }
+
+    #[test]
+    fn a_flat_exports_dicomdir_that_crashed_its_parser_is_left_out_of_the_snapshot() {
+        let t = tempfile::tempdir().unwrap();
+        let drop = t.path().join("drop");
+        std::fs::create_dir_all(drop.join("SCAN1")).unwrap();
+        std::fs::write(drop.join("SCAN1/DICOMDIR"), b"DICM index").unwrap();
+        std::fs::write(drop.join("SCAN1/IM1"), b"slice").unwrap();
+        let l = list(&drop, "d-1").unwrap();
+        let s = &l.series[0];
+        assert_eq!(s.place, place("SCAN1", SELF));
+        let work = t.path().join("work");
+        let plain = snapshot(&drop, &s.place, &s.stat, &work).unwrap();
+        assert_eq!(
+            plain.files.len(),
+            2,
+            "without a crash the DICOMDIR travels with the series"
+        );
+        let pfd = open_dir_at(&open_root(&drop).unwrap(), OsStr::new("SCAN1")).unwrap();
+        let e = entries(&pfd).unwrap().into_iter().find(is_dicomdir).unwrap();
+        let guard = DicomdirGuard {
+            marker: None,
+            poisoned: [DicomdirGuard::key("d-1", "SCAN1/DICOMDIR", &e)].into(),
+        };
+        let g = snapshot_guarded(&drop, &s.place, &s.stat, &work, &guard).unwrap();
+        assert_eq!(g.files.len(), 1, "{g:?}");
+        assert_eq!(ingest::name_of(&g.files[0]), "IM1");
+        assert_eq!(g.ignored.len(), 1);
+        assert!(g.ignored[0].reason.contains("crashed the service"), "{:?}", g.ignored);
+        assert_ne!(g.key, plain.key);
+        // The listing refuses it too, with the same cause.
+        let l = list_guarded(&drop, "d-1", &guard).unwrap();
+        assert!(l
+            .refused
+            .iter()
+            .any(|(p, r)| p == "SCAN1/DICOMDIR" && r.contains("crashed the service")));
     }
 
     #[test]

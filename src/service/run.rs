@@ -312,7 +312,7 @@ impl<F: FreeSpace> Service<F> {
     /// recovered); Ok(false): this snapshot already had its result.
     fn attempt(&mut self, now: Duration, place: &Place, stat: &str) -> Result<bool, AttemptError> {
         let root = self.drop_path(place);
-        let snap = dropfs::snapshot(&root, place, stat, &self.layout.work())?;
+        let snap = dropfs::snapshot_guarded(&root, place, stat, &self.layout.work(), &self.dicomdirs)?;
         let outcome = self.with_snapshot(now, place, stat, &root, &snap);
         if let Err(e) = std::fs::remove_dir_all(&snap.dir) {
             log::warn!("{}: cannot remove the snapshot copy: {e}", snap.dir.display());
