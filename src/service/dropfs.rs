@@ -343,6 +343,16 @@ pub fn list_guarded(root: &Path, drop_id: &str, guard: &DicomdirGuard) -> Result
 /// The largest DICOMDIR read (a 2,000-slice export's is about 1 MB).
 const MAX_DICOMDIR_BYTES: u64 = 16 << 20;
 
+/// How a DICOMDIR is named in messages and in its crash key: `DICOMDIR` at the drop root,
+/// `<patient>/DICOMDIR` in a patient folder. One function, so the listing and the snapshot
+/// compute the same key.
+fn dicomdir_source(patient: Option<&OsStr>, e: &Entry) -> String {
+    match patient {
+        Some(p) => format!("{}/{}", lossy(p), lossy(&e.name)),
+        None => lossy(&e.name),
+    }
+}
+
 fn is_dicomdir(e: &Entry) -> bool {
     matches!(e.kind, Kind::File) && e.name.as_bytes().eq_ignore_ascii_case(b"DICOMDIR")
 }
@@ -390,10 +400,7 @@ impl Index<'_> {
                 e.size
             )));
         }
-        let source = match patient {
-            Some((p, _)) => format!("{}/{}", lossy(p), lossy(&e.name)),
-            None => lossy(&e.name),
-        };
+        let source = dicomdir_source(patient.map(|(p, _)| p), e);
         let crash_key = DicomdirGuard::key(self.drop_id, &source, e);
         if self.guard.poisoned.contains(&crash_key) {
             return Err(unusable(
@@ -720,7 +727,7 @@ pub fn snapshot_guarded(
         key.update((e.name.len() as u64).to_le_bytes());
         key.update(e.name.as_bytes());
         if is_dicomdir(e) && place.series == SELF {
-            let source = format!("{}/{name}", lossy(&place.patient_os()));
+            let source = dicomdir_source(Some(&place.patient_os()), e);
             if guard.poisoned.contains(&DicomdirGuard::key(&place.drop, &source, e)) {
                 key.update(b"\0poisoned-dicomdir\n");
                 ignored.push(Refused {
