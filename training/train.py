@@ -148,6 +148,44 @@ def freeze_modules(model: torch.nn.Module, k: int) -> list[torch.nn.Module]:
     return parts
 
 
+def trainable_bns(model, frozen: list) -> list:
+    """The BatchNorm layers outside the frozen parts (those whose running statistics training moves)."""
+    fixed = {id(m) for part in frozen for m in part.modules()}
+    return [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) and id(m) not in fixed]
+
+
+@torch.no_grad()
+def recalibrate_bn(model, frozen: list, images_u8: torch.Tensor, idx: np.ndarray, device, batch: int = 64) -> int:
+    """Recompute the running statistics of the trainable BatchNorm layers over un-augmented
+    training slices `idx` ("precise BN", Wu & Johnson 2021): the mean exactly, the variance as the
+    slice-weighted average of the per-batch variances; everything else in eval
+    mode. Why: during training those statistics follow augmented batches (noise, contrast,
+    zoom), so eval mode normalises clean slices with the statistics of other inputs; in the
+    body-frame fold this showed as a held-out accuracy of 0.48 at an AUC of 0.73 (every slice
+    called COVID). Returns the number of layers recalibrated."""
+    bns = trainable_bns(model, frozen)
+    model.eval()
+    saved = []
+    for m in bns:
+        saved.append(m.momentum)
+        m.reset_running_stats()
+        m.train()
+    for i in range(0, len(idx), batch):
+        part = idx[i:i + batch]
+        for m in bns:              # weight each batch by its slices: the running mean is the exact mean
+            m.momentum = len(part) / (i + len(part))
+        x = images_u8[torch.as_tensor(part, device=images_u8.device)].to(device).float().div_(255.0).unsqueeze(1)
+        model.logits(x.contiguous(memory_format=torch.channels_last))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+        m.eval()
+    return len(bns)
+
+
+def bn_mode_of(tr: dict) -> str:
+    return tr.get("bn", "train")
+
+
 def set_train_mode(model, frozen: list, bn: str):
     model.train()
     for m in frozen:
@@ -194,6 +232,14 @@ def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: 
     train_mask = (split == "train") & (~is_patient | trained_patient_mask(cfg, src, pack["name"]))
     train_idx, held_idx, ct16_idx = np.where(train_mask)[0], np.where(split == "heldout")[0], np.where(is_patient)[0]
     n_eval = int(tr.get("heldout_eval", 0))
+    if bn_mode_of(tr) not in ("train", "frozen", "recalibrate"):
+        raise ValueError(f"train.bn must be 'train', 'frozen' or 'recalibrate', not {tr['bn']!r}")
+    # A fixed training subsample, drawn with the loss weights (source x label balanced): the
+    # slices of the BN recalibration, and of the eval-mode training accuracy logged each epoch
+    # (a train/eval gap there is the symptom recalibration treats).
+    tw = sample_weights(src, labels, train_idx, tr["balance"])[train_idx]
+    calib_idx = np.sort(np.random.default_rng(tr["seed"] + 3).choice(
+        train_idx, min(int(tr.get("bn_calibration", 512)), len(train_idx)), replace=False, p=tw / tw.sum()))
     eval_idx = (np.sort(np.random.default_rng(tr["seed"] + 1).choice(held_idx, n_eval, replace=False))
                 if 0 < n_eval < len(held_idx) else held_idx)
     images = torch.from_numpy(pack["images"]).to(device)
@@ -217,7 +263,7 @@ def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: 
         log(f"initialised from {init_onnx}: {json.dumps(info)}; fused BNs calibrated on {len(calib)} training slices")
     model = model.to(memory_format=torch.channels_last)
     frozen = freeze_modules(model, int(tr.get("freeze", 0)))
-    bn_mode = tr.get("bn", "train")
+    bn_mode = bn_mode_of(tr)
     if tr["optimizer"] != "nadam":
         raise ValueError("only nadam (the paper's optimizer) is wired")
     opt = torch.optim.NAdam([p for p in model.parameters() if p.requires_grad], lr=tr["lr"],
@@ -264,6 +310,10 @@ def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: 
             tot += float(loss.detach()) * len(bi)
             n += len(bi)
         rec = {"epoch": epoch + 1, "train_loss": round(tot / max(n, 1), 6), "lr": lr_at(epoch + 1, tr)}
+        if bn_mode == "recalibrate":
+            rec["bn_recalibrated"] = recalibrate_bn(model, frozen, images, calib_idx, device)
+        p_tr = predict(model, images, calib_idx[:300], device)
+        rec["train_eval_accuracy"] = metrics.summary(labels[calib_idx[:300]], p_tr)["accuracy"]
         if len(eval_idx):
             p = predict(model, images, eval_idx, device)
             m = metrics.summary(labels[eval_idx], p)

@@ -1,4 +1,5 @@
 """A run stopped after an epoch and resumed equals an uninterrupted run, bit for bit."""
+import numpy as np
 import torch
 
 from training import config, data, train
@@ -71,3 +72,38 @@ def test_freeze_stops_gradients_and_keeps_bn_statistics(tiny_pack, tiny_config, 
     frozen = [k for k in got if k.startswith(("backbone.stem.", "backbone.stages.0."))]
     assert frozen and all(torch.equal(got[k], ref[k]) for k in frozen)
     assert not torch.equal(got["backbone.stages.1.0.conv1.weight"], ref["backbone.stages.1.0.conv1.weight"])
+
+
+def test_bn_recalibration_sets_running_stats_to_the_exact_mean_of_clean_slices():
+    """Guards train.recalibrate_bn: after it, a trainable BatchNorm's running mean is the mean of
+    the calibration slices' features and its variance the slice-weighted per-batch variance (not
+    a momentum blend of earlier augmented batches), frozen parts keep theirs, momentum is restored."""
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3))
+            self.b = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+
+        def logits(self, x):
+            return self.b(self.a(x)).mean((2, 3))
+
+    net = Net()
+    frozen = [net.a]
+    a_before = net.a[1].running_mean.clone()
+    net.b[1].running_mean.fill_(7.0)          # stale statistics from "augmented" training
+    imgs = torch.randint(0, 256, (10, 16, 16), dtype=torch.uint8)
+    idx = np.arange(10)
+    n = train.recalibrate_bn(net, frozen, imgs, idx, torch.device("cpu"), batch=3)
+    assert n == 1
+    with torch.no_grad():
+        x = imgs.float().div(255.0).unsqueeze(1)
+        feat = net.b[0](net.a(x))                 # net.a in eval mode, as during recalibration
+        mean = feat.mean((0, 2, 3))
+        parts = [feat[i:i + 3] for i in range(0, 10, 3)]      # batches of 3, 3, 3, 1
+        var = sum(len(p) * p.var((0, 2, 3), unbiased=True) for p in parts) / 10
+    assert torch.allclose(net.b[1].running_mean, mean, atol=1e-5)
+    assert torch.allclose(net.b[1].running_var, var, rtol=1e-3)
+    assert torch.equal(net.a[1].running_mean, a_before)
+    assert net.b[1].momentum == 0.1 and not net.b[1].training
