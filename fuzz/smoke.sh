@@ -13,11 +13,12 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
 fi
 flock "$lock" cargo test -q --test fuzz_corpus -- --ignored write_seed_corpus >/dev/null
-(cd fuzz && flock "$lock" cargo +nightly fuzz build -O --fuzz-dir . >/dev/null)
+# Its own target folder (fuzz/target), whatever CARGO_TARGET_DIR says: ASan builds never mix with the product's.
+(cd fuzz && CARGO_TARGET_DIR=target flock "$lock" cargo +nightly fuzz build -O --fuzz-dir . >/dev/null)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-quarantine_size_mb=32}
 mkdir -p fuzz/logs
 failed=()
-for t in $(cd fuzz && cargo +nightly fuzz list --fuzz-dir .); do
+for t in $(cd fuzz && CARGO_TARGET_DIR=target cargo +nightly fuzz list --fuzz-dir .); do
   dirs=("fuzz/corpus/$t")
   [ -d "fuzz/regressions/$t" ] && dirs+=("fuzz/regressions/$t")
   mkdir -p "fuzz/artifacts/smoke/$t"
