@@ -480,6 +480,11 @@ impl Index<'_> {
 
 /// A small regular file of `dir`, opened like a slice (no links, no blocking on a FIFO), read
 /// up to `limit` bytes.
+/// The whole of file `e` (as listed) of folder `dir`, up to `limit` bytes: only if the file
+/// opened is the one listed (same inode, size and modification time) and stayed so while it was
+/// read, so the bytes parsed are the bytes the listing's facts name. Why: a DICOMDIR's crash key
+/// is built from those facts; bytes of a later version parsed under an earlier key would record
+/// a crash against a file that is no longer there, and the new one would crash the service again.
 fn read_small(dir: &OwnedFd, e: &Entry, limit: u64) -> std::io::Result<Vec<u8>> {
     let fd = rustix::fs::openat(
         dir,
@@ -491,10 +496,23 @@ fn read_small(dir: &OwnedFd, e: &Entry, limit: u64) -> std::io::Result<Vec<u8>> 
     if FileType::from_raw_mode(st.st_mode as _) != FileType::RegularFile {
         return Err(std::io::Error::other("not a regular file"));
     }
+    let same = |st: &rustix::fs::Stat| {
+        st.st_ino as u64 == e.ino
+            && st.st_size as u64 == e.size
+            && st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128 == e.mtime_ns
+    };
+    let changed = || std::io::Error::other("it changed while it was read (still being written?)");
+    if !same(&st) {
+        return Err(changed());
+    }
+    let mut file = File::from(fd);
     let mut bytes = Vec::new();
-    File::from(fd).take(limit + 1).read_to_end(&mut bytes)?;
+    (&mut file).take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(std::io::Error::other(format!("larger than {limit} bytes")));
+    }
+    if bytes.len() as u64 != e.size || !same(&rustix::fs::fstat(&file)?) {
+        return Err(changed());
     }
     Ok(bytes)
 }
@@ -949,6 +967,28 @@ mod tests {
             .refused
             .iter()
             .any(|(p, r)| p == "SCAN1/DICOMDIR" && r.contains("crashed the service")));
+    }
+
+    #[test]
+    fn a_dicomdir_rewritten_after_it_was_listed_is_not_parsed_under_the_old_crash_key() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("PAT");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("DICOMDIR"), b"DICM first version").unwrap();
+        let fd = open_root(&dir).unwrap();
+        let listed = entries(&fd).unwrap().into_iter().find(is_dicomdir).unwrap();
+        assert_eq!(read_small(&fd, &listed, 1024).unwrap(), b"DICM first version");
+        // Rewritten in place between the listing and the read (same inode, new size).
+        std::fs::write(dir.join("DICOMDIR"), b"DICM second, longer version").unwrap();
+        let err = read_small(&fd, &listed, 1024).unwrap_err();
+        assert!(err.to_string().contains("changed while it was read"), "{err}");
+        // Replaced by another file of the same size: another inode.
+        std::fs::write(dir.join("new"), b"DICM first versioX").unwrap();
+        std::fs::rename(dir.join("new"), dir.join("DICOMDIR")).unwrap();
+        let relisted = entries(&fd).unwrap().into_iter().find(is_dicomdir).unwrap();
+        assert_eq!(relisted.size, listed.size);
+        assert!(read_small(&fd, &listed, 1024).is_err(), "the listed inode is gone");
+        assert_eq!(read_small(&fd, &relisted, 1024).unwrap(), b"DICM first versioX");
     }
 
     #[test]
