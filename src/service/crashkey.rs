@@ -8,14 +8,39 @@
 //! (`run::record_crash`), and whoever owns the key decides what a crash means: a series is set
 //! aside after three, a DICOMDIR is not parsed again (`dropfs::DicomdirGuard`). Outside kills
 //! never write the marker, so they never count.
+//!
+//! Whose panic it is: a series' work fans out to helper threads (tract's matrix products, the
+//! parallel slices), so a panic on any thread while a series is processed is that series'. A
+//! DICOMDIR is parsed on the watching thread alone, so only a panic there is the DICOMDIR's: a
+//! panic in the receiver, the sender or the display while a DICOMDIR happens to be parsed must
+//! not set that DICOMDIR aside ([`Scope`]).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::present::write_atomic;
 
-/// Keys being processed right now, with their crash-marker path: what our panic hook records.
-static IN_PROGRESS: Mutex<Vec<(PathBuf, String, String)>> = Mutex::new(Vec::new());
+/// Which panics a key in progress owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// A panic on any thread (a series: its work runs on helper threads too).
+    AnyThread,
+    /// Only a panic on the thread that marked it (a DICOMDIR being parsed).
+    ThisThread,
+}
+
+/// One key being processed: its crash-marker path, key, label for the marker, and whose panics
+/// it owns.
+struct Entry {
+    marker: PathBuf,
+    key: String,
+    label: String,
+    scope: Scope,
+    thread: std::thread::ThreadId,
+}
+
+/// Keys being processed right now: what our panic hook records.
+static IN_PROGRESS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
 /// Install (once per process) the panic hook that writes `<state>/crash` for the key being
 /// processed, then runs the previous hook. With `panic = "abort"` (the shipped profile) the
@@ -32,9 +57,10 @@ pub(crate) fn install_crash_hook() {
                 Err(std::sync::TryLockError::WouldBlock) => None,
             };
             if let Some(g) = guard {
-                for (marker, key, series) in g.iter() {
-                    let text = serde_json::json!({"key": key, "series": series, "panic": info.to_string()});
-                    let _ = write_atomic(marker, format!("{text}\n").as_bytes());
+                let here = std::thread::current().id();
+                for e in g.iter().filter(|e| e.scope == Scope::AnyThread || e.thread == here) {
+                    let text = serde_json::json!({"key": e.key, "series": e.label, "panic": info.to_string()});
+                    let _ = write_atomic(&e.marker, format!("{text}\n").as_bytes());
                 }
             }
             previous(info);
@@ -42,7 +68,7 @@ pub(crate) fn install_crash_hook() {
     });
 }
 
-fn in_progress_lock() -> std::sync::MutexGuard<'static, Vec<(PathBuf, String, String)>> {
+fn in_progress_lock() -> std::sync::MutexGuard<'static, Vec<Entry>> {
     IN_PROGRESS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -53,8 +79,14 @@ pub(crate) struct InProgress {
 }
 
 impl InProgress {
-    pub(crate) fn new(marker: PathBuf, key: &str, series: &str) -> InProgress {
-        in_progress_lock().push((marker.clone(), key.to_string(), series.to_string()));
+    pub(crate) fn new(marker: PathBuf, key: &str, label: &str, scope: Scope) -> InProgress {
+        in_progress_lock().push(Entry {
+            marker: marker.clone(),
+            key: key.to_string(),
+            label: label.to_string(),
+            scope,
+            thread: std::thread::current().id(),
+        });
         InProgress {
             marker,
             key: key.to_string(),
@@ -64,6 +96,36 @@ impl InProgress {
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        in_progress_lock().retain(|(m, k, _)| !(m == &self.marker && k == &self.key));
+        in_progress_lock().retain(|e| !(e.marker == self.marker && e.key == self.key));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panic_on_a_helper_thread() {
+        let _ = std::thread::spawn(|| panic!("a helper thread's own fault")).join();
+    }
+
+    #[test]
+    fn a_dicomdir_owns_only_panics_of_its_own_thread_and_a_series_those_of_every_thread() {
+        install_crash_hook();
+        let t = tempfile::tempdir().unwrap();
+        let (dd, series) = (t.path().join("dicomdir.crash"), t.path().join("series.crash"));
+        {
+            let _parsing = InProgress::new(dd.clone(), "dicomdir:d/DICOMDIR@1:2", "DICOMDIR", Scope::ThisThread);
+            panic_on_a_helper_thread();
+            assert!(!dd.exists(), "another thread's panic is not the DICOMDIR's");
+            let _ = std::panic::catch_unwind(|| panic!("the parser's fault"));
+            let text = std::fs::read_to_string(&dd).expect("a panic of the parsing thread is recorded");
+            assert!(text.contains("dicomdir:d/DICOMDIR@1:2"), "{text}");
+        }
+        {
+            let _processing = InProgress::new(series.clone(), "series-key", "PAT/SR_1", Scope::AnyThread);
+            panic_on_a_helper_thread();
+            let text = std::fs::read_to_string(&series).expect("a helper thread's panic is the series'");
+            assert!(text.contains("series-key"), "{text}");
+        }
     }
 }

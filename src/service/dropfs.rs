@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use sha2::{Digest, Sha256};
 
-use super::crashkey::InProgress;
+use super::crashkey::{InProgress, Scope};
 use super::machine::Place;
 use crate::ingest::{self, MAX_FILE_BYTES};
 
@@ -413,7 +413,7 @@ impl Index<'_> {
             .guard
             .marker
             .as_ref()
-            .map(|m| InProgress::new(m.clone(), &crash_key, &format!("DICOMDIR {source}")));
+            .map(|m| InProgress::new(m.clone(), &crash_key, &format!("DICOMDIR {source}"), Scope::ThisThread));
         dicomdir_fault_injection(&source);
         // Without byte positions, so a DICOMDIR still being copied is reported once, not at
         // every look.

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use heapless::Deque;
 
 use super::config::Config;
-use super::crashkey::{install_crash_hook, InProgress};
+use super::crashkey::{install_crash_hook, InProgress, Scope};
 use super::display_task::{self, Display};
 use super::dropfs::{self, DropError, Snapshot};
 use super::event::Event;
@@ -375,7 +375,7 @@ impl<F: FreeSpace> Service<F> {
                     return Ok(true);
                 }
                 self.journal.append(&self.record(place, stat, key, State::Processing))?;
-                let marker = InProgress::new(self.layout.crash_marker(), key, &place.label());
+                let marker = InProgress::new(self.layout.crash_marker(), key, &place.label(), Scope::AnyThread);
                 self.publish(Event::Processing { series: place.label() });
                 fault_injection(place);
                 let report = self.scan(place, root, snap)?;
