@@ -182,10 +182,6 @@ def recalibrate_bn(model, frozen: list, images_u8: torch.Tensor, idx: np.ndarray
     return len(bns)
 
 
-def bn_mode_of(tr: dict) -> str:
-    return tr.get("bn", "train")
-
-
 def set_train_mode(model, frozen: list, bn: str):
     model.train()
     for m in frozen:
@@ -232,8 +228,9 @@ def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: 
     train_mask = (split == "train") & (~is_patient | trained_patient_mask(cfg, src, pack["name"]))
     train_idx, held_idx, ct16_idx = np.where(train_mask)[0], np.where(split == "heldout")[0], np.where(is_patient)[0]
     n_eval = int(tr.get("heldout_eval", 0))
-    if bn_mode_of(tr) not in ("train", "frozen", "recalibrate"):
-        raise ValueError(f"train.bn must be 'train', 'frozen' or 'recalibrate', not {tr['bn']!r}")
+    bn_mode = tr.get("bn", "train")
+    if bn_mode not in ("train", "frozen", "recalibrate"):
+        raise ValueError(f"train.bn must be 'train', 'frozen' or 'recalibrate', not {bn_mode!r}")
     # A fixed training subsample, drawn with the loss weights (source x label balanced): the
     # slices of the BN recalibration, and of the eval-mode training accuracy logged each epoch
     # (a train/eval gap there is the symptom recalibration treats).
@@ -263,7 +260,6 @@ def train(cfg: dict, pack: dict, out: Path, device: torch.device, fp16_weights: 
         log(f"initialised from {init_onnx}: {json.dumps(info)}; fused BNs calibrated on {len(calib)} training slices")
     model = model.to(memory_format=torch.channels_last)
     frozen = freeze_modules(model, int(tr.get("freeze", 0)))
-    bn_mode = bn_mode_of(tr)
     if tr["optimizer"] != "nadam":
         raise ValueError("only nadam (the paper's optimizer) is wired")
     opt = torch.optim.NAdam([p for p in model.parameters() if p.requires_grad], lr=tr["lr"],
