@@ -222,9 +222,10 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
     "patient" (never trained on: evaluation only). ct16 slices keep split "train"; whether
     training uses them is the config's data.use_ct16."""
     frame = pre.get("frame", "none")
-    if frame not in ("none", "lung", "body"):
-        raise ValueError(f"preprocessing.frame must be 'none', 'lung' or 'body', not {frame!r}")
+    if frame not in ("none", "lung", "body", "body_box"):
+        raise ValueError(f"preprocessing.frame must be 'none', 'lung', 'body' or 'body_box', not {frame!r}")
     from . import lung
+    body_plane = lung.body_box_input if frame == "body_box" else lung.body_input
     train8 = data_root / "train8"
     rows = read_labels(train8)
     windows = estimate_windows(train8, rows)
@@ -240,8 +241,8 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
             if plane is None:
                 excluded[f"{r['source']}/{verdict}"] += 1
                 continue
-        elif frame == "body":
-            plane = lung.body_input(eight_bit_stored(gray, windows[r["source"]]), pre, size)
+        elif frame in ("body", "body_box"):
+            plane = body_plane(eight_bit_stored(gray, windows[r["source"]]), pre, size)
         else:
             plane = preprocess.box_resize(luts[r["source"]][gray], size, size)
         blobs.append(encode_jpeg(plane, quality)); labels.append(is_covid(r["label"]))
@@ -255,8 +256,8 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
                 if plane is None:
                     excluded[f"ct16/{verdict}"] += 1
                     continue
-            elif frame == "body":
-                plane = lung.body_input(stored, pre, size)
+            elif frame in ("body", "body_box"):
+                plane = body_plane(stored, pre, size)
             else:
                 plane = preprocess.preprocess_stored(stored, pre, size)
             blobs.append(encode_png(plane)); labels.append(r["label"])
@@ -264,8 +265,8 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
         thin = data_root / DICOM_THIN
         if frame != "none" and thin.is_dir():
             for name, stored, intercept, spacing in dicom_series(thin):
-                if frame == "body":
-                    plane = lung.body_input(stored, pre, size, intercept)
+                if frame in ("body", "body_box"):
+                    plane = body_plane(stored, pre, size, intercept)
                 else:
                     plane, verdict = framed_plane(stored, pre, size, spacing, intercept)
                 if plane is None:

@@ -228,6 +228,46 @@ def body_input(stored: np.ndarray, pre: dict, size: int, intercept: float = DEFA
     return preprocess.box_resize(preprocess.window(v, pre), size, size)
 
 
+BODY_BOX_MARGIN = 0.04  # of the body's larger side, on each side of the square
+
+
+def body_box(mask: np.ndarray) -> list[int] | None:
+    """The square [x0, y0, side] centred on the body mask's bounding box, its side the box's
+    larger side plus BODY_BOX_MARGIN on each side (it may reach past the image); None for an
+    empty mask."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return None
+    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    big = max(x1 - x0, y1 - y0)
+    side = big + 2 * int(round(BODY_BOX_MARGIN * big))
+    return [x0 - (side - (x1 - x0)) // 2, y0 - (side - (y1 - y0)) // 2, side]
+
+
+def body_box_input(stored: np.ndarray, pre: dict, size: int, intercept: float = DEFAULT_INTERCEPT) -> np.ndarray:
+    """`body_input`, but cropped to the square around the body (`body_box`) before the resize
+    (`[preprocessing] frame = "body_box"`): the body fills the frame whatever the field of view,
+    the pixel spacing or the padding of an exported image, so the physical scale the network
+    sees is the patient's width, not the scanner's reconstruction field. Pixels of the square
+    outside the image are air. An empty body mask gives the whole slice as `body_input` does."""
+    shift = int(round(intercept - DEFAULT_INTERCEPT))
+    if shift:
+        stored = np.clip(np.asarray(stored).astype(np.int64) + shift, 0, 65535).astype(np.uint16)
+        intercept = DEFAULT_INTERCEPT
+    mask = body_mask(stored, intercept)
+    air = air_stored(intercept)
+    v = np.where(mask, stored, air).astype(np.uint16)
+    box = body_box(mask)
+    if box is None:
+        return preprocess.box_resize(preprocess.window(v, pre), size, size)
+    x0, y0, side = box
+    h, w = v.shape
+    out = np.full((side, side), air, dtype=np.uint16)
+    ys, ye, xs, xe = max(y0, 0), min(y0 + side, h), max(x0, 0), min(x0 + side, w)
+    out[ys - y0:ye - y0, xs - x0:xe - x0] = v[ys:ye, xs:xe]
+    return preprocess.box_resize(preprocess.window(out, pre), size, size)
+
+
 def rle(mask: np.ndarray) -> list[int]:
     """Run lengths of the row-major mask, alternating, starting with a (possibly empty) 0-run."""
     flat = mask.ravel().astype(np.int8)

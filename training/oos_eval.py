@@ -191,7 +191,8 @@ def _classify_series(label, patient, ser, kind, slices, pre, size, model, round_
             shift = int(round(s["intercept"] - lung.DEFAULT_INTERCEPT))
             stored = np.clip(s["stored"].astype(np.int64) + shift, 0, 65535).astype(np.uint16)
             s["lung_verdict"] = "ok"
-            pl = (lung.body_input(stored, pre, size) if pre.get("frame") == "body"
+            body_plane = {"body": lung.body_input, "body_box": lung.body_box_input}.get(pre.get("frame"))
+            pl = (body_plane(stored, pre, size) if body_plane
                   else preprocess.preprocess_stored(stored, pre, size))
             planes.append(pl)
             planes_jpeg.append(round_trip(pl))
@@ -482,7 +483,7 @@ def _f(x, nd=3):
 
 def report_md(r: dict) -> str:
     codec = r.get("patient_codec", "jpeg").upper()
-    view = {"lung": "lung-framed", "body": "body-only whole-slice"}.get(r.get("frame"), "whole-slice")
+    view = {"lung": "lung-framed", "body": "body-only whole-slice", "body_box": "body-only, cropped to the body"}.get(r.get("frame"), "whole-slice")
     L = [f"# {r['config_name']}: out-of-sample evaluation", "",
          f"**{r['notice'].capitalize()}.** Written by `{r['command']}` ({r['date']}); weights `{r['weights']}` "
          f"(sha256 `{r['weights_sha256'][:16]}…`), input {r['input_size']} px, frame `{r['frame']}`. "

@@ -196,7 +196,7 @@ def pad_value(cfg: dict) -> float:
     """The input value of air (-1000 HU) for lung-framed or body-only input (what lies outside
     the frame or the body)."""
     pre = cfg["preprocessing"]
-    if pre.get("frame", "none") not in ("lung", "body") or pre["kind"] != "hu_window":
+    if pre.get("frame", "none") not in ("lung", "body", "body_box") or pre["kind"] != "hu_window":
         return 0.0
     lo = pre["center"] - pre["width"] / 2.0
     return float(min(max((-1000.0 - lo) / pre["width"], 0.0), 1.0))

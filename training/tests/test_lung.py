@@ -241,3 +241,30 @@ def test_body_input_reads_stored_values_of_any_intercept_as_hu():
     shifted = (px.astype(np.int64) + 24).astype(np.uint16)  # the same HU stored with intercept -1048
     np.testing.assert_array_equal(lung.body_input(shifted, pre, 128, intercept=-1048.0),
                                   lung.body_input(px, pre, 128))
+
+
+def test_body_box_input_is_the_same_body_whatever_the_field_of_view():
+    """The point of frame = "body_box": one chest reconstructed at 0.7 and at 0.9 mm/px (a
+    smaller and a larger field of view; both hold the whole body) gives the network nearly the
+    same input, while the whole-slice body input shows it at two scales."""
+    pre = {"kind": "hu_window", "center": -500.0, "width": 1500.0}
+    near, far = (lung.render(lung.chest(), 512, 512, s) for s in (0.7, 0.9))
+    a, b = lung.body_box_input(near, pre, 128), lung.body_box_input(far, pre, 128)
+    assert np.abs(a - b).mean() < 0.01, np.abs(a - b).mean()
+    whole = np.abs(lung.body_input(near, pre, 128) - lung.body_input(far, pre, 128)).mean()
+    assert whole > 5 * np.abs(a - b).mean(), whole
+    air = (-1000.0 - (-1250.0)) / 1500.0
+    m = lung.body_mask(far)
+    box = lung.body_box(m)
+    ys, xs = np.nonzero(m)
+    big = max(np.ptp(xs) + 1, np.ptp(ys) + 1)
+    assert box[2] == big + 2 * round(lung.BODY_BOX_MARGIN * big)
+    assert np.allclose(b[0, :], air) and np.allclose(b[:, 0], air), "the margin is air"
+    assert (np.abs(b[64, :] - air) > 0.05).sum() > 100, "the body spans the frame's width"
+
+
+def test_body_box_input_of_an_all_air_slice_is_the_whole_slice():
+    pre = {"kind": "hu_window", "center": -500.0, "width": 1500.0}
+    px = np.full((64, 64), 24, np.uint16)  # -1000 HU everywhere
+    assert lung.body_box(lung.body_mask(px)) is None
+    np.testing.assert_array_equal(lung.body_box_input(px, pre, 32), lung.body_input(px, pre, 32))
