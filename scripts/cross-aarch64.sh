@@ -8,7 +8,9 @@
 #   scripts/cross-aarch64.sh test    # unit tests + the integration suites under qemu (see tests())
 #   scripts/cross-aarch64.sh musl    # static aarch64-unknown-linux-musl binary (any glibc), checked
 #   scripts/cross-aarch64.sh deb     # .deb for arm64 and amd64 (cargo-deb), checked by
-#                                    # packaging/test-deb.sh
+#                                    # packaging/test-deb.sh; DEB_ARCHS="arm64" builds and
+#                                    # checks the arm64 package only (CI: the amd64 one is a
+#                                    # second full x86 release compile of tract)
 #   scripts/cross-aarch64.sh prebuild  # compile everything build/test/musl/deb need, run nothing
 #                                    # (CI runs it niced in the background during the x86 tests)
 # PROFILE=dist for the shipped binary (fat LTO, one codegen unit, panic=abort, stripped):
@@ -111,15 +113,30 @@ musl() {
   qemu-aarch64 "$m" selftest
 }
 
+read -r -a DEB_ARCHS <<<"${DEB_ARCHS:-arm64 amd64}"
+
 deb_build() {
   command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
-  cargo deb --profile "$PROFILE" --target $T
-  cargo deb --profile "$PROFILE"
+  local a
+  for a in "${DEB_ARCHS[@]}"; do
+    case $a in
+      arm64) cargo deb --profile "$PROFILE" --target $T ;;
+      amd64) cargo deb --profile "$PROFILE" ;;
+      *) echo "DEB_ARCHS: unknown architecture $a (arm64, amd64)" >&2; exit 2 ;;
+    esac
+  done
 }
 
 deb() {
   deb_build
-  packaging/test-deb.sh   # the newest package of each architecture: the two just built
+  # The newest package of each architecture built: the ones just built.
+  local a debs=()
+  for a in "${DEB_ARCHS[@]}"; do
+    local d; d=$(ls -t "$target"/debian/ctsentinel_*_"$a".deb "$target"/*/debian/ctsentinel_*_"$a".deb 2>/dev/null | head -1 || true)
+    [[ -n $d ]] || { echo "no $a package under $target after cargo deb" >&2; exit 1; }
+    debs+=("$d")
+  done
+  packaging/test-deb.sh "${debs[@]}"
 }
 
 # Everything the other steps compile, nothing run: afterwards build/test/musl/deb only check.
