@@ -225,7 +225,7 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
     if frame not in ("none", "lung", "body", "body_box"):
         raise ValueError(f"preprocessing.frame must be 'none', 'lung', 'body' or 'body_box', not {frame!r}")
     from . import lung
-    body_plane = lung.body_box_input if frame == "body_box" else lung.body_input
+    body_plane = lung.BODY_FRAMES.get(frame)
     train8 = data_root / "train8"
     rows = read_labels(train8)
     windows = estimate_windows(train8, rows)
@@ -241,7 +241,7 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
             if plane is None:
                 excluded[f"{r['source']}/{verdict}"] += 1
                 continue
-        elif frame in ("body", "body_box"):
+        elif body_plane:
             plane = body_plane(eight_bit_stored(gray, windows[r["source"]]), pre, size)
         else:
             plane = preprocess.box_resize(luts[r["source"]][gray], size, size)
@@ -256,7 +256,7 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
                 if plane is None:
                     excluded[f"ct16/{verdict}"] += 1
                     continue
-            elif frame in ("body", "body_box"):
+            elif body_plane:
                 plane = body_plane(stored, pre, size)
             else:
                 plane = preprocess.preprocess_stored(stored, pre, size)
@@ -265,7 +265,7 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
         thin = data_root / DICOM_THIN
         if frame != "none" and thin.is_dir():
             for name, stored, intercept, spacing in dicom_series(thin):
-                if frame in ("body", "body_box"):
+                if body_plane:
                     plane = body_plane(stored, pre, size, intercept)
                 else:
                     plane, verdict = framed_plane(stored, pre, size, spacing, intercept)

@@ -220,12 +220,19 @@ def body_input(stored: np.ndarray, pre: dict, size: int, intercept: float = DEFA
     """The whole slice with everything outside `body_mask` set to air, windowed, box-resized
     (`[preprocessing] frame = "body"`). Stored values with another intercept are first re-based
     to HU + 1024, the convention `preprocess.window` reads."""
+    v, _ = body_only(stored, intercept)
+    return preprocess.box_resize(preprocess.window(v, pre), size, size)
+
+
+def body_only(stored: np.ndarray, intercept: float = DEFAULT_INTERCEPT) -> tuple[np.ndarray, np.ndarray]:
+    """(the slice re-based to HU + 1024 with everything outside `body_mask` set to air, the
+    mask): what `body_input` and `body_box_input` share."""
     shift = int(round(intercept - DEFAULT_INTERCEPT))
     if shift:
         stored = np.clip(np.asarray(stored).astype(np.int64) + shift, 0, 65535).astype(np.uint16)
         intercept = DEFAULT_INTERCEPT
-    v = np.where(body_mask(stored, intercept), stored, air_stored(intercept)).astype(np.uint16)
-    return preprocess.box_resize(preprocess.window(v, pre), size, size)
+    mask = body_mask(stored, intercept)
+    return np.where(mask, stored, air_stored(intercept)).astype(np.uint16), mask
 
 
 BODY_BOX_MARGIN = 0.04  # of the body's larger side, on each side of the square
@@ -250,13 +257,8 @@ def body_box_input(stored: np.ndarray, pre: dict, size: int, intercept: float = 
     the pixel spacing or the padding of an exported image, so the physical scale the network
     sees is the patient's width, not the scanner's reconstruction field. Pixels of the square
     outside the image are air. An empty body mask gives the whole slice as `body_input` does."""
-    shift = int(round(intercept - DEFAULT_INTERCEPT))
-    if shift:
-        stored = np.clip(np.asarray(stored).astype(np.int64) + shift, 0, 65535).astype(np.uint16)
-        intercept = DEFAULT_INTERCEPT
-    mask = body_mask(stored, intercept)
-    air = air_stored(intercept)
-    v = np.where(mask, stored, air).astype(np.uint16)
+    v, mask = body_only(stored, intercept)
+    air = air_stored(DEFAULT_INTERCEPT)
     box = body_box(mask)
     if box is None:
         return preprocess.box_resize(preprocess.window(v, pre), size, size)
@@ -266,6 +268,10 @@ def body_box_input(stored: np.ndarray, pre: dict, size: int, intercept: float = 
     ys, ye, xs, xe = max(y0, 0), min(y0 + side, h), max(x0, 0), min(x0 + side, w)
     out[ys - y0:ye - y0, xs - x0:xe - x0] = v[ys:ye, xs:xe]
     return preprocess.box_resize(preprocess.window(out, pre), size, size)
+
+
+# `[preprocessing] frame` values whose input is the body only, and the function that makes it.
+BODY_FRAMES = {"body": body_input, "body_box": body_box_input}
 
 
 def rle(mask: np.ndarray) -> list[int]:

@@ -191,7 +191,7 @@ def _classify_series(label, patient, ser, kind, slices, pre, size, model, round_
             shift = int(round(s["intercept"] - lung.DEFAULT_INTERCEPT))
             stored = np.clip(s["stored"].astype(np.int64) + shift, 0, 65535).astype(np.uint16)
             s["lung_verdict"] = "ok"
-            body_plane = {"body": lung.body_input, "body_box": lung.body_box_input}.get(pre.get("frame"))
+            body_plane = lung.BODY_FRAMES.get(pre.get("frame"))
             pl = (body_plane(stored, pre, size) if body_plane
                   else preprocess.preprocess_stored(stored, pre, size))
             planes.append(pl)
