@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the .deb packages built by `cargo deb` (see packaging/README.md):
 #   packaging/test-deb.sh [PACKAGE.deb...]     # default: the newest amd64 and arm64 packages
+#                                              # (DEB_ARCHS="arm64": the newest arm64 one only)
 # Every check is a function named after what it guards; the first failure stops the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ model_name=$(sed -n 's/^name = "\(.*\)"/\1/p' "models/$card_name" | head -1)
 pass() { echo "ok: $*"; }
 
 if (($# == 0)); then
-  for arch in amd64 arm64; do
+  for arch in ${DEB_ARCHS:-amd64 arm64}; do
     deb=$(ls -t "$target"/debian/ctsentinel_*_"$arch".deb "$target"/*/debian/ctsentinel_*_"$arch".deb 2>/dev/null | head -1 || true)
     [[ -n $deb ]] || fail "no $arch package under $target (cargo deb [--target aarch64-unknown-linux-gnu])"
     set -- "$@" "$deb"

@@ -258,16 +258,15 @@ def body_box_input(stored: np.ndarray, pre: dict, size: int, intercept: float = 
     sees is the patient's width, not the scanner's reconstruction field. Pixels of the square
     outside the image are air. An empty body mask gives the whole slice as `body_input` does."""
     v, mask = body_only(stored, intercept)
-    air = air_stored(DEFAULT_INTERCEPT)
     box = body_box(mask)
-    if box is None:
-        return preprocess.box_resize(preprocess.window(v, pre), size, size)
-    x0, y0, side = box
-    h, w = v.shape
-    out = np.full((side, side), air, dtype=np.uint16)
-    ys, ye, xs, xe = max(y0, 0), min(y0 + side, h), max(x0, 0), min(x0 + side, w)
-    out[ys - y0:ye - y0, xs - x0:xe - x0] = v[ys:ye, xs:xe]
-    return preprocess.box_resize(preprocess.window(out, pre), size, size)
+    if box is not None:
+        x0, y0, side = box
+        h, w = v.shape
+        square = np.full((side, side), air_stored(DEFAULT_INTERCEPT), dtype=np.uint16)
+        ys, ye, xs, xe = max(y0, 0), min(y0 + side, h), max(x0, 0), min(x0 + side, w)
+        square[ys - y0:ye - y0, xs - x0:xe - x0] = v[ys:ye, xs:xe]
+        v = square
+    return preprocess.box_resize(preprocess.window(v, pre), size, size)
 
 
 # `[preprocessing] frame` values whose input is the body only, and the function that makes it.
