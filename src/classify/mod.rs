@@ -11,6 +11,7 @@
 
 pub mod card;
 pub mod fastquant;
+pub mod kernel_pick;
 pub mod phantom;
 pub mod preprocess;
 
@@ -397,6 +398,7 @@ fn check_probabilities(p: &[f32]) -> Result<(), ClassifyError> {
 }
 
 fn optimise(bytes: &[u8], size: usize) -> TractResult<Arc<TypedSimplePlan>> {
+    kernel_pick::apply();
     let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
     // The export declares a symbolic batch; fix it to one slice so tract can plan every shape.
     let batch = model.sym("batch");
