@@ -13,8 +13,10 @@
 //!
 //! Every layer has its own error type; only the binary turns them into `anyhow` and exit codes.
 //!
-//! `unsafe` is denied everywhere but in one measured place, fenced with a `// SAFETY:` note:
-//! `service::heap` (one call into glibc, see its docs for the measurement).
+//! `unsafe` is denied everywhere but in three measured places, each fenced with a `// SAFETY:`
+//! note: `service::heap` (one call into glibc, see its docs for the measurement) and the two
+//! AVX2 dispatches of `classify::fastquant` (its quantize loop and `islands::Island::run`: a
+//! `#[target_feature]` function called only after `is_x86_feature_detected!("avx2")`).
 //!
 //! **Research use only, not a diagnosis.**
 #![deny(unsafe_code)]

@@ -15,8 +15,11 @@
 //! target, baseline x86-64 (SSE2) included: round-ties-to-even by adding and subtracting
 //! 1.5 * 2^23 (exact for |v| < 2^22, so v is first clamped to +-512, which cannot change a
 //! saturated result), then the zero point, then saturation to 0..255, read back from the float's
-//! bits. NaN maps to the zero point, as in tract. No unsafe code. Measured on 4M values, one
-//! thread: 0.3-0.5 ns per value against tract's 2.3-2.8 ns (near memory bandwidth).
+//! bits. NaN maps to the zero point, as in tract. Measured on 4M values, one thread: 0.3-0.5 ns
+//! per value against tract's 2.3-2.8 ns (near memory bandwidth). On x86-64 CPUs with AVX2 the
+//! same loop is also compiled for AVX2 and chosen at run time (8 lanes instead of SSE2's 4:
+//! 0.25 against 0.43 ms per million values, one thread): one `unsafe` call, fenced below, and
+//! the same bytes (the island test checks both paths against each other).
 //!
 //! Then [`fuse_relu_requantize`] turns each `dequantize -> ReLU -> requantize` between two
 //! integer convolutions (32 in the shipped model) into one 256-entry lookup table, computed with
@@ -45,7 +48,27 @@ const MAGIC: f32 = 12_582_912.0;
 /// Beyond this |x * scale| every result saturates whatever the zero point (0..=255).
 const SATURATED: f32 = 512.0;
 
+#[allow(unsafe_code)] // the one AVX2 dispatch, see below
 fn quantize(xs: &[f32], ys: &mut [u8], scale: f32, zero_point: u8) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: `quantize_avx2` requires AVX2 and nothing else; the CPU has it (checked above).
+        unsafe { quantize_avx2(xs, ys, scale, zero_point) };
+        return;
+    }
+    quantize_tile(xs, ys, scale, zero_point)
+}
+
+/// [`quantize`] compiled for AVX2 (8 lanes instead of SSE2's 4; same operations, same bytes).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_avx2(xs: &[f32], ys: &mut [u8], scale: f32, zero_point: u8) {
+    quantize_tile(xs, ys, scale, zero_point)
+}
+
+/// The loop itself, inlined into whichever target it is called from.
+#[inline(always)]
+fn quantize_tile(xs: &[f32], ys: &mut [u8], scale: f32, zero_point: u8) {
     let zp = f32::from(zero_point);
     for (x, y) in xs.iter().zip(ys.iter_mut()) {
         let v = x * scale;
@@ -92,12 +115,30 @@ impl ElementWiseMiniOp for QuantizeU8 {
     }
 }
 
+pub mod islands;
+
+/// What [`install`] changed in a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Installed {
+    /// `QuantizeLinearU8` nodes replaced by [`QuantizeU8`].
+    pub quantize: usize,
+    /// `dequantize -> ReLU -> requantize` chains turned into byte tables.
+    pub relu_tables: usize,
+    /// Residual adds and BatchNorm/ReLU/requantize chains run as one [`islands::Island`] pass.
+    pub islands: usize,
+}
+
 /// Speed up an optimised plan without changing any output bit: [`replace_quantize`], then
-/// [`fuse_relu_requantize`]. Returns (quantize ops replaced, ReLU chains fused).
-pub fn install(model: &mut TypedModel) -> TractResult<(usize, usize)> {
-    let replaced = replace_quantize(model)?;
-    let fused = fuse_relu_requantize(model)?;
-    Ok((replaced, fused))
+/// [`fuse_relu_requantize`], then [`islands::fuse`].
+pub fn install(model: &mut TypedModel) -> TractResult<Installed> {
+    let quantize = replace_quantize(model)?;
+    let relu_tables = fuse_relu_requantize(model)?;
+    let islands = islands::fuse(model)?;
+    Ok(Installed {
+        quantize,
+        relu_tables,
+        islands,
+    })
 }
 
 /// `DequantizeLinear(u8) -> max(x, c) -> QuantizeU8` (a ReLU between two integer convolutions,
