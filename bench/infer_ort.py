@@ -3,6 +3,9 @@
 
 Usage: infer_ort.py CARD THREADS ITERS -> one JSON line, median ms per slice for the card's int8
 model and its fp32 reference, same phantom input as examples/bench_infer.rs, one slice per run.
+Also `ort_int8_exact`: the int8 model's exact u8 x u8 twin (tests/reference/classify_ref.py). On
+x86-64 CPUs without VNNI, ONNX Runtime's u8 x s8 kernels (`ort_int8`) saturate and give other
+answers than the exact ones; the twin is the peer that computes what tract computes there.
 """
 import json
 import sys
@@ -12,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reference"))
+from classify_ref import u8u8_twin  # noqa: E402
 
 
 def phantom(n):
@@ -27,11 +33,16 @@ def main():
     card = tomllib.loads(card_path.read_text())
     x = phantom(card["input"]["size"])
     out = {}
-    for name, f in (("ort_int8", card["model"]["file"]), ("ort_fp32", card["model"]["reference_fp32_file"])):
+    int8 = str(card_path.parent / card["model"]["file"])
+    for name, model in (
+        ("ort_int8", int8),
+        ("ort_int8_exact", u8u8_twin(int8)),
+        ("ort_fp32", str(card_path.parent / card["model"]["reference_fp32_file"])),
+    ):
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-        s = ort.InferenceSession(str(card_path.parent / f), so, providers=["CPUExecutionProvider"])
+        s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         s.run(None, {card["input"]["name"]: x})
         ms = []
         for _ in range(iters):
