@@ -97,22 +97,39 @@ impl ElementWiseMiniOp for QuantizeU8 {
     fn eval_out_of_place(&self, t: &Tensor, _out_dt: Option<DatumType>) -> TractResult<Tensor> {
         let plain = t.try_as_plain_ram()?;
         let xs = plain.as_slice::<f32>()?;
-        let mut dst = Tensor::zero::<u8>(t.shape())?;
-        let mut dst_plain = dst.try_as_plain_ram_mut()?;
-        let ys = dst_plain.as_slice_mut::<u8>()?;
-        let len = ys.len();
-        // As tract's element-wise ops: split over the executor's threads when there are several.
-        tract_linalg::multithread::par_chunks_mut(ys, 1, len, |first, chunk| {
-            quantize(&xs[first..first + chunk.len()], chunk, self.scale, self.zero_point);
-            Ok(())
-        })?;
-        drop(dst_plain);
-        Ok(dst)
+        par_fill::<u8>(t.shape(), |first, chunk| {
+            quantize(&xs[first..first + chunk.len()], chunk, self.scale, self.zero_point)
+        })
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!("1/scale: {} zero_point: {}", self.scale, self.zero_point)])
     }
+}
+
+/// A new tensor of `shape`, each chunk of its values written by `fill(first index, chunk)`; as
+/// tract's element-wise ops, the chunks are split over the executor's threads when there are
+/// several. Shared by [`QuantizeU8`] and [`islands::Island`].
+fn par_fill<T: Datum + Copy + tract_onnx::prelude::tract_num_traits::Zero>(
+    shape: &[usize],
+    fill: impl Fn(usize, &mut [T]) + Send + Sync,
+) -> TractResult<Tensor> {
+    let mut dst = Tensor::zero::<T>(shape)?;
+    let mut plain = dst.try_as_plain_ram_mut()?;
+    let ys = plain.as_slice_mut::<T>()?;
+    let len = ys.len();
+    tract_linalg::multithread::par_chunks_mut(ys, 1, len, |first, chunk| {
+        fill(first, chunk);
+        Ok(())
+    })?;
+    drop(plain);
+    Ok(dst)
+}
+
+/// tract's `DequantizeLinearF32` formula, `(x - zero_point) as f32 * scale`, for one byte.
+#[inline(always)]
+fn dequantize(x: u8, scale: f32, zero_point: i32) -> f32 {
+    (i32::from(x) - zero_point) as f32 * scale
 }
 
 pub mod islands;
@@ -185,7 +202,7 @@ pub fn fuse_relu_requantize(model: &mut TypedModel) -> TractResult<usize> {
                 continue;
             };
             let xs: Vec<f32> = (0..=255u8)
-                .map(|v| ((i32::from(v) - dq.zero_point) as f32 * dq.scale).max(c))
+                .map(|v| dequantize(v, dq.scale, dq.zero_point).max(c))
                 .collect();
             let mut table = vec![0u8; 256];
             quantize(&xs, &mut table, fq.scale, fq.zero_point);

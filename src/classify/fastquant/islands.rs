@@ -26,7 +26,7 @@ use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::DequantizeLinearF32;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{quantize_tile, QuantizeU8};
+use super::{dequantize, par_fill, quantize_tile, QuantizeU8};
 
 /// Values per tile: small enough for the tile buffers to stay in L1, large enough to amortise
 /// the per-tile dispatch over the steps.
@@ -83,7 +83,7 @@ impl Values<'_> {
             Values::U8(xs, scale, zp) => {
                 let n = out.len();
                 for (y, &x) in out.iter_mut().zip(&xs[start..start + n]) {
-                    *y = (i32::from(x) - zp) as f32 * scale;
+                    *y = dequantize(x, scale, zp);
                 }
             }
         }
@@ -94,7 +94,7 @@ impl Values<'_> {
     fn at(&self, i: usize) -> f32 {
         match *self {
             Values::F32(xs) => xs[i],
-            Values::U8(xs, scale, zp) => (i32::from(xs[i]) - zp) as f32 * scale,
+            Values::U8(xs, scale, zp) => dequantize(xs[i], scale, zp),
         }
     }
 }
@@ -249,28 +249,10 @@ impl EvalOp for Island {
             }
         }
         let out = match &self.requantize {
-            Some(q) => {
-                let mut dst = Tensor::zero::<u8>(shape)?;
-                let mut plain = dst.try_as_plain_ram_mut()?;
-                let ys = plain.as_slice_mut::<u8>()?;
-                tract_linalg::multithread::par_chunks_mut(ys, 1, len, |first, chunk| {
-                    self.run(&acc, &operands, first, Out::U8(chunk, q));
-                    Ok(())
-                })?;
-                drop(plain);
-                dst
-            }
-            None => {
-                let mut dst = Tensor::zero::<f32>(shape)?;
-                let mut plain = dst.try_as_plain_ram_mut()?;
-                let ys = plain.as_slice_mut::<f32>()?;
-                tract_linalg::multithread::par_chunks_mut(ys, 1, len, |first, chunk| {
-                    self.run(&acc, &operands, first, Out::F32(chunk));
-                    Ok(())
-                })?;
-                drop(plain);
-                dst
-            }
+            Some(q) => par_fill::<u8>(shape, |first, chunk| {
+                self.run(&acc, &operands, first, Out::U8(chunk, q))
+            })?,
+            None => par_fill::<f32>(shape, |first, chunk| self.run(&acc, &operands, first, Out::F32(chunk)))?,
         };
         Ok(tvec!(out.into_tvalue()))
     }
