@@ -2,7 +2,9 @@
 //! with ONNX Runtime's `bench/infer_ort.py` on the same model files and slices).
 //! `bench_infer CARD THREADS ITERS` prints one JSON line: median milliseconds per slice for the
 //! int8 model and the fp32 reference, each loaded through its own card; with THREADS > 1 also
-//! per slice when THREADS slices run in parallel (`*_parallel_slices`, the `scan` path).
+//! per slice when THREADS slices run in parallel (`*_parallel_slices`, the `scan` path). On
+//! x86-64 CPUs where `classify::madd16` runs the int8 products, `tract_int8_tract_kernel` is the
+//! same int8 model on tract's own AVX2 kernel.
 use std::time::Instant;
 
 use ctsentinel::classify::{Classifier, ModelCard, Options};
@@ -58,10 +60,21 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     let mut out = serde_json::Map::new();
-    for (name, path) in [
+    let mut runs = vec![
         ("tract_int8", std::path::PathBuf::from(&a[1])),
         ("tract_fp32", tmp.path().join("card.toml")),
-    ] {
+    ];
+    // Where ctsentinel's own AVX2 int8 kernel runs (classify::madd16), also time tract's own
+    // kernel on the same int8 model: the peer in the same run. The switch is read when a plan
+    // is built, so it is set just before the last load.
+    let peer = ctsentinel::classify::madd16::active();
+    if peer {
+        runs.push(("tract_int8_tract_kernel", std::path::PathBuf::from(&a[1])));
+    }
+    for (name, path) in runs {
+        if name == "tract_int8_tract_kernel" {
+            std::env::set_var(ctsentinel::classify::madd16::ENV_SWITCH, "0");
+        }
         let c = Classifier::load(&path, Options { threads })?;
         c.p_covid_plane(plane.clone())?; // warm-up
         let ms: Vec<f64> = (0..iters)

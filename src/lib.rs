@@ -13,10 +13,12 @@
 //!
 //! Every layer has its own error type; only the binary turns them into `anyhow` and exit codes.
 //!
-//! `unsafe` is denied everywhere but in three measured places, each fenced with a `// SAFETY:`
-//! note: `service::heap` (one call into glibc, see its docs for the measurement) and the two
+//! `unsafe` is denied everywhere but in four measured places, each fenced with a `// SAFETY:`
+//! note: `service::heap` (one call into glibc, see its docs for the measurement), the two
 //! AVX2 dispatches of `classify::fastquant` (its quantize loop and `islands::Island::run`: a
-//! `#[target_feature]` function called only after `is_x86_feature_detected!("avx2")`).
+//! `#[target_feature]` function called only after `is_x86_feature_detected!("avx2")`), and
+//! `classify::madd16`, the int8 matrix kernel ctsentinel hands tract on AVX2 CPUs without VNNI
+//! (a tract kernel works on raw panel and tile pointers; 2.1x tract's own kernel there).
 //!
 //! **Research use only, not a diagnosis.**
 #![deny(unsafe_code)]

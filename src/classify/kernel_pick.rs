@@ -14,10 +14,15 @@
 //! `TRACT_AVX512_FMA_UNITS` still wins. Elsewhere (Intel, where the probe tells one-port client
 //! cores from two-port servers; aarch64 boards, where the knob is inert) tract's own choice stays.
 //! Outputs do not depend on the tile: both kernels compute the same exact i32 sums.
+//!
+//! On x86-64 CPUs with AVX2 and no VNNI, the pick is [`super::madd16`]'s own kernel and tier.
 
 /// Set the 512-bit FMA-port knob for AMD AVX-512 VNNI cores (see the module docs). Returns the
 /// value installed, if any. Idempotent; must run before tract first picks a kernel.
 pub fn apply() -> Option<&'static str> {
+    if super::madd16::active() {
+        log::debug!("int8 matrix products: {}", super::madd16::NAME);
+    }
     if !amd_with_avx512_vnni() {
         return None;
     }

@@ -12,6 +12,7 @@
 pub mod card;
 pub mod fastquant;
 pub mod kernel_pick;
+pub mod madd16;
 pub mod phantom;
 pub mod preprocess;
 
