@@ -9,8 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
 lock=/tmp/ctsentinel-cargo.lock
+# Exit 3 means "could not be installed here" (CI prints the smoke as NOT CHECKED, not passed).
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "fuzz smoke: no nightly toolchain (cargo-fuzz needs it for the sanitizer flags)" >&2
+  exit 3
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
-  cargo install cargo-fuzz --locked --quiet
+  cargo install cargo-fuzz --locked --quiet || { echo "fuzz smoke: cargo-fuzz could not be installed" >&2; exit 3; }
 fi
 flock "$lock" cargo test -q --test fuzz_corpus -- --ignored write_seed_corpus >/dev/null
 # Its own target folder (fuzz/target), whatever CARGO_TARGET_DIR says: ASan builds never mix with the product's.

@@ -12,7 +12,7 @@
 #                                    # checks the arm64 package only (CI: the amd64 one is a
 #                                    # second full x86 release compile of tract)
 #   scripts/cross-aarch64.sh prebuild  # compile everything build/test/musl/deb need, run nothing
-#                                    # (CI runs it niced in the background during the x86 tests)
+#                                    # (for a warm target dir before the qemu steps)
 # PROFILE=dist for the shipped binary (fat LTO, one codegen unit, panic=abort, stripped):
 #   PROFILE=dist scripts/cross-aarch64.sh build smoke musl deb
 # With Docker, `CROSS_CONFIG=cross.toml cross build --target aarch64-unknown-linux-gnu` also works
