@@ -13,10 +13,19 @@ fn plan(card: &ctsentinel::classify::ModelCard) -> TypedModel {
     let batch = model.sym("batch");
     let n = card.input.size;
     model
-        .set_input_fact(0, f32::fact([batch.to_dim(), 1.to_dim(), n.to_dim(), n.to_dim()]).into())
+        .set_input_fact(
+            0,
+            f32::fact([batch.to_dim(), 1.to_dim(), n.to_dim(), n.to_dim()]).into(),
+        )
         .unwrap();
     let one = std::collections::HashMap::from([(batch, 1.to_dim())]);
-    let mut model = model.into_typed().unwrap().set_symbols(&one).unwrap().into_optimized().unwrap();
+    let mut model = model
+        .into_typed()
+        .unwrap()
+        .set_symbols(&one)
+        .unwrap()
+        .into_optimized()
+        .unwrap();
     ctsentinel::classify::fastquant::install(&mut model).unwrap();
     model
 }

@@ -63,7 +63,13 @@ pub fn kernel() -> DynKernel<MR, NR, i32> {
     .with_store::<i8>()
     .with_isa(IsaReq::ANY.needing(&[Isa::X86_64Avx2]))
     // Switched off, it must lose every tie too (tract's fallback ranks kernels by preference).
-    .with_boost(|| if enabled() { 0 } else { tract_linalg::isa::NEVER_PREFERRED });
+    .with_boost(|| {
+        if enabled() {
+            0
+        } else {
+            tract_linalg::isa::NEVER_PREFERRED
+        }
+    });
     k.arch = Some(Arch::X86_64);
     k.built = cfg!(target_arch = "x86_64");
     k
@@ -95,12 +101,7 @@ pub fn active() -> bool {
     cfg!(target_arch = "x86_64") && applies(&tract_linalg::isa::native()) && enabled()
 }
 
-fn preferred(
-    _isa: &IsaSet,
-    dt: DatumType,
-    query: &Query,
-    _suitable: &[Suitable],
-) -> Option<&'static str> {
+fn preferred(_isa: &IsaSet, dt: DatumType, query: &Query, _suitable: &[Suitable]) -> Option<&'static str> {
     match (dt, query.n) {
         // A matrix-vector product keeps tract's own pick, as its AVX2 tier does.
         (DatumType::I32, Some(1)) => None,
@@ -225,7 +226,10 @@ unsafe fn apply(t: &mut Tile, op: &FusedKerSpec<i32>) -> Step {
 /// The element at (row, col) of an output-store view.
 unsafe fn at<T>(o: &OutputStoreKer, r: usize, c: usize) -> *const T {
     // SAFETY: the view covers the tile (see `apply`).
-    unsafe { o.ptr.offset(o.row_byte_stride * r as isize + o.col_byte_stride * c as isize) as _ }
+    unsafe {
+        o.ptr
+            .offset(o.row_byte_stride * r as isize + o.col_byte_stride * c as isize) as _
+    }
 }
 
 unsafe fn store<T: Copy>(t: &Tile, o: &OutputStoreKer, cast: impl Fn(i32) -> T) {
@@ -272,7 +276,7 @@ unsafe fn add_mat_mul_i8(t: &mut Tile, pa: *const u8, pb: *const u8, k: usize) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{MR, NR, Tile};
+    use super::{Tile, MR, NR};
     use std::arch::x86_64::*;
 
     /// `t += A·B` over k steps of packed panels: A holds MR i8 per k step, B NR i8 per k step.
@@ -377,9 +381,12 @@ mod tests {
             let op = match *name {
                 "clear" => FusedKerSpec::Clear,
                 "load" => FusedKerSpec::LoadTile(load.as_ptr(), std::ptr::null()),
-                "matmul" => {
-                    FusedKerSpec::AddMatMul { k, pa, pb: b_bytes.as_ptr(), packing: 1 }
-                }
+                "matmul" => FusedKerSpec::AddMatMul {
+                    k,
+                    pa,
+                    pb: b_bytes.as_ptr(),
+                    packing: 1,
+                },
                 "row_add" => FusedKerSpec::PerRowAdd(rows.as_ptr()),
                 "row_mul" => FusedKerSpec::PerRowMul(rows.as_ptr()),
                 "row_sub" => FusedKerSpec::PerRowSub(rows.as_ptr()),
@@ -403,11 +410,9 @@ mod tests {
                 "shl" => FusedKerSpec::ShiftLeft(3),
                 "shr" => FusedKerSpec::RoundingShiftRight(5, RoundingPolicy::Even),
                 "shr_away" => FusedKerSpec::RoundingShiftRight(7, RoundingPolicy::Away),
-                "qscale" => FusedKerSpec::QScale(
-                    rng.i32(8) as isize,
-                    RoundingPolicy::Even,
-                    (1 << 30) + rng.i32(1 << 29),
-                ),
+                "qscale" => {
+                    FusedKerSpec::QScale(rng.i32(8) as isize, RoundingPolicy::Even, (1 << 30) + rng.i32(1 << 29))
+                }
                 "clamp" => {
                     ops.push(FusedKerSpec::ScalarMax(-128));
                     FusedKerSpec::ScalarMin(127)
@@ -417,8 +422,10 @@ mod tests {
             ops.push(op);
         }
         let ours = kernel();
-        let runs: [(&str, &dyn Fn(&[FusedKerSpec<i32>]) -> isize); 2] =
-            [(NAME, &|l| ours.kernel(l)), (MatMatMulKer::name(tracts()), &|l| tracts().kernel(l))];
+        let runs: [(&str, &dyn Fn(&[FusedKerSpec<i32>]) -> isize); 2] = [
+            (NAME, &|l| ours.kernel(l)),
+            (MatMatMulKer::name(tracts()), &|l| tracts().kernel(l)),
+        ];
         let mut outs = vec![];
         for (name, run) in runs {
             let mut out = vec![0xA5u8; MR * NR * store_size];
@@ -444,9 +451,29 @@ mod tests {
         }
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let ops = [
-            "row_add", "row_mul", "row_sub", "row_subf", "row_min", "row_max", "col_add",
-            "col_mul", "col_sub", "col_subf", "col_min", "col_max", "rowcol", "unicast_i32",
-            "unicast_i8", "add", "mul", "sub", "subf", "leaky", "shl", "shr", "shr_away",
+            "row_add",
+            "row_mul",
+            "row_sub",
+            "row_subf",
+            "row_min",
+            "row_max",
+            "col_add",
+            "col_mul",
+            "col_sub",
+            "col_subf",
+            "col_min",
+            "col_max",
+            "rowcol",
+            "unicast_i32",
+            "unicast_i8",
+            "add",
+            "mul",
+            "sub",
+            "subf",
+            "leaky",
+            "shl",
+            "shr",
+            "shr_away",
             "qscale",
         ];
         for k in [0, 1, 2, 3, 7, 8, 64, 65, 577] {
