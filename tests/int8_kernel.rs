@@ -5,7 +5,7 @@
 
 mod common;
 
-use ctsentinel::classify::{madd16, Classifier, Options};
+use ctsentinel::classify::madd16;
 use tract_onnx::prelude::*;
 
 fn plan(card: &ctsentinel::classify::ModelCard) -> TypedModel {
@@ -57,30 +57,10 @@ fn the_avx2_madd_kernel_leaves_every_model_output_bit_identical_to_tracts_own_ke
         madd16::NAME,
         madd16::ENV_SWITCH
     );
-    let (ours, tracts) = (ours.into_runnable().unwrap(), tracts.into_runnable().unwrap());
-    let mut c = Classifier::load(&common::card_path(), Options { threads: 1 }).unwrap();
-    let mut decoder = ctsentinel::ingest::SliceDecoder::new();
-    for i in [12, 20, 30] {
-        let s = decoder
-            .decode(&data.join(format!("ct16/covid/ctmd_P001/SR_1/IM{i:05}.tif")))
-            .unwrap();
-        let plane = c.plane_from_stored(s.pixels, s.width, s.height);
-        let n = card.input.size;
-        let x = Tensor::from_shape(&[1, 1, n, n], &plane).unwrap().into_tvalue();
-        let a = ours.run(tvec!(x.clone())).unwrap();
-        let b = tracts.run(tvec!(x)).unwrap();
-        assert_eq!(a.len(), b.len());
-        for (ta, tb) in a.iter().zip(&b) {
-            let (va, vb) = (
-                ta.to_plain_array_view::<f32>().unwrap(),
-                tb.to_plain_array_view::<f32>().unwrap(),
-            );
-            assert_eq!(va.shape(), vb.shape());
-            assert!(
-                va.iter().zip(vb.iter()).all(|(p, q)| p.to_bits() == q.to_bits()),
-                "slice {i}: outputs differ between {} and tract's kernel",
-                madd16::NAME
-            );
-        }
-    }
+    common::same_outputs::assert_bit_identical_on_real_slices(
+        &ours.into_runnable().unwrap(),
+        &tracts.into_runnable().unwrap(),
+        &data,
+        &format!("{} against tract's kernel", madd16::NAME),
+    );
 }

@@ -352,28 +352,10 @@ fn the_vectorised_requantization_leaves_every_output_bit_identical_on_real_slice
     assert!(installed.relu_tables >= 16, "{installed:?}: too few ReLU chains fused");
     assert!(installed.islands >= 24, "{installed:?}: too few float islands fused");
     assert!(plain.nodes().iter().all(|n| n.op().name() != "QuantizeU8Vectorised"));
-    let (plain, fast) = (plain.into_runnable().unwrap(), fast.into_runnable().unwrap());
-    let mut c = Classifier::load(&common::card_path(), Options { threads: 1 }).unwrap();
-    let mut decoder = ctsentinel::ingest::SliceDecoder::new();
-    for i in [12, 20, 30] {
-        let s = decoder
-            .decode(&data.join(format!("ct16/covid/ctmd_P001/SR_1/IM{i:05}.tif")))
-            .unwrap();
-        let plane = c.plane_from_stored(s.pixels, s.width, s.height);
-        let x = Tensor::from_shape(&[1, 1, 256, 256], &plane).unwrap().into_tvalue();
-        let a = plain.run(tvec!(x.clone())).unwrap();
-        let b = fast.run(tvec!(x)).unwrap();
-        assert_eq!(a.len(), b.len());
-        for (ta, tb) in a.iter().zip(&b) {
-            let (va, vb) = (
-                ta.to_plain_array_view::<f32>().unwrap(),
-                tb.to_plain_array_view::<f32>().unwrap(),
-            );
-            assert_eq!(va.shape(), vb.shape());
-            assert!(
-                va.iter().zip(vb.iter()).all(|(p, q)| p.to_bits() == q.to_bits()),
-                "slice {i}: outputs differ"
-            );
-        }
-    }
+    common::same_outputs::assert_bit_identical_on_real_slices(
+        &plain.into_runnable().unwrap(),
+        &fast.into_runnable().unwrap(),
+        &data,
+        "tract's plan against ours",
+    );
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dicom_gen;
+pub mod same_outputs;
 
 use std::path::{Path, PathBuf};
 
