@@ -560,6 +560,7 @@ fn random_kills_end_in_exactly_one_clean_result_per_series() {
         copy_series(&rig.drop_dir().join(of).join("SR_1"), &rig.series(twin, "SR_1"));
         names.push(twin.to_string());
     }
+    let all_results = || names.iter().all(|n| rig.result(n, "SR_1").exists());
     let mut inside = 0;
     for k in 0..50 {
         let mut child = rig.spawn(&[]);
@@ -571,10 +572,7 @@ fn random_kills_end_in_exactly_one_clean_result_per_series() {
             // covers start-up and the self-test on a slow CPU (a Zen 1 runner took over 8 s).
             let before = processing_lines(&rig);
             let t = Instant::now();
-            while processing_lines(&rig) == before
-                && t.elapsed() < Duration::from_secs(120)
-                && !names.iter().all(|n| rig.result(n, "SR_1").exists())
-            {
+            while processing_lines(&rig) == before && t.elapsed() < Duration::from_secs(120) && !all_results() {
                 std::thread::sleep(Duration::from_millis(10));
             }
             std::thread::sleep(Duration::from_millis(next(900)));
@@ -595,9 +593,7 @@ fn random_kills_end_in_exactly_one_clean_result_per_series() {
     );
     let started = rig.log().matches("self-test PASSED").count();
     let mut child = rig.spawn(&[]);
-    wait_until("every result", Duration::from_secs(300), || {
-        names.iter().all(|n| rig.result(n, "SR_1").exists())
-    });
+    wait_until("every result", Duration::from_secs(300), all_results);
     // The storm may have left every result written already: wait until this last run has
     // installed its SIGTERM handler (it does so before its self-test), or the signal's
     // default action ends it before it could stop cleanly.
