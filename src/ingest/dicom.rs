@@ -94,16 +94,17 @@ pub mod contract {
     pub const MIN_SLICES: usize = 10;
 }
 
-/// True when `path` starts like a DICOM Part 10 file (`DICM` after the 128-byte preamble).
+/// True when `path` starts like a DICOM file: Part 10 (`DICM` after the 128-byte preamble),
+/// `DICM` without the preamble, or a bare data set (see [`super::part10::sniff`]).
 pub fn is_dicom_file(path: &Path) -> bool {
-    let mut head = [0u8; 132];
+    let mut head = Vec::with_capacity(132);
     std::fs::metadata(path).is_ok_and(|m| m.is_file())
-        && File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok()
+        && File::open(path).and_then(|f| f.take(132).read_to_end(&mut head)).is_ok()
         && is_dicom_signature(&head)
 }
 
 pub(super) fn is_dicom_signature(head: &[u8]) -> bool {
-    head.len() >= 132 && &head[128..132] == b"DICM"
+    super::part10::sniff(head).is_some()
 }
 
 /// What discovery needs from a file's header (no pixel data is read).
@@ -135,11 +136,9 @@ pub fn check_implicit_dataset(bytes: &[u8]) -> Result<(), DecodeError> {
 }
 
 fn open(bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject, DecodeError> {
-    if !is_dicom_signature(bytes) {
-        return Err(DecodeError::Dicom(
-            "no DICM signature after the 128-byte preamble".into(),
-        ));
-    }
+    // Files without preamble, meta group length or meta at all are read as pydicom and dcmtk
+    // read them: made canonical first, the data set unchanged.
+    let bytes = &*super::part10::canonical(bytes)?;
     // Every declared length must fit in the file before dicom-rs allocates from it.
     super::dicom_prescan::check(bytes)?;
     let mut o = OpenFileOptions::new()
@@ -194,6 +193,15 @@ pub fn read_header(path: &Path) -> Result<Header, DecodeError> {
         .read_to_end(&mut bytes)
         .map_err(|e| DecodeError::Dicom(format!("cannot read: {e}")))?;
     header_of(&bytes)
+}
+
+/// The SOP class a file's meta group names (see [`super::part10::meta_sop_class`]).
+pub fn meta_sop_class_of(path: &Path) -> Option<String> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(super::MAX_FILE_BYTES).read_to_end(&mut bytes))
+        .ok()?;
+    super::part10::meta_sop_class(&bytes)
 }
 
 /// [`read_header`] of a file already in memory (the receiver checks what it was sent).
@@ -260,6 +268,19 @@ pub fn not_a_candidate(h: &Header) -> Option<String> {
     }
     if h.frames != 1 {
         return Some(format!("{} frames in one CT image: not supported", h.frames));
+    }
+    None
+}
+
+/// Why a candidate's declared image can never be decoded as a slice (forged or corrupt
+/// dimensions), checked from the header so the file is named before any pixel is read.
+fn size_problem(h: &Header) -> Option<String> {
+    let (w, hgt) = (h.columns, h.rows);
+    if w > MAX_SIDE || hgt > MAX_SIDE {
+        return Some(DecodeError::TooLarge { width: w, height: hgt }.to_string());
+    }
+    if w < MIN_WIDTH || hgt < MIN_HEIGHT {
+        return Some(DecodeError::TooSmall { width: w, height: hgt }.to_string());
     }
     None
 }
@@ -360,6 +381,14 @@ fn check_jpeg_frame(o: &DefaultDicomObject, w: u32, h: u32) -> Result<(), Decode
         .and_then(|e| e.fragments())
         .ok_or_else(|| DecodeError::Corrupt("encapsulated pixel data has no fragments".into()))?;
     let stream: Vec<u8> = frags.iter().flat_map(|f| f.iter().copied()).collect();
+    // A stream cut short still decodes (the decoder fills what is missing): it must end at its
+    // EOI marker, after at most the one pad byte that keeps a fragment's length even.
+    let end = stream.len() - usize::from(stream.last() == Some(&0));
+    if end < 2 || stream[end - 2..end] != [0xFF, 0xD9] {
+        return Err(DecodeError::Corrupt(
+            "JPEG stream does not end with its EOI marker (truncated frame)".into(),
+        ));
+    }
     let mut d = jpeg_decoder::Decoder::new(&stream[..]);
     d.read_info()
         .map_err(|e| DecodeError::Corrupt(format!("JPEG header: {e}")))?;
@@ -390,12 +419,22 @@ pub(super) fn group(root: &Path, found: Found) -> (Vec<Series>, Vec<FileProblem>
     let mut ignored = found.ignored;
     let mut unassigned = found.unreadable;
     let mut by_uid: BTreeMap<String, Vec<(PathBuf, Header)>> = BTreeMap::new();
+    let mut refused_of: BTreeMap<String, Vec<FileProblem>> = BTreeMap::new();
     for (path, h) in found.headers {
         if let Some(why) = not_a_candidate(&h) {
             ignored.push(FileProblem {
                 file: label(&path),
                 reason: why,
             });
+        } else if let Some(why) = size_problem(&h) {
+            // A slice of its series that can never be decoded: the series is incomplete, and
+            // the file is named.
+            let uid = h.series_uid.clone();
+            refused_of.entry(uid.clone()).or_default().push(FileProblem {
+                file: label(&path),
+                reason: why,
+            });
+            by_uid.entry(uid).or_default();
         } else if h.series_uid.is_empty() {
             unassigned.push(FileProblem {
                 file: label(&path),
@@ -408,6 +447,19 @@ pub(super) fn group(root: &Path, found: Found) -> (Vec<Series>, Vec<FileProblem>
     let mut series: Vec<Series> = by_uid
         .into_iter()
         .map(|(uid, mut slices)| {
+            let mut refused = refused_of.remove(&uid).unwrap_or_default();
+            refused.extend(unassigned.iter().cloned());
+            if slices.is_empty() {
+                // Every file of this series declared an impossible image: named, no slices.
+                return Series {
+                    patient: "unknown patient".into(),
+                    id: uid,
+                    path: root.to_path_buf(),
+                    files: Vec::new(),
+                    refused,
+                    info: None,
+                };
+            }
             let ordered_by = order(&mut slices);
             let info = info_of(&slices, ordered_by);
             let first = &slices[0].1;
@@ -421,7 +473,7 @@ pub(super) fn group(root: &Path, found: Found) -> (Vec<Series>, Vec<FileProblem>
                 id: uid,
                 path: root.to_path_buf(),
                 files: slices.iter().map(|(p, _)| p.clone()).collect(),
-                refused: unassigned.clone(),
+                refused,
                 info: Some(info),
             }
         })
@@ -449,21 +501,104 @@ fn order(slices: &mut [(PathBuf, Header)]) -> &'static str {
         Some(p[0] * n[0] + p[1] * n[1] + p[2] * n[2])
     };
     if slices.iter().all(|(_, h)| along(h).is_some()) {
-        // Descending along the normal: for axial slices, superior (head) first.
-        slices.sort_by(|a, b| {
-            along(&b.1)
-                .partial_cmp(&along(&a.1))
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then_with(|| natural_key(&super::name_of(&a.0)).cmp(&natural_key(&super::name_of(&b.0))))
+        // Descending along the normal: for axial slices, superior (head) first. A total order
+        // (`total_cmp`, then the name): `sort_by` may panic on an inconsistent comparator.
+        slices.sort_by_cached_key(|(p, h)| {
+            let key = along(h).map_or(f64::NAN, |z| -z);
+            (TotalF64(key), natural_key(&super::name_of(p)))
         });
         "position"
     } else if slices.iter().all(|(_, h)| h.instance.is_some()) {
-        slices.sort_by_key(|(_, h)| h.instance);
+        slices.sort_by_cached_key(|(p, h)| (h.instance, natural_key(&super::name_of(p))));
         "instance number"
     } else {
         slices.sort_by_key(|(p, _)| natural_key(&super::name_of(p)));
         "file name"
     }
+}
+
+/// A series is incomplete when its largest step between neighbouring slices exceeds this many
+/// times the median step (a slice missing doubles a step).
+pub const MAX_GAP_RATIO: f64 = 1.5;
+
+/// Why the slice positions say slices are missing: a step above [`MAX_GAP_RATIO`] x `median`.
+fn position_gap(gaps: &[f64], median: f64) -> Option<String> {
+    if gaps.len() < 2 || median <= 0.0 {
+        return None;
+    }
+    let (at, max) = gaps
+        .iter()
+        .copied()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    (max > MAX_GAP_RATIO * median).then(|| {
+        format!(
+            "incomplete series: a {max:.2} mm gap after slice {} of {} (median step {median:.2} mm; more than {MAX_GAP_RATIO}x means slices are missing)",
+            at + 1,
+            gaps.len() + 1
+        )
+    })
+}
+
+/// Why the InstanceNumbers say slices are missing: with every slice numbered, a step between
+/// neighbouring numbers larger than the series' usual (median) step.
+fn instance_gap(slices: &[(PathBuf, Header)]) -> Option<String> {
+    let mut n: Vec<i64> = slices.iter().map(|(_, h)| h.instance).collect::<Option<Vec<_>>>()?;
+    if n.len() < 3 {
+        return None;
+    }
+    n.sort_unstable();
+    let steps: Vec<i64> = n.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut sorted = steps.clone();
+    sorted.sort_unstable();
+    let median = sorted[sorted.len() / 2];
+    if median <= 0 {
+        return None;
+    }
+    let i = steps.iter().position(|&d| d > median)?;
+    Some(format!(
+        "incomplete series: InstanceNumber jumps from {} to {} (step {median} elsewhere): slices are missing",
+        n[i],
+        n[i + 1]
+    ))
+}
+
+/// An `f64` ordered by [`f64::total_cmp`] (a sort key that is a total order).
+#[derive(Debug, Clone, Copy)]
+struct TotalF64(f64);
+
+impl PartialEq for TotalF64 {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.total_cmp(&other.0).is_eq()
+    }
+}
+impl Eq for TotalF64 {}
+impl PartialOrd for TotalF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TotalF64 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Why `o` is not two orthogonal unit vectors (row and column direction), if it is not.
+fn orientation_problem(o: &[f64; 6]) -> Option<String> {
+    let (r, c) = ([o[0], o[1], o[2]], [o[3], o[4], o[5]]);
+    let norm = |v: [f64; 3]| (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+    let dot = r[0] * c[0] + r[1] * c[1] + r[2] * c[2];
+    const TOL: f64 = 0.01;
+    if (norm(r) - 1.0).abs() > TOL || (norm(c) - 1.0).abs() > TOL || dot.abs() > TOL {
+        return Some(format!(
+            "ImageOrientationPatient is not two orthogonal unit vectors (lengths {:.3} and {:.3}, cosine {:.3})",
+            norm(r),
+            norm(c),
+            dot
+        ));
+    }
+    None
 }
 
 fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
@@ -499,6 +634,9 @@ fn info_of(slices: &[(PathBuf, Header)], ordered_by: &'static str) -> SeriesInfo
         .any(|(_, h)| (h.rows, h.columns) != (first.rows, first.columns))
     {
         problems.push("slices of different image sizes".into());
+    }
+    if let Some(why) = slices.iter().find_map(|(_, h)| h.orientation.as_ref().and_then(orientation_problem)) {
+        problems.push(why);
     }
     match first.orientation {
         None => problems.push("no ImageOrientationPatient: cannot tell that the slices are axial".into()),
@@ -544,12 +682,17 @@ fn info_of(slices: &[(PathBuf, Header)], ordered_by: &'static str) -> SeriesInfo
             }
             if gaps.iter().any(|g| *g < 1e-3) {
                 problems.push("two or more slices at the same position (duplicates or mixed acquisitions)".into());
+            } else if let Some(why) = position_gap(&gaps, s) {
+                problems.push(why);
             }
         }
         None if slices.len() > 1 => {
             problems.push("no ImagePositionPatient on every slice: slice spacing unknown".into())
         }
         None => {}
+    }
+    if let Some(why) = instance_gap(slices) {
+        problems.push(why);
     }
     let body = &first.body_part;
     if !body.is_empty() && !["CHEST", "LUNG", "THORAX", "TORSO"].iter().any(|b| body.contains(b)) {

@@ -19,6 +19,7 @@
 
 pub mod dicom;
 mod dicom_prescan;
+mod part10;
 mod image8;
 mod strict;
 mod tiff;
@@ -260,10 +261,18 @@ fn dicom_discovery(root: &Path, files: Vec<PathBuf>) -> Discovery {
         }
         match dicom::read_header(&path) {
             Ok(h) => found.headers.push((path, h)),
-            Err(e) => found.unreadable.push(FileProblem {
-                file: label,
-                reason: e.to_string(),
-            }),
+            Err(e) => match dicom::meta_sop_class_of(&path) {
+                // Its own meta group says it is no CT slice: whatever is wrong inside it cannot
+                // make a series incomplete.
+                Some(class) if class != dicom::CT_IMAGE_STORAGE => found.ignored.push(FileProblem {
+                    file: label,
+                    reason: format!("SOP class {class} (not a CT slice) and unreadable: {e}"),
+                }),
+                _ => found.unreadable.push(FileProblem {
+                    file: label,
+                    reason: e.to_string(),
+                }),
+            },
         }
     }
     let (series, ignored) = dicom::group(root, found);
