@@ -50,10 +50,10 @@ pub fn image8(bytes: &[u8]) -> bool {
     }
 }
 
-/// What a DICOM peer sends after association: PDUs, command sets, instances (see
-/// `service::receiver::fuzz_received`), with an instance limit of 1 MiB.
+/// What a DICOM peer sends: the real association machine (`dicom_net::fuzz_peer`), with an
+/// instance limit of 1 MiB.
 pub fn dicom_peer(bytes: &[u8]) -> bool {
-    service::receiver::fuzz_received(bytes, 1 << 20) > 0
+    crate::dicom_net::fuzz_peer(bytes) > 0
 }
 
 /// A service config (`board` profiles from `boards`, the repository's or the package's).

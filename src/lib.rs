@@ -25,10 +25,12 @@
 
 pub mod classify;
 pub mod decide;
+pub mod dicom_net;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingest;
 pub mod lung;
+pub mod names;
 pub mod pipeline;
 pub mod present;
 pub mod report;

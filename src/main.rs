@@ -254,7 +254,12 @@ fn watch(
     // that could not process it. It stops (and joins) when dropped, after the service loop.
     let receiver = match &cfg.dicom {
         Some(d) => Some(
-            ctsentinel::service::receiver::Receiver::start(d, &cfg.layout().received(), cfg.min_free_bytes)
+            ctsentinel::dicom_net::Receiver::start(
+                d,
+                &cfg.layout().received(),
+                cfg.min_free_bytes,
+                Box::new(|p: &std::path::Path| run::FreeSpace::free_bytes(&run::StatVfs, p)),
+            )
                 .with_context(|| format!("starting the DICOM receiver on {}", d.listen))
                 .map_err(Failure::Internal)?,
         ),

@@ -1,5 +1,6 @@
-//! The C-STORE receiver of `ctsentinel watch` (issue 14, step 3), pushed to by a real DICOM
-//! client (dicom-ul's SCU) on 127.0.0.1, against the real binary.
+//! The C-STORE receiver of `ctsentinel watch`, pushed to by real DICOM clients on 127.0.0.1
+//! against the real binary: dicom-ul's SCU (which can abort, trickle and misbehave on purpose)
+//! and dcmtk's `storescu` / `echoscu` (a third-party peer, as a scanner's would be).
 
 mod common;
 
@@ -33,6 +34,11 @@ fn free_port() -> u16 {
 
 impl Box {
     fn new() -> Box {
+        Box::with("")
+    }
+
+    /// A box whose `[dicom]` table has `extra` lines added.
+    fn with(extra: &str) -> Box {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("drop")).unwrap();
         let port = free_port();
@@ -40,7 +46,7 @@ impl Box {
             "board = \"generic-x86_64\"\ndrop = [\"{d}/drop\"]\nstate = \"{d}/state\"\nmodels = \"{m}\"\n\
              min_free_mb = 0\nstability_s = 2\npoll_interval_s = 0.5\ndisplay = \"none\"\n\n\
              [dicom]\nlisten = \"127.0.0.1:{port}\"\nae_title = \"CTSENTINEL\"\nallowed_callers = [\"CT_SCANNER\"]\n\
-             max_instance_mb = 4\nidle_timeout_s = 5\n",
+             max_instance_mb = 4\nidle_timeout_s = 5\npdu_timeout_s = 3\nresend_wait_s = 6\n{extra}\n",
             d = dir.path().display(),
             m = common::models().display()
         );
@@ -267,7 +273,7 @@ fn a_connection_cut_mid_instance_leaves_nothing_half_written() {
     // The scanner's cable is pulled: the socket closes without release or abort.
     drop(scu);
     wait_until("the receiver to notice", Duration::from_secs(20), || {
-        b.log().contains("partial instance is discarded")
+        b.log().contains("closed without A-RELEASE")
     });
     assert!(
         common::files_under(&b.received()).is_empty(),
@@ -325,4 +331,238 @@ fn kill_during_a_push_loses_no_acknowledged_instance() {
 
 fn ingest_ok(p: &Path) -> bool {
     ctsentinel::ingest::SliceDecoder::new().decode(p).is_ok()
+}
+
+/// The verdict and reason of every result JSON, and its number of slices.
+fn verdicts(b: &Box) -> Vec<(String, String, usize)> {
+    b.results()
+        .iter()
+        .filter_map(|r| std::fs::read_to_string(r).ok())
+        .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map(|v| {
+            (
+                v["verdict"].as_str().unwrap_or("").to_string(),
+                v["reason"].as_str().unwrap_or("").to_string(),
+                v["series"][0]["slices"].as_array().map_or(0, |a| a.len()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_push_aborted_mid_series_never_gets_a_definite_verdict_and_its_resend_gets_one_once() {
+    let b = Box::new();
+    let mut child = b.spawn();
+    let all = slices(12);
+    let mut scu = b.connect("CT_SCANNER").unwrap();
+    for (i, s) in all[..8].iter().enumerate() {
+        assert_eq!(store(&mut scu, s, i as u16 + 1), 0);
+    }
+    scu.abort().unwrap();
+    // Stable after 2 s, but the push never ended: it waits, and says so.
+    wait_until("the wait for a resend in the log", Duration::from_secs(30), || {
+        b.log().contains("did not end with A-RELEASE")
+    });
+    assert!(b.results().is_empty(), "no verdict on 8 of 12 slices while waiting");
+    // Not sent again within resend_wait_s (6 s): undetermined, naming the reason.
+    wait_until("the undetermined result", Duration::from_secs(60), || !b.results().is_empty());
+    let v = verdicts(&b);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].0, "undetermined", "{v:?}");
+    assert!(v[0].1.contains("aborted"), "{v:?}");
+    // The scanner sends the whole series again (8 duplicates, 4 new), released: one verdict on
+    // all 12, replacing the undetermined one.
+    let mut scu = b.connect("CT_SCANNER").unwrap();
+    for (i, s) in all.iter().enumerate() {
+        assert_eq!(store(&mut scu, s, i as u16 + 1), 0, "slice {} again", i + 1);
+    }
+    scu.release().unwrap();
+    wait_until("the verdict on the whole series", Duration::from_secs(120), || {
+        verdicts(&b).iter().any(|(_, _, n)| *n == 12)
+    });
+    let v = verdicts(&b);
+    assert_eq!(v.len(), 1, "one result file per series: {v:?}");
+    assert!(!v[0].1.contains("aborted"), "{v:?}");
+    assert!(
+        !common::files_under(&b.received())
+            .iter()
+            .any(|p| ingest_name(p).starts_with(".ctsentinel-push-")),
+        "the release removed the abort's marker"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(verdicts(&b).len(), 1);
+    kill9(&mut child);
+}
+
+fn ingest_name(p: &Path) -> String {
+    ctsentinel::ingest::name_of(p)
+}
+
+/// C-STORE `s` with the command's Affected SOP Instance UID set to `uid`.
+fn store_as(scu: &mut ClientAssociation<TcpStream>, s: &Slice, message_id: u16, uid: &str) -> u16 {
+    let pc = pc_id(scu);
+    let (_, data) = request(s, message_id);
+    let cmd = InMemDicomObject::command_from_element_iter([
+        DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from(CT)),
+        DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(0x0001u16)),
+        DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id)),
+        DataElement::new(tags::PRIORITY, VR::US, PrimitiveValue::from(0u16)),
+        DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, PrimitiveValue::from(0u16)),
+        DataElement::new(tags::AFFECTED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(uid)),
+    ]);
+    let mut c = Vec::new();
+    cmd.write_dataset_with_ts(&mut c, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .unwrap();
+    scu.send(&pdv(pc, PDataValueType::Command, true, c)).unwrap();
+    let chunks: Vec<&[u8]> = data.chunks(8000).collect();
+    for (i, ch) in chunks.iter().enumerate() {
+        scu.send(&pdv(pc, PDataValueType::Data, i + 1 == chunks.len(), ch.to_vec()))
+            .unwrap();
+    }
+    match scu.receive().unwrap() {
+        Pdu::PData { data } => {
+            let rsp =
+                InMemDicomObject::read_dataset_with_ts(&data[0].data[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased()).unwrap();
+            rsp.element(tags::STATUS).unwrap().to_int::<u16>().unwrap()
+        }
+        other => panic!("expected a C-STORE-RSP, got {other:?}"),
+    }
+}
+
+#[test]
+fn instances_with_empty_or_mismatching_uids_are_refused_and_duplicates_never_overwrite() {
+    let b = Box::new();
+    let mut child = b.spawn();
+    let all = slices(3);
+    let mut scu = b.connect("CT_SCANNER").unwrap();
+    // Two instances with an empty Affected SOP Instance UID: both refused, nothing stored
+    // (before, both got Success and the second overwrote the first).
+    assert_eq!(store_as(&mut scu, &all[0], 1, ""), 0xC001);
+    assert_eq!(store_as(&mut scu, &all[1], 2, ""), 0xC001);
+    // The command names another instance than the data set holds: refused.
+    assert_eq!(store_as(&mut scu, &all[2], 3, "1.2.3.4.5"), 0xC002);
+    assert!(stored_instances(&b).is_empty(), "{:?}", stored_instances(&b));
+    // The same instance twice: success, one file. Different bytes under its UID: the first
+    // copy is kept, with a warning status.
+    assert_eq!(store(&mut scu, &all[0], 4), 0);
+    let first = std::fs::read(&stored_instances(&b)[0]).unwrap();
+    assert_eq!(store(&mut scu, &all[0], 5), 0);
+    let mut changed = all[0].clone();
+    changed.pixels[1000] += 7;
+    assert_eq!(store(&mut scu, &changed, 6), 0xB000);
+    assert_eq!(stored_instances(&b).len(), 1);
+    assert_eq!(std::fs::read(&stored_instances(&b)[0]).unwrap(), first, "the first copy is kept");
+    scu.release().unwrap();
+    wait_until("the warning in the log", Duration::from_secs(10), || {
+        b.log().contains("different content")
+    });
+    kill9(&mut child);
+}
+
+#[test]
+fn full_slots_are_refused_with_a_reject_and_idle_connections_never_lock_out_the_scanner() {
+    let b = Box::with("max_associations = 2");
+    let mut child = b.spawn();
+    // Five idle TCP connections (more than max_associations): they hold no association slot.
+    let idle: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(("127.0.0.1", b.port)).unwrap())
+        .collect();
+    let mut one = b.connect("CT_SCANNER").expect("the scanner gets in past idle connections");
+    let two = b.connect("CT_SCANNER").expect("second slot");
+    // Both slots taken: the third is answered with A-ASSOCIATE-RJ, not a bare close.
+    match b.connect("CT_SCANNER") {
+        Err(dicom_ul::association::Error::Rejected { .. }) => {}
+        Err(other) => panic!("expected an A-ASSOCIATE-RJ, got {other}"),
+        Ok(_) => panic!("a third association was admitted with max_associations = 2"),
+    }
+    assert_eq!(store(&mut one, &slices(1)[0], 1), 0);
+    one.release().unwrap();
+    drop(two);
+    // The idle connections are closed at the PDU deadline (pdu_timeout_s = 3).
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = std::io::Read::read(&mut c, &mut buf).unwrap_or(0);
+        assert!(n == 0 || buf[0] == 0x07, "closed or aborted, got PDU type {}", buf[0]);
+    }
+    kill9(&mut child);
+}
+
+#[test]
+fn a_peer_that_trickles_one_byte_at_a_time_is_cut_off_at_the_pdu_deadline() {
+    let b = Box::new();
+    let mut child = b.spawn();
+    let mut c = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    // An A-ASSOCIATE-RQ header, one byte every 500 ms.
+    for byte in [0x01u8, 0, 0, 0, 0x01, 0, 0, 1].iter().cycle().take(40) {
+        if std::io::Write::write_all(&mut c, &[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        if matches!(std::io::Read::read(&mut c, &mut buf), Ok(_)) {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(closed, "the trickling peer was never cut off");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    kill9(&mut child);
+}
+
+/// dcmtk's client, when installed (`.ci/run` installs it and sets CTSENTINEL_REQUIRE_DCMTK).
+fn dcmtk(tool: &str) -> Option<std::process::Command> {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CTSENTINEL_REQUIRE_DCMTK").is_none(),
+            "{tool} (Debian package dcmtk) is required here"
+        );
+        eprintln!("SKIPPED: {tool} not installed (apt-get install dcmtk)");
+        return None;
+    }
+    Some(std::process::Command::new(tool))
+}
+
+#[test]
+fn dcmtk_echoscu_and_storescu_push_a_series_that_gets_one_result() {
+    let (Some(mut echo), Some(mut store)) = (dcmtk("echoscu"), dcmtk("storescu")) else {
+        return;
+    };
+    let b = Box::new();
+    let mut child = b.spawn();
+    let port = b.port.to_string();
+    let ok = echo
+        .args(["-aet", "CT_SCANNER", "-aec", "CTSENTINEL", "127.0.0.1", &port])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "echoscu");
+    let bad = dcmtk("echoscu")
+        .unwrap()
+        .args(["-aet", "INTRUDER", "-aec", "CTSENTINEL", "127.0.0.1", &port])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "an intruder's echo must be rejected");
+    let files = tempfile::tempdir().unwrap();
+    for s in slices(12) {
+        s.write(&files.path().join(format!("s{}.dcm", s.instance)));
+    }
+    let out = store
+        .args(["-aet", "CT_SCANNER", "-aec", "CTSENTINEL", "127.0.0.1", &port, "+sd"])
+        .arg(files.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
+    wait_until("the result of the storescu push", Duration::from_secs(120), || {
+        verdicts(&b).iter().any(|(_, _, n)| *n == 12)
+    });
+    assert_eq!(stored_instances(&b).len(), 12);
+    kill9(&mut child);
 }

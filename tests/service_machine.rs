@@ -212,6 +212,8 @@ impl World {
             }
             let k = key(i, sr.version);
             match self.machine.snapshotted(&p, &stat, &k) {
+                // This model's partial copies are `.part` names, never DICOM push markers.
+                Plan::Abandoned => panic!("abandoned without a push marker"),
                 Plan::AlreadyDone => {
                     self.journal.append(&self.record(i, &k, State::Done)).unwrap();
                 }

@@ -60,6 +60,15 @@ struct RawDicom {
     max_associations: usize,
     #[serde(default = "default_idle")]
     idle_timeout_s: f64,
+    #[serde(default = "default_pdu_timeout")]
+    pdu_timeout_s: f64,
+    #[serde(default = "default_association_timeout")]
+    association_timeout_s: f64,
+    #[serde(default = "default_resend_wait")]
+    resend_wait_s: f64,
+    /// Peer IP addresses allowed to connect; empty: any (the AE titles are still checked).
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
     /// `AE@host:port` of a PACS that gets every DICOM result (SR + Secondary Capture).
     send_to: Option<String>,
 }
@@ -76,21 +85,18 @@ fn default_associations() -> usize {
 fn default_idle() -> f64 {
     30.0
 }
+fn default_pdu_timeout() -> f64 {
+    30.0
+}
+fn default_association_timeout() -> f64 {
+    3600.0
+}
+fn default_resend_wait() -> f64 {
+    600.0
+}
 
 /// The validated `[dicom]` table: where the C-STORE receiver listens and whom it accepts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DicomReceive {
-    /// `host:port` to bind (`127.0.0.1:11112`; port 0 picks a free port, for tests).
-    pub listen: String,
-    /// Our (called) AE title.
-    pub ae_title: String,
-    /// Calling AE titles accepted; every other association is rejected.
-    pub allowed_callers: Vec<String>,
-    pub max_instance_bytes: u64,
-    pub max_associations: usize,
-    /// An association with no PDU for this long is ended.
-    pub idle_timeout: Duration,
-}
+pub use crate::dicom_net::ReceiveConfig as DicomReceive;
 
 /// An AE title: 1 to 16 characters of printable ASCII, no backslash, not only spaces.
 /// `[dicom] send_to`: where DICOM results go, as `AE@host:port`; our AE title calls.
@@ -161,9 +167,11 @@ fn dicom_config(path: &Path, raw: Option<RawDicom>) -> Result<Option<DicomReceiv
             "[dicom] allowed_callers: {bad:?} is not a DICOM AE title"
         )));
     }
-    if !(1..=1024).contains(&d.max_instance_mb) {
+    // One instance limit with ingest: a received file is read back as a slice file.
+    let max_mb = crate::ingest::MAX_FILE_BYTES >> 20;
+    if !(1..=max_mb).contains(&d.max_instance_mb) {
         return Err(invalid(format!(
-            "[dicom] max_instance_mb = {} must lie in 1..=1024",
+            "[dicom] max_instance_mb = {} must lie in 1..={max_mb} (the largest slice file ingest reads)",
             d.max_instance_mb
         )));
     }
@@ -179,13 +187,33 @@ fn dicom_config(path: &Path, raw: Option<RawDicom>) -> Result<Option<DicomReceiv
             d.idle_timeout_s
         )));
     }
+    let seconds = |key: &str, v: f64, lo: f64, hi: f64| -> Result<Duration, ConfigError> {
+        if v.is_finite() && (lo..=hi).contains(&v) {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(invalid(format!("[dicom] {key} = {v} must lie in {lo}..={hi}")))
+        }
+    };
+    let pdu_timeout = seconds("pdu_timeout_s", d.pdu_timeout_s, 1.0, 600.0)?;
+    let association_timeout = seconds("association_timeout_s", d.association_timeout_s, 10.0, 86400.0)?;
+    let resend_wait = seconds("resend_wait_s", d.resend_wait_s, 1.0, 86400.0)?;
+    let mut allowed_hosts = Vec::new();
+    for h in &d.allowed_hosts {
+        allowed_hosts.push(h.trim().parse::<std::net::IpAddr>().map_err(|_| {
+            invalid(format!("[dicom] allowed_hosts: {h:?} is not an IP address such as \"10.0.0.5\""))
+        })?);
+    }
     Ok(Some(DicomReceive {
         listen,
         ae_title: d.ae_title.trim().to_string(),
         allowed_callers: d.allowed_callers.iter().map(|c| c.trim().to_string()).collect(),
+        allowed_hosts,
         max_instance_bytes: d.max_instance_mb << 20,
         max_associations: d.max_associations,
         idle_timeout: Duration::from_secs_f64(d.idle_timeout_s),
+        pdu_timeout,
+        association_timeout,
+        resend_wait,
     }))
 }
 

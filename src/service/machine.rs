@@ -121,6 +121,9 @@ pub struct Settings {
     /// First retry delay after a failed attempt; doubles up to `backoff_max`.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// How long a series whose DICOM push did not end with A-RELEASE (a push marker is left,
+    /// see `dicom_net::inbox`) waits for a resend before it gets an `undetermined` result.
+    pub resend_wait: Duration,
 }
 
 impl Settings {
@@ -130,6 +133,7 @@ impl Settings {
             max_crashes: 3,
             backoff_min: Duration::from_secs(5),
             backoff_max: Duration::from_secs(600),
+            resend_wait: Duration::from_secs(600),
         }
     }
 }
@@ -155,6 +159,24 @@ pub enum Plan {
     /// It crashed the service this many times: write an `undetermined` result that says so
     /// and asks for a report, so the series behind it go on.
     SetAside { crashes: u32 },
+    /// Its DICOM push was aborted and not sent again within `resend_wait`: write an
+    /// `undetermined` result saying so, under [`abandoned_key`] (a resend of the same bytes is
+    /// then processed, not taken as already done).
+    Abandoned,
+}
+
+/// The key under which an abandoned (incomplete push) snapshot's result is recorded.
+pub fn abandoned_key(key: &str) -> String {
+    format!("{key}+push-incomplete")
+}
+
+/// True for the push markers the DICOM receiver leaves in a series folder until A-RELEASE.
+pub fn is_push_marker(name: &str) -> bool {
+    name.starts_with(crate::dicom_net::inbox::PUSH_MARKER_PREFIX)
+}
+
+fn only_push_markers(transient: &[String]) -> bool {
+    !transient.is_empty() && transient.iter().all(|n| is_push_marker(n))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,7 +319,12 @@ impl Machine {
                 && now.saturating_sub(t.since) >= self.settings.stability
             {
                 t.phase = Phase::Waiting;
-                let reason = if t.transient.is_empty() {
+                let reason = if only_push_markers(&t.transient) {
+                    format!(
+                        "the DICOM push of this series did not end with A-RELEASE (aborted, or the sender still connected): waiting up to {} s for it to be sent again",
+                        self.settings.resend_wait.as_secs()
+                    )
+                } else if t.transient.is_empty() {
                     const SHOWN: usize = 5;
                     let more = t.missing.len().saturating_sub(SHOWN);
                     format!(
@@ -364,15 +391,20 @@ impl Machine {
         self.tracks
             .iter()
             .filter(|(p, t)| {
+                let age = now.saturating_sub(t.since);
+                let complete = t.transient.is_empty() && age >= self.settings.stability;
+                // A push that was never completed: given up on after the resend wait.
+                let abandoned =
+                    only_push_markers(&t.transient) && age >= self.settings.stability.max(self.settings.resend_wait);
                 !skip.contains(*p)
                     && t.files > 0
-                    && t.transient.is_empty()
                     && t.missing.is_empty()
-                    && now.saturating_sub(t.since) >= self.settings.stability
+                    && (complete || abandoned)
                     && match t.phase {
                         Phase::Settling => true,
+                        Phase::Waiting => abandoned,
                         Phase::Backoff { until, .. } => now >= until,
-                        Phase::Waiting | Phase::Handled => false,
+                        Phase::Handled => false,
                     }
             })
             .min_by_key(|(p, t)| (t.since, (*p).clone()))
@@ -381,6 +413,14 @@ impl Machine {
 
     /// The snapshot of `place` at `stat` has key `key`: what to do with it.
     pub fn snapshotted(&mut self, place: &Place, stat: &str, key: &str) -> Plan {
+        if self.tracks.get(place).is_some_and(|t| only_push_markers(&t.transient)) {
+            let k = abandoned_key(key);
+            if self.finished.contains(&k) {
+                self.mark_handled(place, stat, &k);
+                return Plan::AlreadyDone;
+            }
+            return Plan::Abandoned;
+        }
         if self.finished.contains(key) {
             self.mark_handled(place, stat, key);
             return Plan::AlreadyDone;

@@ -8,8 +8,8 @@
 //! - [`dropfs`]: reading drop folders without following links or writing to them;
 //! - [`journal`]: the append-only, checksummed, compacted record of what was done;
 //! - [`layout`]: every path of the state folder, and safe names for anything;
-//! - [`receiver`]: the DICOM C-STORE listener (durable before acknowledged); [`sender`]: the
-//!   outbox that sends DICOM results to a PACS, at least once;
+//! - [`sender`]: the outbox that sends DICOM results to a PACS, at least once (receiving is
+//!   `crate::dicom_net`, whose inbox the service watches like a drop folder);
 //! - [`config`], [`display_task`], [`event`], [`selftest`] (run before any verdict is shown,
 //!   and by `ctsentinel selftest`), [`heap`] (housekeeping a months-long process needs).
 
@@ -22,7 +22,6 @@ pub mod heap;
 pub mod journal;
 pub mod layout;
 pub mod machine;
-pub mod receiver;
 pub mod run;
 pub mod selftest;
 pub mod sender;

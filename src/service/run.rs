@@ -150,7 +150,11 @@ impl<F: FreeSpace> Service<F> {
                 .cloned()
                 .collect(),
         };
-        let machine = Machine::new(Settings::new(config.stability), replay);
+        let mut settings = Settings::new(config.stability);
+        if let Some(d) = &config.dicom {
+            settings.resend_wait = d.resend_wait;
+        }
+        let machine = Machine::new(settings, replay);
         let drops = config.drop.iter().map(|d| (d.clone(), layout::drop_id(d))).collect();
         let model = classifier.identity();
         let idle = Screen::Idle {
@@ -358,9 +362,22 @@ impl<F: FreeSpace> Service<F> {
                 }
                 write_file(&qdir.join("reason.txt"), format!("{reason}\n").as_bytes())?;
                 let report = pipeline::undetermined_report(&place.label(), reason, &self.classifier);
-                self.write_result(&result_path, root, place, snap, report)?;
+                self.write_result(&result_path, root, place, snap, key, report)?;
                 self.journal.append(&self.record(place, stat, key, State::SetAside))?;
                 self.machine.finished(place, stat, key);
+                Ok(true)
+            }
+            Plan::Abandoned => {
+                let key = &crate::service::machine::abandoned_key(key);
+                let reason = "incomplete: the scanner's DICOM push of this series was aborted (no A-RELEASE) and \
+                              not sent again within resend_wait_s; send the series again"
+                    .to_string();
+                let report = pipeline::undetermined_report(&place.label(), reason, &self.classifier);
+                self.write_result(&result_path, root, place, snap, key, report.clone())?;
+                self.journal.append(&self.record(place, stat, key, State::Done))?;
+                self.machine.finished(place, stat, key);
+                log::warn!("RESULT {}: {} — {}", place.label(), report.verdict, crate::NOTICE);
+                self.publish_result(place, &result_path, &report, snap);
                 Ok(true)
             }
             Plan::Process => {
@@ -385,7 +402,7 @@ impl<F: FreeSpace> Service<F> {
                 // the JSON redoes them, one after it finds them done.
                 self.write_sheet_beside(&result_path, &report, snap);
                 self.write_dicom_beside(place, &result_path, &report, snap);
-                self.write_result(&result_path, root, place, snap, report.clone())?;
+                self.write_result(&result_path, root, place, snap, key, report.clone())?;
                 self.journal.append(&self.record(place, stat, key, State::Done))?;
                 drop(marker);
                 self.machine.finished(place, stat, key);
@@ -510,6 +527,7 @@ impl<F: FreeSpace> Service<F> {
         root: &Path,
         place: &Place,
         snap: &Snapshot,
+        key: &str,
         scan: ScanReport,
     ) -> Result<(), AttemptError> {
         let result = ServiceResult {
@@ -518,7 +536,7 @@ impl<F: FreeSpace> Service<F> {
                 drop: root.display().to_string(),
                 patient: place.patient_os().to_string_lossy().into_owned(),
                 series_folder: place.series_os().to_string_lossy().into_owned(),
-                key: snap.key.clone(),
+                key: key.to_string(),
                 files: snap.files.len() + snap.refused.len(),
                 ignored: snap
                     .ignored

@@ -358,7 +358,7 @@ fn store(
     cmd.write_dataset_with_ts(&mut command, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
         .map_err(|e| format!("command set: {e}"))?;
     assoc
-        .send(&super::receiver::command_pdu(pc, command))
+        .send(&crate::dicom_net::dimse::command_pdu(pc, command))
         .map_err(|e| format!("sending the request: {e}"))?;
     {
         let mut w = assoc.send_pdata(pc);
@@ -373,10 +373,10 @@ fn store(
                 let mut last = false;
                 for v in data {
                     if v.value_type == PDataValueType::Command {
-                        if rsp.len() + v.data.len() > super::receiver::MAX_COMMAND_BYTES {
+                        if rsp.len() + v.data.len() > crate::dicom_net::dimse::MAX_COMMAND_BYTES {
                             return Err(format!(
                                 "C-STORE response longer than {} bytes",
-                                super::receiver::MAX_COMMAND_BYTES
+                                crate::dicom_net::dimse::MAX_COMMAND_BYTES
                             ));
                         }
                         rsp.extend_from_slice(&v.data);

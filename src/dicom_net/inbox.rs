@@ -1,0 +1,336 @@
+//! Where received instances go: `<inbox>/<patient>/<series>/<instance>.dcm`, durably, once.
+//!
+//! Why this shape: the service already turns a folder that stops changing into exactly one
+//! result, so the receiver only has to make every acknowledged instance a durable file in a
+//! folder the service watches, and to say when a folder is known to be incomplete.
+//!
+//! Promises (tests/dicom_receiver.rs drives each with a real client; the crash test drops
+//! unsynced writes):
+//! - **durable before acknowledged**: an instance is written under a temporary name unique to
+//!   its association, fsynced, published with `link` (never replacing a file), and the folder
+//!   fsynced; every folder it created is fsynced into its parent up to the inbox. Only then does
+//!   [`Inbox::store`] return success;
+//! - **identified**: a request without an Affected SOP Instance UID, or whose data set's SOP
+//!   Instance UID or SOP Class UID differs from the request's, is refused and nothing is stored;
+//! - **idempotent**: the same instance again is a success with nothing written; different bytes
+//!   under a UID already held keep the first copy, with a warning status and a log line;
+//! - **incomplete until released**: the first instance an association stores into a series
+//!   folder first creates a push marker there ([`PUSH_MARKER_PREFIX`], a dot-file the service
+//!   reads as "copy in progress"). A-RELEASE removes it; an abort, a lost connection or a kill
+//!   leaves it, so the series waits for the scanner to send it again (and the service gives
+//!   `undetermined` after `resend_wait_s`). A later association that ends with A-RELEASE in
+//!   the same folder removes the markers of associations no longer open;
+//! - **one series, one folder**: a series is filed under the patient folder of its first
+//!   instance, whatever PatientID later instances carry (ingest then names the conflict);
+//! - **bounded**: the free space of the inbox's disk is checked before each instance (Out of
+//!   Resources below the floor); names come from [`crate::names::safe_name`].
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use dicom_object::FileMetaTableBuilder;
+
+use super::dimse::status;
+use super::scp::{StoreRequest, CT_IMAGE_STORAGE};
+use crate::ingest::dicom as dcm;
+use crate::names::safe_name;
+
+/// Push markers are named `<prefix><association id>`.
+pub const PUSH_MARKER_PREFIX: &str = ".ctsentinel-push-";
+
+/// Free bytes under a path (injected so the floor can be tested).
+pub type FreeBytes = dyn Fn(&Path) -> std::io::Result<u64> + Send + Sync;
+
+/// The inbox folder, shared by every association.
+pub struct Inbox {
+    root: PathBuf,
+    min_free_bytes: u64,
+    free: Box<FreeBytes>,
+    /// Associations open now (their markers are not removed by another's release).
+    open: Mutex<HashSet<String>>,
+    /// Series UID → its folder, for series seen since start (filled from disk at start).
+    homes: Mutex<HashMap<String, PathBuf>>,
+}
+
+/// What one association touched.
+#[derive(Debug, Default)]
+pub struct Session {
+    pub id: String,
+    /// Series folders this association stored into (each has its marker).
+    pub touched: Vec<PathBuf>,
+    pub stored: usize,
+}
+
+/// The outcome of one store: the DIMSE status and what to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub status: u16,
+    pub note: String,
+}
+
+impl Inbox {
+    /// Open (create) the inbox, sweep temporaries no association owns (a kill mid-write) and
+    /// learn where the series already received live.
+    pub fn open(root: &Path, min_free_bytes: u64, free: Box<FreeBytes>) -> std::io::Result<Inbox> {
+        std::fs::create_dir_all(root)?;
+        let mut homes = HashMap::new();
+        for p in std::fs::read_dir(root)?.flatten() {
+            let Ok(series) = std::fs::read_dir(p.path()) else { continue };
+            for s in series.flatten() {
+                let Ok(files) = std::fs::read_dir(s.path()) else { continue };
+                let mut uid = None;
+                for f in files.flatten() {
+                    let n = f.file_name().to_string_lossy().into_owned();
+                    if n.starts_with('.') && n.ends_with(".part") {
+                        let _ = std::fs::remove_file(f.path());
+                    } else if uid.is_none() && n.ends_with(".dcm") {
+                        uid = dcm::read_header(&f.path()).ok().map(|h| h.series_uid);
+                    }
+                }
+                if let Some(u) = uid {
+                    homes.insert(u, s.path());
+                }
+            }
+        }
+        Ok(Inbox {
+            root: root.to_path_buf(),
+            min_free_bytes,
+            free,
+            open: Mutex::new(HashSet::new()),
+            homes: Mutex::new(homes),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Below the free-space floor now (an association is then refused).
+    pub fn disk_low(&self) -> bool {
+        (self.free)(&self.root).map_or(true, |f| f < self.min_free_bytes)
+    }
+
+    /// A new association's session (its id is unique in this process and across restarts).
+    pub fn begin(&self, peer: &str) -> Session {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let id = format!("{}-{t:x}-{n}", std::process::id());
+        lock(&self.open).insert(id.clone());
+        log::debug!("DICOM: session {id} for {peer}");
+        Session {
+            id,
+            ..Session::default()
+        }
+    }
+
+    /// Store one instance durably; the status to answer with.
+    pub fn store(&self, session: &mut Session, req: &StoreRequest) -> Stored {
+        let fail = |status, note: String| Stored { status, note };
+        let cmd = &req.command;
+        if cmd.instance_uid.is_empty() {
+            return fail(
+                status::NO_INSTANCE_UID,
+                "the C-STORE request has no Affected SOP Instance UID: refused, nothing stored".into(),
+            );
+        }
+        if cmd.class_uid != CT_IMAGE_STORAGE || req.abstract_syntax != CT_IMAGE_STORAGE {
+            return fail(
+                status::SOP_CLASS_NOT_SUPPORTED,
+                format!("SOP class {} is not CT Image Storage", cmd.class_uid),
+            );
+        }
+        match (self.free)(&self.root) {
+            Ok(f) if f >= self.min_free_bytes => {}
+            Ok(f) => {
+                return fail(
+                    status::OUT_OF_RESOURCES,
+                    format!("only {} MiB free (min_free_mb {})", f >> 20, self.min_free_bytes >> 20),
+                )
+            }
+            Err(e) => return fail(status::OUT_OF_RESOURCES, format!("free space unknown: {e}")),
+        }
+        let (file, h) = match instance_file(req) {
+            Ok(x) => x,
+            Err(why) => return fail(status::CANNOT_UNDERSTAND, why),
+        };
+        if h.sop_instance_uid != cmd.instance_uid {
+            return fail(
+                status::INSTANCE_UID_MISMATCH,
+                format!(
+                    "the data set's SOP Instance UID {:?} is not the request's {:?}: refused, nothing stored",
+                    h.sop_instance_uid, cmd.instance_uid
+                ),
+            );
+        }
+        if h.sop_class != cmd.class_uid {
+            return fail(
+                status::DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                format!("the data set's SOP class {} is not the request's {}", h.sop_class, cmd.class_uid),
+            );
+        }
+        match self.write(session, &h, &cmd.instance_uid, &file) {
+            Ok(s) => s,
+            Err(e) => fail(status::OUT_OF_RESOURCES, format!("not stored: {e}")),
+        }
+    }
+
+    fn write(&self, session: &mut Session, h: &dcm::Header, uid: &str, file: &[u8]) -> std::io::Result<Stored> {
+        let dir = {
+            let mut homes = lock(&self.homes);
+            homes
+                .entry(h.series_uid.clone())
+                .or_insert_with(|| {
+                    let patient = if h.patient_id.is_empty() {
+                        "unknown-patient"
+                    } else {
+                        h.patient_id.as_str()
+                    };
+                    self.root
+                        .join(safe_name(patient.as_ref()))
+                        .join(safe_name(h.series_uid.as_ref()))
+                })
+                .clone()
+        };
+        create_dirs_durably(&self.root, &dir)?;
+        if !session.touched.contains(&dir) {
+            // The marker first: from now on the folder reads as incomplete until A-RELEASE.
+            let marker = dir.join(format!("{PUSH_MARKER_PREFIX}{}", session.id));
+            let mut f = std::fs::File::create(&marker)?;
+            writeln!(f, "association {} storing since this file's mtime", session.id)?;
+            f.sync_all()?;
+            sync_dir(&dir)?;
+            session.touched.push(dir.clone());
+        }
+        let dest = dir.join(format!("{}.dcm", safe_name(uid.as_ref())));
+        let tmp = dir.join(format!(".{}.{}.part", safe_name(uid.as_ref()), session.id));
+        let publish = || -> std::io::Result<bool> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(file)?;
+            f.sync_all()?;
+            drop(f);
+            // `link` never replaces: of two associations sending one instance, the first wins.
+            let fresh = match std::fs::hard_link(&tmp, &dest) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                Err(e) => return Err(e),
+            };
+            std::fs::remove_file(&tmp)?;
+            sync_dir(&dir)?;
+            Ok(fresh)
+        };
+        let fresh = publish().inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        session.stored += 1;
+        if fresh {
+            return Ok(Stored {
+                status: status::SUCCESS,
+                note: format!("stored {}", dest.display()),
+            });
+        }
+        let held = std::fs::read(&dest)?;
+        Ok(if held == file {
+            Stored {
+                status: status::SUCCESS,
+                note: format!("instance {uid} received again, same bytes: nothing written"),
+            }
+        } else {
+            log::warn!("DICOM: instance {uid} received again with different content; the first copy is kept");
+            Stored {
+                status: status::DUPLICATE_DIFFERENT,
+                note: format!("instance {uid} already held with different content: the first copy is kept"),
+            }
+        })
+    }
+
+    /// The association ended; `released` when by A-RELEASE. A release removes this
+    /// association's markers and those of associations no longer open in the same folders; any
+    /// other end keeps them (the folders wait for a resend).
+    pub fn finish(&self, session: &Session, released: bool) {
+        let mut open = lock(&self.open);
+        open.remove(&session.id);
+        if !released {
+            for d in &session.touched {
+                log::warn!(
+                    "DICOM: {}: push not completed (no A-RELEASE); the series waits for the scanner to send it again",
+                    d.display()
+                );
+            }
+            return;
+        }
+        for d in &session.touched {
+            let Ok(entries) = std::fs::read_dir(d) else { continue };
+            let mut removed = false;
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = n.strip_prefix(PUSH_MARKER_PREFIX) {
+                    if !open.contains(id) && std::fs::remove_file(e.path()).is_ok() {
+                        removed = true;
+                    }
+                }
+            }
+            if removed {
+                if let Err(e) = sync_dir(d) {
+                    log::error!("DICOM: {}: cannot sync after removing push markers: {e}", d.display());
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Create `dir` (below `root`) and every missing folder between; each new folder's entry is
+/// fsynced into its parent, so a power cut cannot lose a folder holding acknowledged files.
+fn create_dirs_durably(root: &Path, dir: &Path) -> std::io::Result<()> {
+    let rel = dir.strip_prefix(root).map_err(|_| std::io::Error::other("inbox path outside the inbox"))?;
+    let mut at = root.to_path_buf();
+    for c in rel.components() {
+        let parent = at.clone();
+        at.push(c);
+        match std::fs::create_dir(&at) {
+            Ok(()) => sync_dir(&parent)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The Part 10 file of a received instance (file meta from the request, then the data set as
+/// received) and its header, checked as ingest checks a file (bounds pre-scan included).
+pub fn instance_file(req: &StoreRequest) -> Result<(Vec<u8>, dcm::Header), String> {
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(req.command.class_uid.as_str())
+        .media_storage_sop_instance_uid(req.command.instance_uid.as_str())
+        .transfer_syntax(req.transfer_syntax.as_str())
+        .build()
+        .map_err(|e| format!("file meta: {e}"))?;
+    let mut file = vec![0u8; 128];
+    file.extend_from_slice(b"DICM");
+    meta.write(&mut file).map_err(|e| format!("file meta: {e}"))?;
+    file.extend_from_slice(&req.dataset);
+    if file.len() as u64 > crate::ingest::MAX_FILE_BYTES {
+        return Err(format!(
+            "{} bytes, more than the {} a slice file may have",
+            file.len(),
+            crate::ingest::MAX_FILE_BYTES
+        ));
+    }
+    let h = dcm::header_of(&file).map_err(|e| e.to_string())?;
+    if h.series_uid.is_empty() {
+        return Err("no SeriesInstanceUID".into());
+    }
+    Ok((file, h))
+}

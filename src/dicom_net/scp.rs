@@ -1,0 +1,770 @@
+//! The receiving end of one DICOM association as a state machine with no I/O: bytes and the
+//! time go in, events and bytes come out (as smoltcp does it for TCP).
+//!
+//! Why: the promises of receiving — the AE titles checked before any resource is given, a
+//! refusal answered with an A-ASSOCIATE-RJ that says why, a deadline on every PDU and on the
+//! whole association, nothing acknowledged before the driver says it is durable — are
+//! properties of *decisions*. Without sockets or clocks inside, they can be driven byte by byte,
+//! at any time, by unit tests and by the `dicom_peer` fuzz target (the real machine, not a copy
+//! of a receive loop), and the socket driver (`server`) stays a thin loop.
+//!
+//! The driver's contract:
+//! - feed what the socket reads with [`Scp::receive`], a closed socket with [`Scp::closed`],
+//!   and call [`Scp::tick`] at [`Scp::deadline`] at the latest;
+//! - after each call, write [`Scp::take_output`] to the socket and handle every
+//!   [`Scp::poll_event`]: [`Event::Admission`] must be answered with [`Scp::admit`] (slots, disk),
+//!   [`Event::Store`] with [`Scp::stored`] once the instance is durable (or refused);
+//! - close the socket once [`Scp::is_closed`] and the output is written.
+//!
+//! While the machine waits for the driver's answer it parses nothing more: a C-STORE-RSP is
+//! never sent before the instance is on disk, and the next request is read after it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use dicom_ul::pdu::{
+    AbortRQServiceProviderReason, AbortRQSource, AssociationAC, AssociationRJ, AssociationRJResult,
+    AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason, AssociationRJSource,
+    PDataValueType, PresentationContextResult, PresentationContextResultReason, UserVariableItem,
+};
+use dicom_ul::Pdu;
+
+use super::dimse::{self, status, Command, StoreCommand};
+
+/// The DICOM application context (PS3.7 A.2.1).
+pub const APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
+pub const VERIFICATION: &str = "1.2.840.10008.1.1";
+pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+/// What a scanner may send us, stored as received (ingest decodes it later).
+pub const TRANSFER_SYNTAXES: &[&str] = &[
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+];
+/// The largest A-ASSOCIATE-RQ read (a scanner proposing every storage class: about 10 KiB).
+pub const MAX_REQUEST_PDU: u32 = 64 * 1024;
+/// The largest P-DATA PDU accepted; announced in the A-ASSOCIATE-AC.
+pub const MAX_PDU: u32 = 16 * 1024;
+const IMPLEMENTATION_CLASS_UID: &str = "1.2.826.0.1.3680043.10.1459.1";
+const IMPLEMENTATION_VERSION: &str = "CTSENTINEL_01";
+
+/// What the machine needs to know; fixed for an association.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Our (called) AE title.
+    pub ae_title: String,
+    /// Calling AE titles accepted.
+    pub allowed_callers: Vec<String>,
+    /// The largest instance (data set) accepted.
+    pub max_instance_bytes: usize,
+    /// A PDU once begun must be complete within this (also the time to send the A-ASSOCIATE-RQ).
+    pub pdu_timeout: Duration,
+    /// No PDU at all for this long ends the association.
+    pub idle_timeout: Duration,
+    /// No association lasts longer than this.
+    pub association_timeout: Duration,
+}
+
+/// Why the driver refuses an association the AE titles allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_associations` are open (A-ASSOCIATE-RJ transient, local limit exceeded).
+    Busy,
+    /// The state disk is below its floor (A-ASSOCIATE-RJ transient, temporary congestion).
+    DiskLow,
+}
+
+/// A complete C-STORE request: command and data set, as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRequest {
+    pub command: StoreCommand,
+    /// The transfer syntax negotiated for its presentation context.
+    pub transfer_syntax: String,
+    /// The abstract syntax of its presentation context.
+    pub abstract_syntax: String,
+    pub dataset: Vec<u8>,
+}
+
+/// What happened, for the driver to act on or log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The AE titles are allowed: answer with [`Scp::admit`].
+    Admission { calling: String },
+    Established { calling: String },
+    /// A C-ECHO was answered.
+    Echo,
+    /// Store this and answer with [`Scp::stored`].
+    Store(StoreRequest),
+    /// Ended by A-RELEASE: everything the peer sent was answered.
+    Released,
+    /// Refused before it began (the reason says which check).
+    Rejected { reason: String },
+    /// Ended in any other way (peer abort, our abort, deadline, protocol error, connection
+    /// lost): a store under way is lost and the peer knows it was not acknowledged.
+    Aborted { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    AwaitRequest,
+    AwaitAdmission,
+    Open,
+    AwaitStore { pc: u8, message_id: u16, class_uid: String, instance_uid: String },
+    Closed,
+}
+
+/// An accepted presentation context: id, abstract syntax, transfer syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Context {
+    id: u8,
+    abstract_syntax: String,
+    transfer_syntax: String,
+}
+
+/// One association, receiving side. See the module docs.
+#[derive(Debug)]
+pub struct Scp {
+    settings: Settings,
+    state: State,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    events: VecDeque<Event>,
+    started: Duration,
+    last_pdu: Duration,
+    /// When the first byte of a PDU not yet complete arrived.
+    pdu_begun: Option<Duration>,
+    request: Option<dicom_ul::pdu::AssociationRQ>,
+    contexts: Vec<Context>,
+    command: Vec<u8>,
+    /// The C-STORE whose data set is arriving: its context and command.
+    pending: Option<(u8, StoreCommand)>,
+    data: Vec<u8>,
+    /// Presentation data values that arrived behind a completed data set.
+    queued: VecDeque<dicom_ul::pdu::PDataValue>,
+}
+
+impl Scp {
+    /// A new connection at time `now` (any monotonic origin).
+    pub fn new(settings: Settings, now: Duration) -> Scp {
+        Scp {
+            settings,
+            state: State::AwaitRequest,
+            input: Vec::new(),
+            output: Vec::new(),
+            events: VecDeque::new(),
+            started: now,
+            last_pdu: now,
+            pdu_begun: None,
+            request: None,
+            contexts: Vec::new(),
+            command: Vec::new(),
+            pending: None,
+            data: Vec::new(),
+            queued: VecDeque::new(),
+        }
+    }
+
+    /// The calling AE title, once the request was read.
+    pub fn calling(&self) -> Option<&str> {
+        self.request.as_ref().map(|r| r.calling_ae_title.trim())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Bytes to send now.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The latest time [`Scp::tick`] must be called (`None` while the driver holds the turn, or
+    /// once closed).
+    pub fn deadline(&self) -> Option<Duration> {
+        let s = &self.settings;
+        let whole = self.started + s.association_timeout;
+        match self.state {
+            State::Closed | State::AwaitAdmission | State::AwaitStore { .. } => None,
+            State::AwaitRequest => Some(whole.min(self.started + s.pdu_timeout)),
+            State::Open => {
+                let mut d = whole.min(self.last_pdu + s.idle_timeout);
+                if let Some(b) = self.pdu_begun {
+                    d = d.min(b + s.pdu_timeout);
+                }
+                Some(d)
+            }
+        }
+    }
+
+    /// Bytes read from the peer.
+    pub fn receive(&mut self, now: Duration, bytes: &[u8]) {
+        if self.state == State::Closed {
+            return;
+        }
+        if !bytes.is_empty() && self.input.is_empty() {
+            self.pdu_begun = Some(now);
+        }
+        self.input.extend_from_slice(bytes);
+        self.process(now);
+    }
+
+    /// The peer closed the connection.
+    pub fn closed(&mut self, _now: Duration) {
+        if self.state != State::Closed {
+            self.end_aborted("the connection was closed without A-RELEASE".into());
+        }
+    }
+
+    /// Check the deadlines at `now`.
+    pub fn tick(&mut self, now: Duration) {
+        let s = self.settings.clone();
+        let why = match self.state {
+            State::Closed | State::AwaitAdmission | State::AwaitStore { .. } => None,
+            _ if now >= self.started + s.association_timeout => Some(format!(
+                "the association lasted longer than {} s",
+                s.association_timeout.as_secs()
+            )),
+            State::AwaitRequest if now >= self.started + s.pdu_timeout => Some(format!(
+                "no A-ASSOCIATE-RQ within {} s of connecting",
+                s.pdu_timeout.as_secs()
+            )),
+            _ if self.pdu_begun.is_some_and(|b| now >= b + s.pdu_timeout) => Some(format!(
+                "a PDU took longer than {} s to arrive (a slow or stalled peer)",
+                s.pdu_timeout.as_secs()
+            )),
+            State::Open if now >= self.last_pdu + s.idle_timeout => Some(format!(
+                "no PDU for {} s (idle_timeout_s)",
+                s.idle_timeout.as_secs()
+            )),
+            _ => None,
+        };
+        if let Some(why) = why {
+            self.abort(AbortRQServiceProviderReason::ReasonNotSpecified, why);
+        }
+    }
+
+    /// The driver's own abort (shutting down).
+    pub fn abort_now(&mut self, reason: &str) {
+        if self.state != State::Closed {
+            self.push_pdu(&Pdu::AbortRQ {
+                source: AbortRQSource::ServiceUser,
+            });
+            self.end_aborted(reason.to_string());
+        }
+    }
+
+    /// The driver's answer to [`Event::Admission`].
+    pub fn admit(&mut self, now: Duration, answer: Result<(), Refusal>) {
+        if self.state != State::AwaitAdmission {
+            return;
+        }
+        let Some(rq) = self.request.clone() else { return };
+        match answer {
+            Err(r) => {
+                let (reason, why) = match r {
+                    Refusal::Busy => (
+                        AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+                        "every association slot is taken (max_associations)",
+                    ),
+                    Refusal::DiskLow => (
+                        AssociationRJServiceProviderPresentationReason::TemporaryCongestion,
+                        "the state disk is below its free-space floor (min_free_mb)",
+                    ),
+                };
+                self.reject(
+                    AssociationRJResult::Transient,
+                    AssociationRJSource::ServiceProviderPresentation(reason),
+                    why.into(),
+                );
+            }
+            Ok(()) => {
+                let mut results = Vec::new();
+                for pc in &rq.presentation_contexts {
+                    let known = pc.abstract_syntax == CT_IMAGE_STORAGE || pc.abstract_syntax == VERIFICATION;
+                    let ts = pc
+                        .transfer_syntaxes
+                        .iter()
+                        .map(|t| t.trim_end_matches(['\0', ' ']))
+                        .find(|t| TRANSFER_SYNTAXES.contains(t));
+                    let (reason, ts) = match (known, ts) {
+                        (false, _) => (PresentationContextResultReason::AbstractSyntaxNotSupported, TRANSFER_SYNTAXES[0]),
+                        (true, None) => (PresentationContextResultReason::TransferSyntaxesNotSupported, TRANSFER_SYNTAXES[0]),
+                        (true, Some(t)) => {
+                            self.contexts.push(Context {
+                                id: pc.id,
+                                abstract_syntax: pc.abstract_syntax.clone(),
+                                transfer_syntax: t.to_string(),
+                            });
+                            (PresentationContextResultReason::Acceptance, t)
+                        }
+                    };
+                    results.push(PresentationContextResult {
+                        id: pc.id,
+                        reason,
+                        transfer_syntax: ts.to_string(),
+                    });
+                }
+                let ac = AssociationAC {
+                    protocol_version: 1,
+                    calling_ae_title: rq.calling_ae_title.clone(),
+                    called_ae_title: rq.called_ae_title.clone(),
+                    application_context_name: APPLICATION_CONTEXT.into(),
+                    presentation_contexts: results,
+                    user_variables: vec![
+                        UserVariableItem::MaxLength(MAX_PDU),
+                        UserVariableItem::ImplementationClassUID(IMPLEMENTATION_CLASS_UID.into()),
+                        UserVariableItem::ImplementationVersionName(IMPLEMENTATION_VERSION.into()),
+                    ],
+                };
+                self.push_pdu(&Pdu::AssociationAC(ac));
+                self.state = State::Open;
+                self.last_pdu = now;
+                self.events.push_back(Event::Established {
+                    calling: rq.calling_ae_title.trim().to_string(),
+                });
+                self.process(now);
+            }
+        }
+    }
+
+    /// The driver's answer to [`Event::Store`]: the status of the instance (success only once
+    /// it is durable).
+    pub fn stored(&mut self, now: Duration, status: u16) {
+        let State::AwaitStore {
+            pc,
+            message_id,
+            class_uid,
+            instance_uid,
+        } = self.state.clone()
+        else {
+            return;
+        };
+        let rsp = dimse::response(0x8001, message_id, &class_uid, Some(&instance_uid), status);
+        self.push_pdu(&dimse::command_pdu(pc, rsp));
+        self.state = State::Open;
+        self.last_pdu = now;
+        self.process(now);
+    }
+
+    fn process(&mut self, now: Duration) {
+        while self.state == State::Open {
+            let Some(v) = self.queued.pop_front() else { break };
+            self.on_pdv(v);
+        }
+        while matches!(self.state, State::AwaitRequest | State::Open) {
+            if self.input.len() < 6 {
+                return;
+            }
+            let len = u32::from_be_bytes([self.input[2], self.input[3], self.input[4], self.input[5]]);
+            let limit = if self.state == State::AwaitRequest {
+                MAX_REQUEST_PDU
+            } else {
+                MAX_PDU
+            };
+            if len > limit {
+                self.abort(
+                    AbortRQServiceProviderReason::InvalidPduParameter,
+                    format!("a PDU of {len} bytes, more than the {limit} accepted"),
+                );
+                return;
+            }
+            let total = 6 + len as usize;
+            if self.input.len() < total {
+                return;
+            }
+            let parsed = dicom_ul::pdu::read_pdu(&self.input[..total], limit.max(dicom_ul::pdu::MINIMUM_PDU_SIZE), true);
+            self.input.drain(..total);
+            self.pdu_begun = (!self.input.is_empty()).then_some(now);
+            self.last_pdu = now;
+            match parsed {
+                Ok(Some(pdu)) => self.on_pdu(now, pdu),
+                Ok(None) => self.abort(
+                    AbortRQServiceProviderReason::InvalidPduParameter,
+                    "a PDU shorter than its declared length".into(),
+                ),
+                Err(e) => self.abort(
+                    AbortRQServiceProviderReason::InvalidPduParameter,
+                    format!("an unreadable PDU ({e})"),
+                ),
+            }
+        }
+    }
+
+    fn on_pdu(&mut self, now: Duration, pdu: Pdu) {
+        match (&self.state, pdu) {
+            (State::AwaitRequest, Pdu::AssociationRQ(rq)) => {
+                let called = rq.called_ae_title.trim().to_string();
+                let calling = rq.calling_ae_title.trim().to_string();
+                let user = |r| AssociationRJSource::ServiceUser(r);
+                if rq.protocol_version & 1 == 0 {
+                    self.reject(
+                        AssociationRJResult::Permanent,
+                        AssociationRJSource::ServiceProviderASCE(
+                            dicom_ul::pdu::AssociationRJServiceProviderASCEReason::ProtocolVersionNotSupported,
+                        ),
+                        format!("protocol version {:#x} is not DICOM UL version 1", rq.protocol_version),
+                    );
+                } else if rq.application_context_name.trim_end_matches(['\0', ' ']) != APPLICATION_CONTEXT {
+                    self.reject(
+                        AssociationRJResult::Permanent,
+                        user(AssociationRJServiceUserReason::ApplicationContextNameNotSupported),
+                        format!("application context {:?} is not DICOM's", rq.application_context_name),
+                    );
+                } else if called != self.settings.ae_title {
+                    self.reject(
+                        AssociationRJResult::Permanent,
+                        user(AssociationRJServiceUserReason::CalledAETitleNotRecognized),
+                        format!(
+                            "called AE {called:?} from {calling:?}: this is {:?}",
+                            self.settings.ae_title
+                        ),
+                    );
+                } else if !self.settings.allowed_callers.iter().any(|c| *c == calling) {
+                    self.reject(
+                        AssociationRJResult::Permanent,
+                        user(AssociationRJServiceUserReason::CallingAETitleNotRecognized),
+                        format!("calling AE {calling:?} is not in allowed_callers"),
+                    );
+                } else {
+                    self.request = Some(rq);
+                    self.state = State::AwaitAdmission;
+                    self.events.push_back(Event::Admission { calling });
+                }
+            }
+            (State::Open, Pdu::PData { data }) => {
+                let mut rest = data.into_iter();
+                while let Some(v) = rest.next() {
+                    if !self.on_pdv(v) {
+                        // Values after a completed data set wait for the driver's answer.
+                        self.queued.extend(rest);
+                        break;
+                    }
+                }
+                let _ = now;
+            }
+            (State::Open, Pdu::ReleaseRQ) => {
+                if self.pending.is_some() || !self.command.is_empty() {
+                    self.abort(
+                        AbortRQServiceProviderReason::UnexpectedPdu,
+                        "A-RELEASE-RQ in the middle of a request".into(),
+                    );
+                    return;
+                }
+                self.push_pdu(&Pdu::ReleaseRP);
+                self.state = State::Closed;
+                self.events.push_back(Event::Released);
+            }
+            (_, Pdu::AbortRQ { .. }) => self.end_aborted("the peer sent A-ABORT".into()),
+            (_, other) => {
+                let what = other.short_description().to_string();
+                self.abort(
+                    AbortRQServiceProviderReason::UnexpectedPdu,
+                    format!("unexpected {what}"),
+                );
+            }
+        }
+    }
+
+    /// One presentation data value; false when it ended the association.
+    fn on_pdv(&mut self, v: dicom_ul::pdu::PDataValue) -> bool {
+        let Some(ctx) = self.contexts.iter().find(|c| c.id == v.presentation_context_id).cloned() else {
+            self.abort(
+                AbortRQServiceProviderReason::InvalidPduParameter,
+                format!("data on presentation context {} that was not accepted", v.presentation_context_id),
+            );
+            return false;
+        };
+        match v.value_type {
+            PDataValueType::Command => {
+                if self.pending.is_some() {
+                    self.abort(
+                        AbortRQServiceProviderReason::UnexpectedPduParameter,
+                        "a command before the previous request's data set ended".into(),
+                    );
+                    return false;
+                }
+                if self.command.len() + v.data.len() > dimse::MAX_COMMAND_BYTES {
+                    self.abort(
+                        AbortRQServiceProviderReason::InvalidPduParameter,
+                        "a command set larger than 64 KiB".into(),
+                    );
+                    return false;
+                }
+                self.command.extend_from_slice(&v.data);
+                if !v.is_last {
+                    return true;
+                }
+                let parsed = dimse::parse_command(&self.command);
+                self.command.clear();
+                match parsed {
+                    Ok(Command::Echo { message_id }) => {
+                        let rsp = dimse::response(0x8030, message_id, VERIFICATION, None, status::SUCCESS);
+                        self.push_pdu(&dimse::command_pdu(ctx.id, rsp));
+                        self.events.push_back(Event::Echo);
+                        true
+                    }
+                    Ok(Command::Store(c)) => {
+                        self.data.clear();
+                        self.pending = Some((ctx.id, c));
+                        true
+                    }
+                    Err(why) => {
+                        self.abort(
+                            AbortRQServiceProviderReason::InvalidPduParameter,
+                            format!("an unreadable command ({why})"),
+                        );
+                        false
+                    }
+                }
+            }
+            PDataValueType::Data => {
+                let Some((pc, cmd)) = self.pending.clone() else {
+                    self.abort(
+                        AbortRQServiceProviderReason::UnexpectedPduParameter,
+                        "a data set without a C-STORE request".into(),
+                    );
+                    return false;
+                };
+                if pc != ctx.id {
+                    self.abort(
+                        AbortRQServiceProviderReason::InvalidPduParameter,
+                        "a data set on another presentation context than its request".into(),
+                    );
+                    return false;
+                }
+                if self.data.len() + v.data.len() > self.settings.max_instance_bytes {
+                    self.abort(
+                        AbortRQServiceProviderReason::ReasonNotSpecified,
+                        format!(
+                            "instance {} larger than the {} MiB limit",
+                            cmd.instance_uid,
+                            self.settings.max_instance_bytes >> 20
+                        ),
+                    );
+                    return false;
+                }
+                self.data.extend_from_slice(&v.data);
+                if !v.is_last {
+                    return true;
+                }
+                self.pending = None;
+                self.state = State::AwaitStore {
+                    pc,
+                    message_id: cmd.message_id,
+                    class_uid: cmd.class_uid.clone(),
+                    instance_uid: cmd.instance_uid.clone(),
+                };
+                self.events.push_back(Event::Store(StoreRequest {
+                    command: cmd,
+                    transfer_syntax: ctx.transfer_syntax,
+                    abstract_syntax: ctx.abstract_syntax,
+                    dataset: std::mem::take(&mut self.data),
+                }));
+                // Nothing more is read until the driver answers (`stored`).
+                false
+            }
+        }
+    }
+
+    fn reject(&mut self, result: AssociationRJResult, source: AssociationRJSource, reason: String) {
+        self.push_pdu(&Pdu::AssociationRJ(AssociationRJ { result, source }));
+        self.state = State::Closed;
+        self.events.push_back(Event::Rejected { reason });
+    }
+
+    fn abort(&mut self, reason: AbortRQServiceProviderReason, why: String) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.push_pdu(&Pdu::AbortRQ {
+            source: AbortRQSource::ServiceProvider(reason),
+        });
+        self.end_aborted(why);
+    }
+
+    fn end_aborted(&mut self, reason: String) {
+        self.state = State::Closed;
+        self.input.clear();
+        self.pending = None;
+        self.data = Vec::new();
+        self.queued.clear();
+        self.events.push_back(Event::Aborted { reason });
+    }
+
+    fn push_pdu(&mut self, pdu: &Pdu) {
+        // Encoding into memory fails only for values out of the PDU's ranges, which the
+        // machine never builds; a failure is logged and nothing is sent.
+        if let Err(e) = dicom_ul::pdu::write_pdu(&mut self.output, pdu) {
+            log::error!("DICOM: cannot encode {}: {e}", pdu.short_description());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_ul::pdu::{AssociationRQ, PDataValue, PresentationContextProposed};
+
+    fn settings() -> Settings {
+        Settings {
+            ae_title: "CTSENTINEL".into(),
+            allowed_callers: vec!["SCANNER".into()],
+            max_instance_bytes: 1 << 20,
+            pdu_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            association_timeout: Duration::from_secs(3600),
+        }
+    }
+
+    fn bytes(pdu: &Pdu) -> Vec<u8> {
+        let mut v = Vec::new();
+        dicom_ul::pdu::write_pdu(&mut v, pdu).unwrap();
+        v
+    }
+
+    fn rq(calling: &str, called: &str) -> Vec<u8> {
+        bytes(&Pdu::AssociationRQ(AssociationRQ {
+            protocol_version: 1,
+            calling_ae_title: calling.into(),
+            called_ae_title: called.into(),
+            application_context_name: APPLICATION_CONTEXT.into(),
+            presentation_contexts: vec![PresentationContextProposed {
+                id: 1,
+                abstract_syntax: CT_IMAGE_STORAGE.into(),
+                transfer_syntaxes: vec!["1.2.840.10008.1.2.1".into()],
+            }],
+            user_variables: vec![UserVariableItem::MaxLength(16384)],
+        }))
+    }
+
+    fn read_back(out: &[u8]) -> Pdu {
+        dicom_ul::pdu::read_pdu(out, MAX_REQUEST_PDU, false).unwrap().unwrap()
+    }
+
+    fn events(m: &mut Scp) -> Vec<Event> {
+        std::iter::from_fn(|| m.poll_event()).collect()
+    }
+
+    const T0: Duration = Duration::from_secs(100);
+
+    #[test]
+    fn a_wrong_called_or_calling_ae_is_rejected_before_any_slot_is_asked_for() {
+        for (calling, called, why) in [("SCANNER", "OTHER", "called AE"), ("INTRUDER", "CTSENTINEL", "calling AE")] {
+            let mut m = Scp::new(settings(), T0);
+            m.receive(T0, &rq(calling, called));
+            let ev = events(&mut m);
+            assert!(matches!(&ev[..], [Event::Rejected { reason }] if reason.contains(why)), "{ev:?}");
+            assert!(matches!(read_back(&m.take_output()), Pdu::AssociationRJ(AssociationRJ { result: AssociationRJResult::Permanent, .. })));
+            assert!(m.is_closed());
+        }
+    }
+
+    #[test]
+    fn a_busy_receiver_answers_with_a_transient_reject_not_a_bare_close() {
+        let mut m = Scp::new(settings(), T0);
+        m.receive(T0, &rq("SCANNER", "CTSENTINEL"));
+        assert_eq!(events(&mut m), [Event::Admission { calling: "SCANNER".into() }]);
+        assert!(m.take_output().is_empty(), "nothing is answered before admission");
+        m.admit(T0, Err(Refusal::Busy));
+        let Pdu::AssociationRJ(rj) = read_back(&m.take_output()) else { panic!() };
+        assert_eq!(rj.result, AssociationRJResult::Transient);
+        assert_eq!(
+            rj.source,
+            AssociationRJSource::ServiceProviderPresentation(AssociationRJServiceProviderPresentationReason::LocalLimitExceeded)
+        );
+    }
+
+    #[test]
+    fn a_store_is_answered_only_after_the_driver_says_it_is_durable() {
+        let mut m = Scp::new(settings(), T0);
+        m.receive(T0, &rq("SCANNER", "CTSENTINEL"));
+        m.admit(T0, Ok(()));
+        assert!(matches!(read_back(&m.take_output()), Pdu::AssociationAC(_)));
+        events(&mut m);
+        let mut cmd = Vec::new();
+        {
+            use dicom_core::{DataElement, PrimitiveValue, VR};
+            use dicom_dictionary_std::tags;
+            let o = dicom_object::InMemDicomObject::command_from_element_iter([
+                DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from(CT_IMAGE_STORAGE)),
+                DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(1u16)),
+                DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(5u16)),
+                DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, PrimitiveValue::from(0u16)),
+                DataElement::new(tags::AFFECTED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3")),
+            ]);
+            o.write_dataset_with_ts(&mut cmd, &dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .unwrap();
+        }
+        let pd = |t, last, data: Vec<u8>| {
+            bytes(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: 1,
+                    value_type: t,
+                    is_last: last,
+                    data,
+                }],
+            })
+        };
+        let mut wire = pd(PDataValueType::Command, true, cmd);
+        wire.extend(pd(PDataValueType::Data, false, vec![1; 100]));
+        wire.extend(pd(PDataValueType::Data, true, vec![2; 100]));
+        wire.extend(bytes(&Pdu::ReleaseRQ));
+        // Byte by byte: framing does not depend on how the socket splits the stream.
+        for b in &wire {
+            m.receive(T0, std::slice::from_ref(b));
+        }
+        let ev = events(&mut m);
+        let [Event::Store(s)] = &ev[..] else { panic!("{ev:?}") };
+        assert_eq!(s.dataset.len(), 200);
+        assert_eq!(s.command.instance_uid, "1.2.3");
+        assert!(m.take_output().is_empty(), "no response before the store is durable");
+        assert_eq!(m.deadline(), None, "no deadline runs while the driver stores");
+        m.stored(T0, status::SUCCESS);
+        let out = m.take_output();
+        assert!(matches!(read_back(&out), Pdu::PData { .. }));
+        // The release queued behind the store is handled after the response.
+        assert_eq!(events(&mut m), [Event::Released]);
+        assert!(m.is_closed());
+    }
+
+    #[test]
+    fn a_peer_that_trickles_a_pdu_is_aborted_at_the_pdu_deadline() {
+        let mut m = Scp::new(settings(), T0);
+        m.receive(T0, &rq("SCANNER", "CTSENTINEL"));
+        m.admit(T0, Ok(()));
+        m.take_output();
+        events(&mut m);
+        // One byte a second keeps the idle timer fresh but not the PDU deadline.
+        let wire = bytes(&Pdu::ReleaseRQ);
+        for (i, b) in wire.iter().take(5).enumerate() {
+            let now = T0 + Duration::from_secs(3 * i as u64);
+            m.receive(now, std::slice::from_ref(b));
+            m.tick(now);
+        }
+        let ev = events(&mut m);
+        assert!(matches!(&ev[..], [Event::Aborted { reason }] if reason.contains("PDU took longer")), "{ev:?}");
+        assert!(matches!(read_back(&m.take_output()), Pdu::AbortRQ { .. }));
+    }
+
+    #[test]
+    fn a_connection_that_never_sends_a_request_is_closed_at_the_artim_deadline() {
+        let mut m = Scp::new(settings(), T0);
+        assert_eq!(m.deadline(), Some(T0 + Duration::from_secs(10)));
+        m.tick(T0 + Duration::from_secs(10));
+        assert!(m.is_closed());
+        assert!(matches!(&events(&mut m)[..], [Event::Aborted { reason }] if reason.contains("no A-ASSOCIATE-RQ")));
+    }
+
+    #[test]
+    fn an_oversized_pdu_is_refused_from_its_header_before_it_is_buffered() {
+        let mut m = Scp::new(settings(), T0);
+        m.receive(T0, &[0x01, 0x00, 0x7F, 0xFF, 0xFF, 0xFF]);
+        assert!(m.is_closed());
+        assert!(matches!(&events(&mut m)[..], [Event::Aborted { reason }] if reason.contains("more than")));
+    }
+}
