@@ -1,4 +1,7 @@
-//! Decide: the paper's patient rule, as a pure function.
+//! Decide: the paper's patient rule and the evidence gate, as pure functions.
+//!
+//! The gate ([`evidence_gate`]): a verdict is `undetermined` when fewer than 90% of the slices
+//! called COVID have their evidence peak inside the lungs.
 //!
 //! A patient is COVID iff at least `fraction` (the card's, 10% in the paper) of the selected
 //! slices are classified COVID. Zero selected slices gives `undetermined` with the reason: the
@@ -67,6 +70,33 @@ pub fn decide(selected: usize, covid: usize, fraction: f64) -> Decision {
     }
 }
 
+/// The share of a patient's COVID-called slices whose evidence peak must lie inside the lungs
+/// (in tenths): below it, the model decided on something else (the table, the body wall).
+pub const MIN_LUNG_DRIVEN_TENTHS: usize = 9;
+
+/// The evidence gate: `covid_called` slices were classified COVID, `lung_driven` of them have
+/// their evidence peak inside the lung mask. When fewer than 90% are lung-driven, the
+/// decision becomes `undetermined` with the reason, whatever it was: a model that is right for
+/// the wrong reason is wrong, and no definite verdict may rest on evidence outside the lungs.
+pub fn evidence_gate(decision: Decision, covid_called: usize, lung_driven: usize) -> Decision {
+    debug_assert!(lung_driven <= covid_called);
+    if decision.verdict == Verdict::Undetermined
+        || covid_called == 0
+        || lung_driven * 10 >= MIN_LUNG_DRIVEN_TENTHS * covid_called
+    {
+        return decision;
+    }
+    Decision {
+        verdict: Verdict::Undetermined,
+        covid_fraction: decision.covid_fraction,
+        reason: Some(format!(
+            "the model's evidence lies outside the lungs: of {covid_called} slices called COVID, {lung_driven} have \
+             their evidence peak inside the lungs (at least {}0% needed)",
+            MIN_LUNG_DRIVEN_TENTHS
+        )),
+    }
+}
+
 /// A verdict that cannot be given because part of the input is unusable.
 pub fn undetermined(reason: String) -> Decision {
     Decision {
@@ -109,6 +139,19 @@ mod tests {
     #[test]
     fn fraction_is_reported() {
         assert_eq!(decide(40, 10, 0.10).covid_fraction, Some(0.25));
+    }
+
+    #[test]
+    fn a_verdict_whose_covid_calls_are_not_lung_driven_is_undetermined_with_the_reason() {
+        // 9 of 10 lung-driven: the verdict stands (exactly the 90% floor).
+        assert_eq!(evidence_gate(decide(40, 10, 0.10), 10, 9).verdict, Verdict::Covid);
+        // 8 of 10: undetermined, COVID or not, with the counts in the reason.
+        let d = evidence_gate(decide(40, 10, 0.10), 10, 8);
+        assert_eq!(d.verdict, Verdict::Undetermined);
+        assert!(d.reason.as_deref().unwrap().contains("outside the lungs: of 10 slices called COVID, 8"), "{d:?}");
+        assert_eq!(evidence_gate(decide(40, 2, 0.10), 2, 0).verdict, Verdict::Undetermined);
+        // No COVID calls: nothing to gate.
+        assert_eq!(evidence_gate(decide(40, 0, 0.10), 0, 0).verdict, Verdict::Normal);
     }
 
     #[test]

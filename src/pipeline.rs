@@ -236,7 +236,12 @@ pub fn scan_series(
             why.join("; ")
         ))
     } else {
-        decide::decide(selected, covid, fraction)
+        let (called, lung_driven) = out
+            .iter()
+            .filter(used)
+            .map(|s| covid_calls(s, classifier))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        decide::evidence_gate(decide::decide(selected, covid, fraction), called, lung_driven)
     };
     timing.total = start.elapsed().as_millis() as u64;
     Ok(ScanReport {
@@ -336,6 +341,18 @@ impl Placement {
             },
         }
     }
+}
+
+/// Slices of `s` called COVID, and how many of them are lung-driven (their evidence peak
+/// inside the lung mask). A slice without an evidence map or lung mask cannot show that it is.
+fn covid_calls(s: &SeriesScan, classifier: &Classifier) -> (usize, usize) {
+    s.slices
+        .iter()
+        .filter(|x| x.not_classified.is_none() && x.p_covid.is_some_and(|p| classifier.is_covid(p)))
+        .fold((0, 0), |(n, l), x| {
+            let lung = x.evidence.as_ref().and_then(|e| e.peak_in_lungs) == Some(true);
+            (n + 1, l + usize::from(lung))
+        })
 }
 
 fn rule_text(c: &Classifier) -> String {
@@ -523,7 +540,8 @@ fn classify_series(
         out.covid_fraction = decide::undetermined(reason).covid_fraction;
         return Ok(out);
     }
-    let d = decide::decide(classified, out.covid, fraction);
+    let (called, lung_driven) = covid_calls(&out, classifier);
+    let d = decide::evidence_gate(decide::decide(classified, out.covid, fraction), called, lung_driven);
     out.verdict = d.verdict;
     out.covid_fraction = d.covid_fraction;
     out.not_classified = not_classified;
