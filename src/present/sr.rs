@@ -134,6 +134,8 @@ struct ResultIdentity<'a> {
     series: Vec<&'a str>,
     key: String,
     series_uid: String,
+    /// Every source instance UID, sorted and joined: part of each result instance's UID.
+    instances: String,
 }
 
 impl<'a> ResultIdentity<'a> {
@@ -150,21 +152,31 @@ impl<'a> ResultIdentity<'a> {
         series.dedup();
         let key = series.join(",");
         let series_uid = derived_uid(&["sr-series", &key, &report.model.sha256]);
+        let mut instances: Vec<&str> = sources.iter().map(|s| s.sop_instance.as_str()).collect();
+        instances.sort_unstable();
         Ok(ResultIdentity {
             study_uid: &first.study_uid,
             series,
             key,
             series_uid,
+            instances: instances.join(","),
         })
     }
 
-    /// A result instance's UID: the same scan, model and verdict give the same UID.
+    /// A result instance's UID: derived from everything the document says (source instances,
+    /// model, verdict, reason, counts), so rewriting the same result gives the same UID and any
+    /// change of content gives a new one (a PACS never holds two contents under one UID).
     fn instance_uid(&self, kind: &str, report: &ScanReport) -> String {
         derived_uid(&[
             kind,
             &self.key,
+            &self.instances,
             &report.model.sha256,
             report.verdict.to_string().as_str(),
+            report.reason.as_deref().unwrap_or(""),
+            &report.selected_slices.to_string(),
+            &report.covid_slices.to_string(),
+            &report.covid_fraction.map_or(String::new(), |f| format!("{f:.6}")),
         ])
     }
 }
@@ -378,5 +390,32 @@ mod tests {
         assert!(u.starts_with("2.25.") && u.len() <= 64, "{u}");
         assert_eq!(u, derived_uid(&["a", "b"]));
         assert_ne!(u, derived_uid(&["ab", ""]));
+    }
+
+    #[test]
+    fn a_result_whose_content_changes_gets_a_new_instance_uid_and_a_rewrite_keeps_it() {
+        let report: ScanReport = serde_json::from_value(serde_json::json!({
+            "patient": "P1", "verdict": "normal", "covid_fraction": 0.0, "selected_slices": 20,
+            "covid_slices": 0, "reason": null, "rule": "r", "series": [],
+            "model": {"name": "m", "version": "1", "sha256": "00"}, "notice": crate::NOTICE,
+            "timing_ms": {"select": 0, "classify": 0, "total": 0}
+        }))
+        .unwrap();
+        let src = |n: u32| SourceRef {
+            study_uid: "1.2.3".into(),
+            series_uid: "1.2.3.4".into(),
+            sop_class: "1.2.840.10008.5.1.4.1.1.2".into(),
+            sop_instance: format!("1.2.3.4.{n}"),
+        };
+        let sources: Vec<SourceRef> = (1..=20).map(src).collect();
+        let uid = |r: &ScanReport, s: &[SourceRef]| ResultIdentity::of(r, s).unwrap().instance_uid("sr-instance", r);
+        let first = uid(&report, &sources);
+        assert_eq!(first, uid(&report, &sources), "rewriting the same result keeps its UID");
+        let mut counts = report.clone();
+        counts.selected_slices = 19;
+        assert_ne!(first, uid(&counts, &sources), "changed counts, same verdict: a new UID");
+        let mut more = sources.clone();
+        more.push(src(21));
+        assert_ne!(first, uid(&report, &more), "another set of source instances: a new UID");
     }
 }
