@@ -43,6 +43,19 @@ impl Rig {
     }
 
     fn with_drops(drops: &[&str]) -> Rig {
+        Rig::with_drops_and(drops, "")
+    }
+
+    /// A rig that also receives DICOM (`[dicom]` table; `state/received` is then a drop folder;
+    /// the listener itself is not started by `Service`).
+    fn with_dicom() -> Rig {
+        Rig::with_drops_and(
+            &["drop"],
+            "\n[dicom]\nlisten = \"127.0.0.1:0\"\nae_title = \"CTSENTINEL\"\nallowed_callers = [\"CT\"]\nresend_wait_s = 100\n",
+        )
+    }
+
+    fn with_drops_and(drops: &[&str], extra: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let mut list = Vec::new();
         for d in drops {
@@ -50,7 +63,7 @@ impl Rig {
             list.push(format!("\"{}/{d}\"", dir.path().display()));
         }
         let cfg = format!(
-            "board = \"generic-x86_64\"\ndrop = [{}]\nstate = \"{d}/state\"\nmodels = \"{m}\"\nstability_s = 10\npoll_interval_s = 1\nmin_free_mb = 100\ndisplay = \"none\"\n",
+            "board = \"generic-x86_64\"\ndrop = [{}]\nstate = \"{d}/state\"\nmodels = \"{m}\"\nstability_s = 10\npoll_interval_s = 1\nmin_free_mb = 100\ndisplay = \"none\"\n{extra}",
             list.join(", "),
             d = dir.path().display(),
             m = common::models().display()
@@ -469,6 +482,70 @@ fn low_disk_stops_new_work_and_resumes_by_itself() {
     rig.free.set(1 << 40);
     assert_eq!(svc.tick(secs(21)), 1);
     assert!(svc.drain_events().iter().any(|e| matches!(e, Event::DiskOk)));
+}
+
+/// Where the result of `received/<patient>/<series>` goes.
+fn received_result(rig: &Rig, patient: &str, series: &str) -> PathBuf {
+    layout::Layout::new(&rig.state()).result_file(
+        &layout::drop_id(&rig.state().join("received")),
+        patient.as_ref(),
+        series.as_ref(),
+    )
+}
+
+#[test]
+fn a_received_series_with_a_push_marker_waits_for_the_resend_then_is_undetermined_then_the_resend_counts() {
+    let rig = Rig::with_dicom();
+    let mut svc = rig.service();
+    let dir = rig.state().join("received/P1/S1");
+    std::fs::create_dir_all(&dir).unwrap();
+    synthetic_series(&dir, 3);
+    // What dicom_net's inbox leaves when an association stored here and never released.
+    std::fs::write(dir.join(".ctsentinel-push-123-abc-0"), b"association").unwrap();
+    assert_eq!(svc.tick(secs(0)) + svc.tick(secs(20)) + svc.tick(secs(99)), 0, "waits for the resend");
+    assert!(svc
+        .drain_events()
+        .iter()
+        .any(|e| matches!(e, Event::Incomplete { reason, .. } if reason.contains("A-RELEASE"))));
+    assert_eq!(svc.tick(secs(101)), 1, "resend_wait_s (100) passed");
+    let result = received_result(&rig, "P1", "S1");
+    let v = json(&result);
+    assert_eq!(v["verdict"], "undetermined");
+    assert!(v["reason"].as_str().unwrap().contains("aborted"), "{v}");
+    assert_eq!(svc.tick(secs(150)), 0, "once");
+    // The scanner sends it again and releases: the marker goes, the same bytes are processed.
+    std::fs::remove_file(dir.join(".ctsentinel-push-123-abc-0")).unwrap();
+    assert_eq!(svc.tick(secs(151)) + svc.tick(secs(170)), 1);
+    let v = json(&result);
+    assert!(!v["reason"].as_str().unwrap_or("").contains("aborted"), "{v}");
+    assert_eq!(v["series"][0]["slices"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn received_series_are_pruned_under_disk_pressure_only_once_they_have_their_result() {
+    let rig = Rig::with_dicom();
+    let mut svc = rig.service();
+    let recv = rig.state().join("received");
+    let done = recv.join("P1/S1");
+    std::fs::create_dir_all(&done).unwrap();
+    synthetic_series(&done, 3);
+    assert_eq!(svc.tick(secs(0)) + svc.tick(secs(20)), 1);
+    // A second series still arriving: never pruned.
+    let pending = recv.join("P2/S2");
+    std::fs::create_dir_all(&pending).unwrap();
+    synthetic_series(&pending, 3);
+    svc.tick(secs(21));
+    rig.free.set(10 * 1024 * 1024);
+    svc.tick(secs(22));
+    svc.tick(secs(23));
+    assert!(!done.exists(), "the processed series is pruned under pressure");
+    assert!(!recv.join("P1").exists(), "and its empty patient folder");
+    assert!(pending.exists(), "an unprocessed series is never pruned");
+    assert!(received_result(&rig, "P1", "S1").exists(), "the result stays");
+    // Plenty of space again: the pending series is processed, nothing else removed.
+    rig.free.set(1 << 40);
+    assert_eq!(svc.tick(secs(40)), 1);
+    assert!(pending.exists());
 }
 
 #[test]

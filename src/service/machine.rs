@@ -244,6 +244,16 @@ impl Machine {
         self.tracks.keys().cloned().collect()
     }
 
+    /// Series folders of drop folder `drop` whose current content has its final result (and no
+    /// push or copy under way): the only ones that may be pruned. Never an unprocessed series.
+    pub fn handled(&self, drop: &str) -> Vec<Place> {
+        self.tracks
+            .iter()
+            .filter(|(p, t)| p.drop == drop && t.phase == Phase::Handled && t.transient.is_empty())
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
     /// A successful look at drop folder `drop` at time `now`.
     pub fn listed(&mut self, now: Duration, drop: &str, listing: &DropListing) -> Vec<Event> {
         let mut events = Vec::new();

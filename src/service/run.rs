@@ -118,6 +118,8 @@ pub struct Service<F: FreeSpace> {
     compacted: bool,
     /// The crash guard of the DICOMDIRs in the drop folders (see `crashkey`).
     dicomdirs: dropfs::DicomdirGuard,
+    /// When `received/` was last pruned (monotonic).
+    pruned_at: Option<Duration>,
 }
 
 impl<F: FreeSpace> Service<F> {
@@ -182,6 +184,7 @@ impl<F: FreeSpace> Service<F> {
             events: Deque::new(),
             compacted: false,
             dicomdirs,
+            pruned_at: None,
         })
     }
 
@@ -230,6 +233,7 @@ impl<F: FreeSpace> Service<F> {
             }
         }
         self.maybe_compact();
+        self.maybe_prune_received(now);
         let mut done = 0;
         let mut tried = HashSet::new();
         while !self.stopping() {
@@ -271,6 +275,61 @@ impl<F: FreeSpace> Service<F> {
                     self.publish(ev);
                 }
                 log::error!("cannot read free space of {}: {e}", self.config.state.display());
+            }
+        }
+    }
+
+    /// Prune `received/` (what the DICOM receiver stored): a series folder whose content has
+    /// its final result is deleted once that result is older than `retention_days`, and, while
+    /// the state disk is below its floor, oldest result first until it is not. Never a series
+    /// without its result (`Machine::handled`). At most once an hour, or every tick while the
+    /// disk is low, so a look costs nothing more as history grows.
+    fn maybe_prune_received(&mut self, now: Duration) {
+        const EVERY: Duration = Duration::from_secs(3600);
+        let low = self.machine.disk_low();
+        if !low && self.pruned_at.is_some_and(|t| now.saturating_sub(t) < EVERY) {
+            return;
+        }
+        self.pruned_at = Some(now);
+        let Some(id) = self.config.dicom.as_ref().map(|_| layout::drop_id(&self.layout.received())) else {
+            return;
+        };
+        let root = self.layout.received();
+        let mut done: Vec<(u64, Place)> = self
+            .machine
+            .handled(&id)
+            .into_iter()
+            .filter_map(|p| {
+                let r = self.layout.result_file(&p.drop, &p.patient_os(), &p.series_os());
+                let text = std::fs::read_to_string(r).ok()?;
+                let v: ServiceResult = serde_json::from_str(&text).ok()?;
+                Some((v.source.written_at, p))
+            })
+            .collect();
+        done.sort();
+        let wall = unix_now();
+        let retention = self.config.retention.as_secs();
+        for (at, place) in done {
+            let expired = wall.saturating_sub(at) > retention;
+            let pressed = low
+                && self
+                    .free
+                    .free_bytes(&self.config.state)
+                    .map_or(true, |f| f < self.config.min_free_bytes);
+            if !expired && !pressed {
+                continue;
+            }
+            let series = root.join(place.patient_os()).join(place.series_os());
+            match std::fs::remove_dir_all(&series) {
+                Ok(()) => {
+                    let _ = std::fs::remove_dir(root.join(place.patient_os()));
+                    log::info!(
+                        "received/{}: removed ({}; its result stays)",
+                        place.label(),
+                        if expired { "older than retention_days" } else { "state disk below min_free_mb" }
+                    );
+                }
+                Err(e) => log::warn!("received/{}: cannot remove: {e}", place.label()),
             }
         }
     }
