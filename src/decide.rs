@@ -148,7 +148,13 @@ mod tests {
         // 8 of 10: undetermined, COVID or not, with the counts in the reason.
         let d = evidence_gate(decide(40, 10, 0.10), 10, 8);
         assert_eq!(d.verdict, Verdict::Undetermined);
-        assert!(d.reason.as_deref().unwrap().contains("outside the lungs: of 10 slices called COVID, 8"), "{d:?}");
+        assert!(
+            d.reason
+                .as_deref()
+                .unwrap()
+                .contains("outside the lungs: of 10 slices called COVID, 8"),
+            "{d:?}"
+        );
         assert_eq!(evidence_gate(decide(40, 2, 0.10), 2, 0).verdict, Verdict::Undetermined);
         // No COVID calls: nothing to gate.
         assert_eq!(evidence_gate(decide(40, 0, 0.10), 0, 0).verdict, Verdict::Normal);

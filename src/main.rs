@@ -260,8 +260,8 @@ fn watch(
                 cfg.min_free_bytes,
                 Box::new(|p: &std::path::Path| run::FreeSpace::free_bytes(&run::StatVfs, p)),
             )
-                .with_context(|| format!("starting the DICOM receiver on {}", d.listen))
-                .map_err(Failure::Internal)?,
+            .with_context(|| format!("starting the DICOM receiver on {}", d.listen))
+            .map_err(Failure::Internal)?,
         ),
         None => None,
     };

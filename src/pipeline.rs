@@ -61,8 +61,16 @@ pub fn select_series(series: &Series, decoder: &mut SliceDecoder) -> SeriesSelec
         out.excluded = Some(format!("outside the model's acquisition contract: {why}"));
         out.unreadable = series.refused.clone();
         if !out.unreadable.is_empty() {
-            let list: Vec<String> = out.unreadable.iter().map(|p| format!("{}: {}", p.file, p.reason)).collect();
-            out.rejected = Some(format!("{} files unreadable: {}", out.unreadable.len(), list.join("; ")));
+            let list: Vec<String> = out
+                .unreadable
+                .iter()
+                .map(|p| format!("{}: {}", p.file, p.reason))
+                .collect();
+            out.rejected = Some(format!(
+                "{} files unreadable: {}",
+                out.unreadable.len(),
+                list.join("; ")
+            ));
         }
         return out;
     }

@@ -104,11 +104,24 @@ fn non_slice_objects_without_meta_group_length_are_ignored_and_never_drop_the_ve
     let found = ingest::find(dir.path()).unwrap();
     assert_eq!(found.series.len(), 1);
     assert!(found.series[0].refused.is_empty(), "{:?}", found.series[0].refused);
-    let ignored: Vec<String> = found.ignored.iter().map(|i| format!("{}: {}", i.file, i.reason)).collect();
+    let ignored: Vec<String> = found
+        .ignored
+        .iter()
+        .map(|i| format!("{}: {}", i.file, i.reason))
+        .collect();
     assert_eq!(ignored.len(), 3, "{ignored:?}");
-    assert!(ignored.iter().any(|i| i.starts_with("DOSE: modality SR")), "{ignored:?}");
-    assert!(ignored.iter().any(|i| i.starts_with("SCREEN: modality OT")), "{ignored:?}");
-    assert!(ignored.iter().any(|i| i.starts_with("DICOMDIR: DICOMDIR")), "{ignored:?}");
+    assert!(
+        ignored.iter().any(|i| i.starts_with("DOSE: modality SR")),
+        "{ignored:?}"
+    );
+    assert!(
+        ignored.iter().any(|i| i.starts_with("SCREEN: modality OT")),
+        "{ignored:?}"
+    );
+    assert!(
+        ignored.iter().any(|i| i.starts_with("DICOMDIR: DICOMDIR")),
+        "{ignored:?}"
+    );
     let report = pipeline::select_folder(dir.path()).unwrap();
     assert!(report.series[0].rejected.is_none(), "{:?}", report.series[0].rejected);
     assert!(report.series[0].selected > 0);
@@ -127,7 +140,10 @@ fn an_unreadable_object_whose_meta_names_no_ct_slice_is_ignored_not_a_reason_for
     let found = ingest::find(dir.path()).unwrap();
     assert!(found.series[0].refused.is_empty(), "{:?}", found.series[0].refused);
     assert!(
-        found.ignored.iter().any(|i| i.file == "SCREEN" && i.reason.contains("1.2.840.10008.5.1.4.1.1.7")),
+        found
+            .ignored
+            .iter()
+            .any(|i| i.file == "SCREEN" && i.reason.contains("1.2.840.10008.5.1.4.1.1.7")),
         "{:?}",
         found.ignored
     );
@@ -135,12 +151,17 @@ fn an_unreadable_object_whose_meta_names_no_ct_slice_is_ignored_not_a_reason_for
     let q = dir.path().join("S3");
     rewrite(&q, |b| b[..b.len() - 1000].to_vec());
     let report = pipeline::select_folder(dir.path()).unwrap();
-    assert!(report.series[0].rejected.as_deref().unwrap_or("").contains("S3"), "{:?}", report.series[0]);
+    assert!(
+        report.series[0].rejected.as_deref().unwrap_or("").contains("S3"),
+        "{:?}",
+        report.series[0]
+    );
 }
 
 #[test]
 fn a_truncated_jpeg_lossless_frame_is_refused_naming_the_file_never_classified() {
-    let Some(shared) = common::shared_or_skip("a_truncated_jpeg_lossless_frame_is_refused_naming_the_file_never_classified")
+    let Some(shared) =
+        common::shared_or_skip("a_truncated_jpeg_lossless_frame_is_refused_naming_the_file_never_classified")
     else {
         return;
     };
@@ -214,7 +235,13 @@ fn a_series_with_missing_slices_is_incomplete_by_instance_number_or_position_gap
     let files = series_dir(12, "1.2.840.99.1", dir.path());
     std::fs::remove_file(&files[5]).unwrap();
     let found = ingest::find(dir.path()).unwrap();
-    let why = found.series[0].info.as_ref().unwrap().protocol.clone().unwrap_or_default();
+    let why = found.series[0]
+        .info
+        .as_ref()
+        .unwrap()
+        .protocol
+        .clone()
+        .unwrap_or_default();
     assert!(why.contains("InstanceNumber jumps from 5 to 7"), "{why}");
     assert!(why.contains("12.00 mm gap"), "{why}");
 

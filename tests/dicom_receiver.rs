@@ -365,7 +365,9 @@ fn a_push_aborted_mid_series_never_gets_a_definite_verdict_and_its_resend_gets_o
     });
     assert!(b.results().is_empty(), "no verdict on 8 of 12 slices while waiting");
     // Not sent again within resend_wait_s (6 s): undetermined, naming the reason.
-    wait_until("the undetermined result", Duration::from_secs(60), || !b.results().is_empty());
+    wait_until("the undetermined result", Duration::from_secs(60), || {
+        !b.results().is_empty()
+    });
     let v = verdicts(&b);
     assert_eq!(v.len(), 1);
     assert_eq!(v[0].0, "undetermined", "{v:?}");
@@ -451,7 +453,11 @@ fn instances_with_empty_or_mismatching_uids_are_refused_and_duplicates_never_ove
     changed.pixels[1000] += 7;
     assert_eq!(store(&mut scu, &changed, 6), 0xB000);
     assert_eq!(stored_instances(&b).len(), 1);
-    assert_eq!(std::fs::read(&stored_instances(&b)[0]).unwrap(), first, "the first copy is kept");
+    assert_eq!(
+        std::fs::read(&stored_instances(&b)[0]).unwrap(),
+        first,
+        "the first copy is kept"
+    );
     scu.release().unwrap();
     wait_until("the warning in the log", Duration::from_secs(10), || {
         b.log().contains("different content")
@@ -467,7 +473,9 @@ fn full_slots_are_refused_with_a_reject_and_idle_connections_never_lock_out_the_
     let idle: Vec<TcpStream> = (0..5)
         .map(|_| TcpStream::connect(("127.0.0.1", b.port)).unwrap())
         .collect();
-    let mut one = b.connect("CT_SCANNER").expect("the scanner gets in past idle connections");
+    let mut one = b
+        .connect("CT_SCANNER")
+        .expect("the scanner gets in past idle connections");
     let two = b.connect("CT_SCANNER").expect("second slot");
     // Both slots taken: the third is answered with A-ASSOCIATE-RJ, not a bare close.
     match b.connect("CT_SCANNER") {
@@ -559,10 +567,107 @@ fn dcmtk_echoscu_and_storescu_push_a_series_that_gets_one_result() {
         .arg(files.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "storescu: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_until("the result of the storescu push", Duration::from_secs(120), || {
         verdicts(&b).iter().any(|(_, _, n)| *n == 12)
     });
     assert_eq!(stored_instances(&b).len(), 12);
+    kill9(&mut child);
+}
+
+/// Run tests/peers/pynetdicom_peer.py (a pynetdicom SCU) against the box.
+fn pynetdicom(py: &Path, b: &Box, mode: &str, files: &[PathBuf]) -> serde_json::Value {
+    let out = std::process::Command::new(py)
+        .arg(common::repo().join("tests/peers/pynetdicom_peer.py"))
+        .args([mode, "127.0.0.1", &b.port.to_string()])
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pynetdicom peer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn pynetdicom_empty_uids_are_refused_and_its_aborted_push_gets_a_verdict_only_when_sent_whole() {
+    let Some(py) = common::reference_python_with(
+        "pynetdicom_empty_uids_are_refused_and_its_aborted_push_gets_a_verdict_only_when_sent_whole",
+        "pynetdicom",
+    ) else {
+        return;
+    };
+    let b = Box::new();
+    let mut child = b.spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = slices(12)
+        .iter()
+        .map(|s| {
+            let p = dir.path().join(format!("s{}.dcm", s.instance));
+            s.write(&p);
+            p
+        })
+        .collect();
+    // Three instances whose SOPInstanceUID is empty (as in a real export): each refused, none
+    // stored (before, three Success statuses left one file).
+    let v = pynetdicom(&py, &b, "empty-uid", &files[..3]);
+    assert_eq!(v["statuses"], serde_json::json!([0xC001, 0xC001, 0xC001]), "{v}");
+    assert!(stored_instances(&b).is_empty());
+    // 5 of 12 then A-ABORT: acknowledged, but no verdict.
+    let v = pynetdicom(&py, &b, "abort-after-5", &files);
+    assert_eq!(v["statuses"], serde_json::json!([0, 0, 0, 0, 0]), "{v}");
+    wait_until("the wait for a resend in the log", Duration::from_secs(30), || {
+        b.log().contains("did not end with A-RELEASE")
+    });
+    assert!(b.results().is_empty(), "no verdict on 5 of 12 slices");
+    // The whole series, released: one verdict on all 12.
+    let v = pynetdicom(&py, &b, "store", &files);
+    assert_eq!(v["statuses"].as_array().unwrap().len(), 12, "{v}");
+    assert!(v["statuses"].as_array().unwrap().iter().all(|s| s == 0), "{v}");
+    wait_until("the verdict on the whole series", Duration::from_secs(120), || {
+        verdicts(&b).iter().any(|(_, _, n)| *n == 12)
+    });
+    let all = verdicts(&b);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(!all[0].1.contains("aborted"), "{all:?}");
+    kill9(&mut child);
+}
+
+#[test]
+fn storage_commitment_reports_exactly_the_instances_held_to_a_pynetdicom_scu() {
+    let Some(py) = common::reference_python_with(
+        "storage_commitment_reports_exactly_the_instances_held_to_a_pynetdicom_scu",
+        "pynetdicom",
+    ) else {
+        return;
+    };
+    let b = Box::new();
+    let mut child = b.spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = slices(4)
+        .iter()
+        .map(|s| {
+            let p = dir.path().join(format!("s{}.dcm", s.instance));
+            s.write(&p);
+            p
+        })
+        .collect();
+    let v = pynetdicom(&py, &b, "commit", &files);
+    assert_eq!(v["statuses"], serde_json::json!([0, 0, 0, 0]), "{v}");
+    assert_eq!(v["action_status"], 0, "{v}");
+    assert_eq!(v["event_type"], 2, "failures exist: one instance was never sent: {v}");
+    assert_eq!(v["transaction_matches"], true, "{v}");
+    let mut committed: Vec<String> = serde_json::from_value(v["committed"].clone()).unwrap();
+    committed.sort();
+    let mut sent: Vec<String> = slices(4).iter().map(|s| s.instance_uid()).collect();
+    sent.sort();
+    assert_eq!(committed, sent, "{v}");
+    assert_eq!(v["failed"], serde_json::json!(["1.2.3.999.1"]), "{v}");
     kill9(&mut child);
 }

@@ -75,10 +75,14 @@ fn check_contract(v: &Value) {
         // The evidence gate: fewer than 90% of the COVID calls with their evidence peak in the
         // lungs makes the verdict undetermined, saying why; otherwise the 10% rule decides.
         if covid > 0 && 10 * lung_driven < 9 * covid {
-            assert_eq!(v["verdict"], "undetermined", "evidence gate ({lung_driven} of {covid}): {v}");
+            assert_eq!(
+                v["verdict"], "undetermined",
+                "evidence gate ({lung_driven} of {covid}): {v}"
+            );
             let why = v["reason"].as_str().unwrap();
             assert!(
-                why.contains("outside the lungs") && why.contains(&format!("of {covid} slices called COVID, {lung_driven}")),
+                why.contains("outside the lungs")
+                    && why.contains(&format!("of {covid} slices called COVID, {lung_driven}")),
                 "{why}"
             );
         } else {
@@ -111,7 +115,10 @@ fn scan_of_real_patients_follows_the_contract_and_the_10_percent_rule() {
         assert_eq!(v["selected_slices"], selected, "{dir}: same selection as `select`");
         assert_eq!(v["series"].as_array().unwrap().len(), series, "{dir}");
         if v["verdict"] == "undetermined" {
-            assert!(v["reason"].as_str().unwrap().contains("outside the lungs"), "{dir}: {v}");
+            assert!(
+                v["reason"].as_str().unwrap().contains("outside the lungs"),
+                "{dir}: {v}"
+            );
         }
         eprintln!("{dir}: {} ({})", v["verdict"], v["reason"]);
     }

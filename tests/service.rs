@@ -502,7 +502,11 @@ fn a_received_series_with_a_push_marker_waits_for_the_resend_then_is_undetermine
     synthetic_series(&dir, 3);
     // What dicom_net's inbox leaves when an association stored here and never released.
     std::fs::write(dir.join(".ctsentinel-push-123-abc-0"), b"association").unwrap();
-    assert_eq!(svc.tick(secs(0)) + svc.tick(secs(20)) + svc.tick(secs(99)), 0, "waits for the resend");
+    assert_eq!(
+        svc.tick(secs(0)) + svc.tick(secs(20)) + svc.tick(secs(99)),
+        0,
+        "waits for the resend"
+    );
     assert!(svc
         .drain_events()
         .iter()

@@ -22,6 +22,8 @@
 //!   the same folder removes the markers of associations no longer open;
 //! - **one series, one folder**: a series is filed under the patient folder of its first
 //!   instance, whatever PatientID later instances carry (ingest then names the conflict);
+//! - **storage commitment**: an instance is reported committed only when its file is held
+//!   ([`Inbox::commitment`]), so a scanner may delete its copy on our word;
 //! - **bounded**: the free space of the inbox's disk is checked before each instance (Out of
 //!   Resources below the floor); names come from [`crate::names::safe_name`].
 
@@ -77,9 +79,13 @@ impl Inbox {
         std::fs::create_dir_all(root)?;
         let mut homes = HashMap::new();
         for p in std::fs::read_dir(root)?.flatten() {
-            let Ok(series) = std::fs::read_dir(p.path()) else { continue };
+            let Ok(series) = std::fs::read_dir(p.path()) else {
+                continue;
+            };
             for s in series.flatten() {
-                let Ok(files) = std::fs::read_dir(s.path()) else { continue };
+                let Ok(files) = std::fs::read_dir(s.path()) else {
+                    continue;
+                };
                 let mut uid = None;
                 for f in files.flatten() {
                     let n = f.file_name().to_string_lossy().into_owned();
@@ -170,7 +176,10 @@ impl Inbox {
         if h.sop_class != cmd.class_uid {
             return fail(
                 status::DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                format!("the data set's SOP class {} is not the request's {}", h.sop_class, cmd.class_uid),
+                format!(
+                    "the data set's SOP class {} is not the request's {}",
+                    h.sop_class, cmd.class_uid
+                ),
             );
         }
         match self.write(session, &h, &cmd.instance_uid, &file) {
@@ -248,6 +257,21 @@ impl Inbox {
         })
     }
 
+    /// Storage Commitment: of the instances a peer asks about, those held durably here
+    /// (committed) and the others (failed), each as (SOP class, SOP instance). An instance is
+    /// held when its file is in the folder of some series received since start or found at
+    /// start; only CT Image Storage is ever held.
+    pub fn commitment(&self, req: &super::dimse::CommitmentRequest) -> (Vec<(String, String)>, Vec<(String, String)>) {
+        let homes: Vec<PathBuf> = lock(&self.homes).values().cloned().collect();
+        req.instances.iter().cloned().partition(|(class, uid)| {
+            class == CT_IMAGE_STORAGE
+                && !uid.is_empty()
+                && homes
+                    .iter()
+                    .any(|d| d.join(format!("{}.dcm", safe_name(uid.as_ref()))).is_file())
+        })
+    }
+
     /// The association ended; `released` when by A-RELEASE. A release removes this
     /// association's markers and those of associations no longer open in the same folders; any
     /// other end keeps them (the folders wait for a resend).
@@ -294,7 +318,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Create `dir` (below `root`) and every missing folder between; each new folder's entry is
 /// fsynced into its parent, so a power cut cannot lose a folder holding acknowledged files.
 fn create_dirs_durably(root: &Path, dir: &Path) -> std::io::Result<()> {
-    let rel = dir.strip_prefix(root).map_err(|_| std::io::Error::other("inbox path outside the inbox"))?;
+    let rel = dir
+        .strip_prefix(root)
+        .map_err(|_| std::io::Error::other("inbox path outside the inbox"))?;
     let mut at = root.to_path_buf();
     for c in rel.components() {
         let parent = at.clone();

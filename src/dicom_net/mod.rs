@@ -22,7 +22,7 @@ pub use server::{ReceiveConfig, Receiver};
 /// association and answering every complete store with the inbox's checks
 /// (`inbox::instance_file`), nothing written. A stream that does not begin with an
 /// A-ASSOCIATE-RQ (PDU type 1) gets a valid one first (calling `SCANNER`, context 1 CT Image
-/// Storage in explicit VR little endian, context 3 Verification), so seeds of what follows an
+/// Storage in explicit VR little endian, context 3 Verification, context 5 Storage Commitment), so seeds of what follows an
 /// association reach the P-DATA states. Returns how many instances passed the checks.
 #[doc(hidden)]
 pub fn fuzz_peer(bytes: &[u8]) -> usize {
@@ -45,10 +45,18 @@ pub fn fuzz_peer(bytes: &[u8]) -> usize {
         while let Some(ev) = m.poll_event() {
             match ev {
                 scp::Event::Admission { .. } => m.admit(now, Ok(())),
+                scp::Event::Commit(req) => m.commitment(now, &req.instances, &[]),
                 scp::Event::Store(req) => {
                     let ok = inbox::instance_file(&req).is_ok();
                     accepted += usize::from(ok);
-                    m.stored(now, if ok { dimse::status::SUCCESS } else { dimse::status::CANNOT_UNDERSTAND });
+                    m.stored(
+                        now,
+                        if ok {
+                            dimse::status::SUCCESS
+                        } else {
+                            dimse::status::CANNOT_UNDERSTAND
+                        },
+                    );
                 }
                 _ => {}
             }
@@ -85,6 +93,11 @@ fn fuzz_request() -> Vec<u8> {
             PresentationContextProposed {
                 id: 3,
                 abstract_syntax: scp::VERIFICATION.into(),
+                transfer_syntaxes: vec!["1.2.840.10008.1.2".into()],
+            },
+            PresentationContextProposed {
+                id: 5,
+                abstract_syntax: dimse::STORAGE_COMMITMENT.into(),
                 transfer_syntaxes: vec!["1.2.840.10008.1.2".into()],
             },
         ],

@@ -29,7 +29,7 @@ use dicom_ul::pdu::{
 };
 use dicom_ul::Pdu;
 
-use super::dimse::{self, status, Command, StoreCommand};
+use super::dimse::{self, status, Command, CommitmentRequest, StoreCommand, STORAGE_COMMITMENT};
 
 /// The DICOM application context (PS3.7 A.2.1).
 pub const APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
@@ -44,6 +44,9 @@ pub const TRANSFER_SYNTAXES: &[&str] = &[
 ];
 /// The largest A-ASSOCIATE-RQ read (a scanner proposing every storage class: about 10 KiB).
 pub const MAX_REQUEST_PDU: u32 = 64 * 1024;
+/// The largest Storage Commitment request data set accepted (a study of thousands of images
+/// is a few hundred KiB).
+pub const MAX_COMMIT_BYTES: usize = 8 << 20;
 /// The largest P-DATA PDU accepted; announced in the A-ASSOCIATE-AC.
 pub const MAX_PDU: u32 = 16 * 1024;
 const IMPLEMENTATION_CLASS_UID: &str = "1.2.826.0.1.3680043.10.1459.1";
@@ -90,19 +93,38 @@ pub struct StoreRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The AE titles are allowed: answer with [`Scp::admit`].
-    Admission { calling: String },
-    Established { calling: String },
+    Admission {
+        calling: String,
+    },
+    Established {
+        calling: String,
+    },
     /// A C-ECHO was answered.
     Echo,
     /// Store this and answer with [`Scp::stored`].
     Store(StoreRequest),
+    /// A Storage Commitment request: say which of its instances are held, with
+    /// [`Scp::commitment`].
+    Commit(CommitmentRequest),
+    /// A Storage Commitment request that could not be read, answered with a failure status.
+    CommitRefused {
+        reason: String,
+    },
+    /// The peer answered our commitment report (N-EVENT-REPORT-RSP).
+    CommitReportAnswered {
+        status: u16,
+    },
     /// Ended by A-RELEASE: everything the peer sent was answered.
     Released,
     /// Refused before it began (the reason says which check).
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
     /// Ended in any other way (peer abort, our abort, deadline, protocol error, connection
     /// lost): a store under way is lost and the peer knows it was not acknowledged.
-    Aborted { reason: String },
+    Aborted {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +132,18 @@ enum State {
     AwaitRequest,
     AwaitAdmission,
     Open,
-    AwaitStore { pc: u8, message_id: u16, class_uid: String, instance_uid: String },
+    AwaitStore {
+        pc: u8,
+        message_id: u16,
+        class_uid: String,
+        instance_uid: String,
+    },
+    AwaitCommit {
+        pc: u8,
+        message_id: u16,
+        transaction_uid: String,
+        transfer_syntax: String,
+    },
     Closed,
 }
 
@@ -140,6 +173,11 @@ pub struct Scp {
     /// The C-STORE whose data set is arriving: its context and command.
     pending: Option<(u8, StoreCommand)>,
     data: Vec<u8>,
+    /// The N-ACTION whose data set is arriving: context, message ID, action type, and whether
+    /// it is a Storage Commitment request this machine serves.
+    pending_commit: Option<(u8, u16, u16, bool)>,
+    /// Message IDs of our own requests (N-EVENT-REPORT).
+    next_message_id: u16,
     /// Presentation data values that arrived behind a completed data set.
     queued: VecDeque<dicom_ul::pdu::PDataValue>,
 }
@@ -162,6 +200,8 @@ impl Scp {
             pending: None,
             data: Vec::new(),
             queued: VecDeque::new(),
+            pending_commit: None,
+            next_message_id: 0,
         }
     }
 
@@ -189,7 +229,7 @@ impl Scp {
         let s = &self.settings;
         let whole = self.started + s.association_timeout;
         match self.state {
-            State::Closed | State::AwaitAdmission | State::AwaitStore { .. } => None,
+            State::Closed | State::AwaitAdmission | State::AwaitStore { .. } | State::AwaitCommit { .. } => None,
             State::AwaitRequest => Some(whole.min(self.started + s.pdu_timeout)),
             State::Open => {
                 let mut d = whole.min(self.last_pdu + s.idle_timeout);
@@ -224,7 +264,7 @@ impl Scp {
     pub fn tick(&mut self, now: Duration) {
         let s = self.settings.clone();
         let why = match self.state {
-            State::Closed | State::AwaitAdmission | State::AwaitStore { .. } => None,
+            State::Closed | State::AwaitAdmission | State::AwaitStore { .. } | State::AwaitCommit { .. } => None,
             _ if now >= self.started + s.association_timeout => Some(format!(
                 "the association lasted longer than {} s",
                 s.association_timeout.as_secs()
@@ -237,10 +277,9 @@ impl Scp {
                 "a PDU took longer than {} s to arrive (a slow or stalled peer)",
                 s.pdu_timeout.as_secs()
             )),
-            State::Open if now >= self.last_pdu + s.idle_timeout => Some(format!(
-                "no PDU for {} s (idle_timeout_s)",
-                s.idle_timeout.as_secs()
-            )),
+            State::Open if now >= self.last_pdu + s.idle_timeout => {
+                Some(format!("no PDU for {} s (idle_timeout_s)", s.idle_timeout.as_secs()))
+            }
             _ => None,
         };
         if let Some(why) = why {
@@ -285,19 +324,32 @@ impl Scp {
             Ok(()) => {
                 let mut results = Vec::new();
                 for pc in &rq.presentation_contexts {
-                    let known = pc.abstract_syntax == CT_IMAGE_STORAGE || pc.abstract_syntax == VERIFICATION;
+                    let abstract_syntax = pc.abstract_syntax.trim_end_matches(['\0', ' ']);
+                    let known = [CT_IMAGE_STORAGE, VERIFICATION, STORAGE_COMMITMENT].contains(&abstract_syntax);
+                    // Images as the scanner encoded them; everything else uncompressed.
+                    let offered = if abstract_syntax == CT_IMAGE_STORAGE {
+                        TRANSFER_SYNTAXES
+                    } else {
+                        &TRANSFER_SYNTAXES[..2]
+                    };
                     let ts = pc
                         .transfer_syntaxes
                         .iter()
                         .map(|t| t.trim_end_matches(['\0', ' ']))
-                        .find(|t| TRANSFER_SYNTAXES.contains(t));
+                        .find(|t| offered.contains(t));
                     let (reason, ts) = match (known, ts) {
-                        (false, _) => (PresentationContextResultReason::AbstractSyntaxNotSupported, TRANSFER_SYNTAXES[0]),
-                        (true, None) => (PresentationContextResultReason::TransferSyntaxesNotSupported, TRANSFER_SYNTAXES[0]),
+                        (false, _) => (
+                            PresentationContextResultReason::AbstractSyntaxNotSupported,
+                            TRANSFER_SYNTAXES[0],
+                        ),
+                        (true, None) => (
+                            PresentationContextResultReason::TransferSyntaxesNotSupported,
+                            TRANSFER_SYNTAXES[0],
+                        ),
                         (true, Some(t)) => {
                             self.contexts.push(Context {
                                 id: pc.id,
-                                abstract_syntax: pc.abstract_syntax.clone(),
+                                abstract_syntax: abstract_syntax.to_string(),
                                 transfer_syntax: t.to_string(),
                             });
                             (PresentationContextResultReason::Acceptance, t)
@@ -351,6 +403,57 @@ impl Scp {
         self.process(now);
     }
 
+    /// The driver's answer to [`Event::Commit`]: the instances held durably (`committed`) and
+    /// the others (`failed`), each as (SOP class, SOP instance). Answered with N-ACTION-RSP,
+    /// then the result as N-EVENT-REPORT on this association.
+    pub fn commitment(&mut self, now: Duration, committed: &[(String, String)], failed: &[(String, String)]) {
+        let State::AwaitCommit {
+            pc,
+            message_id,
+            transaction_uid,
+            transfer_syntax,
+        } = self.state.clone()
+        else {
+            return;
+        };
+        self.push_pdu(&dimse::command_pdu(
+            pc,
+            dimse::action_response(message_id, 1, status::SUCCESS),
+        ));
+        self.next_message_id = self.next_message_id.wrapping_add(1);
+        let event_type = if failed.is_empty() { 1 } else { 2 };
+        let cmd = dimse::event_report_request(self.next_message_id, event_type);
+        self.push_pdu(&dimse::command_pdu(pc, cmd));
+        let data = dimse::commitment_report(&transaction_uid, committed, failed, &transfer_syntax);
+        // Within the peer's maximum PDU length (0: no limit) and ours: 12 bytes of PDU and PDV
+        // headers per piece.
+        let peer_max = self
+            .request
+            .as_ref()
+            .and_then(|r| {
+                r.user_variables.iter().find_map(|u| match u {
+                    UserVariableItem::MaxLength(n) if *n > 0 => Some(*n),
+                    _ => None,
+                })
+            })
+            .unwrap_or(MAX_PDU);
+        let piece = (peer_max.min(MAX_PDU) as usize).saturating_sub(12).max(64);
+        let chunks: Vec<&[u8]> = data.chunks(piece).collect();
+        for (i, c) in chunks.iter().enumerate() {
+            self.push_pdu(&Pdu::PData {
+                data: vec![dicom_ul::pdu::PDataValue {
+                    presentation_context_id: pc,
+                    value_type: PDataValueType::Data,
+                    is_last: i + 1 == chunks.len(),
+                    data: c.to_vec(),
+                }],
+            });
+        }
+        self.state = State::Open;
+        self.last_pdu = now;
+        self.process(now);
+    }
+
     fn process(&mut self, now: Duration) {
         while self.state == State::Open {
             let Some(v) = self.queued.pop_front() else { break };
@@ -377,7 +480,8 @@ impl Scp {
             if self.input.len() < total {
                 return;
             }
-            let parsed = dicom_ul::pdu::read_pdu(&self.input[..total], limit.max(dicom_ul::pdu::MINIMUM_PDU_SIZE), true);
+            let parsed =
+                dicom_ul::pdu::read_pdu(&self.input[..total], limit.max(dicom_ul::pdu::MINIMUM_PDU_SIZE), true);
             self.input.drain(..total);
             self.pdu_begun = (!self.input.is_empty()).then_some(now);
             self.last_pdu = now;
@@ -448,7 +552,7 @@ impl Scp {
                 let _ = now;
             }
             (State::Open, Pdu::ReleaseRQ) => {
-                if self.pending.is_some() || !self.command.is_empty() {
+                if self.pending.is_some() || self.pending_commit.is_some() || !self.command.is_empty() {
                     self.abort(
                         AbortRQServiceProviderReason::UnexpectedPdu,
                         "A-RELEASE-RQ in the middle of a request".into(),
@@ -472,16 +576,24 @@ impl Scp {
 
     /// One presentation data value; false when it ended the association.
     fn on_pdv(&mut self, v: dicom_ul::pdu::PDataValue) -> bool {
-        let Some(ctx) = self.contexts.iter().find(|c| c.id == v.presentation_context_id).cloned() else {
+        let Some(ctx) = self
+            .contexts
+            .iter()
+            .find(|c| c.id == v.presentation_context_id)
+            .cloned()
+        else {
             self.abort(
                 AbortRQServiceProviderReason::InvalidPduParameter,
-                format!("data on presentation context {} that was not accepted", v.presentation_context_id),
+                format!(
+                    "data on presentation context {} that was not accepted",
+                    v.presentation_context_id
+                ),
             );
             return false;
         };
         match v.value_type {
             PDataValueType::Command => {
-                if self.pending.is_some() {
+                if self.pending.is_some() || self.pending_commit.is_some() {
                     self.abort(
                         AbortRQServiceProviderReason::UnexpectedPduParameter,
                         "a command before the previous request's data set ended".into(),
@@ -513,6 +625,23 @@ impl Scp {
                         self.pending = Some((ctx.id, c));
                         true
                     }
+                    Ok(Command::Action {
+                        message_id,
+                        class_uid,
+                        action_type,
+                        ..
+                    }) => {
+                        let served = ctx.abstract_syntax == STORAGE_COMMITMENT
+                            && class_uid == STORAGE_COMMITMENT
+                            && action_type == 1;
+                        self.data.clear();
+                        self.pending_commit = Some((ctx.id, message_id, action_type, served));
+                        true
+                    }
+                    Ok(Command::EventReportResponse { status }) => {
+                        self.events.push_back(Event::CommitReportAnswered { status });
+                        true
+                    }
                     Err(why) => {
                         self.abort(
                             AbortRQServiceProviderReason::InvalidPduParameter,
@@ -523,6 +652,9 @@ impl Scp {
                 }
             }
             PDataValueType::Data => {
+                if let Some((pc, message_id, action_type, served)) = self.pending_commit {
+                    return self.on_commit_data(v, &ctx, pc, message_id, action_type, served);
+                }
                 let Some((pc, cmd)) = self.pending.clone() else {
                     self.abort(
                         AbortRQServiceProviderReason::UnexpectedPduParameter,
@@ -571,6 +703,67 @@ impl Scp {
         }
     }
 
+    /// A fragment of an N-ACTION data set; false when the machine now waits or ended.
+    fn on_commit_data(
+        &mut self,
+        v: dicom_ul::pdu::PDataValue,
+        ctx: &Context,
+        pc: u8,
+        message_id: u16,
+        action_type: u16,
+        served: bool,
+    ) -> bool {
+        if pc != ctx.id {
+            self.abort(
+                AbortRQServiceProviderReason::InvalidPduParameter,
+                "a data set on another presentation context than its request".into(),
+            );
+            return false;
+        }
+        if self.data.len() + v.data.len() > MAX_COMMIT_BYTES {
+            self.abort(
+                AbortRQServiceProviderReason::ReasonNotSpecified,
+                format!("a commitment request larger than {} MiB", MAX_COMMIT_BYTES >> 20),
+            );
+            return false;
+        }
+        self.data.extend_from_slice(&v.data);
+        if !v.is_last {
+            return true;
+        }
+        self.pending_commit = None;
+        let data = std::mem::take(&mut self.data);
+        if !served {
+            // No such action on this SOP class (0x0123).
+            self.push_pdu(&dimse::command_pdu(
+                pc,
+                dimse::action_response(message_id, action_type, 0x0123),
+            ));
+            self.events.push_back(Event::CommitRefused {
+                reason: format!("N-ACTION type {action_type} outside Storage Commitment"),
+            });
+            return true;
+        }
+        match dimse::parse_commitment(&data, &ctx.transfer_syntax) {
+            Ok(req) => {
+                self.state = State::AwaitCommit {
+                    pc,
+                    message_id,
+                    transaction_uid: req.transaction_uid.clone(),
+                    transfer_syntax: ctx.transfer_syntax.clone(),
+                };
+                self.events.push_back(Event::Commit(req));
+                false
+            }
+            Err(why) => {
+                // Processing failure (0x0110): nothing is claimed as committed.
+                self.push_pdu(&dimse::command_pdu(pc, dimse::action_response(message_id, 1, 0x0110)));
+                self.events.push_back(Event::CommitRefused { reason: why });
+                true
+            }
+        }
+    }
+
     fn reject(&mut self, result: AssociationRJResult, source: AssociationRJSource, reason: String) {
         self.push_pdu(&Pdu::AssociationRJ(AssociationRJ { result, source }));
         self.state = State::Closed;
@@ -591,6 +784,7 @@ impl Scp {
         self.state = State::Closed;
         self.input.clear();
         self.pending = None;
+        self.pending_commit = None;
         self.data = Vec::new();
         self.queued.clear();
         self.events.push_back(Event::Aborted { reason });
@@ -606,165 +800,5 @@ impl Scp {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use dicom_ul::pdu::{AssociationRQ, PDataValue, PresentationContextProposed};
-
-    fn settings() -> Settings {
-        Settings {
-            ae_title: "CTSENTINEL".into(),
-            allowed_callers: vec!["SCANNER".into()],
-            max_instance_bytes: 1 << 20,
-            pdu_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            association_timeout: Duration::from_secs(3600),
-        }
-    }
-
-    fn bytes(pdu: &Pdu) -> Vec<u8> {
-        let mut v = Vec::new();
-        dicom_ul::pdu::write_pdu(&mut v, pdu).unwrap();
-        v
-    }
-
-    fn rq(calling: &str, called: &str) -> Vec<u8> {
-        bytes(&Pdu::AssociationRQ(AssociationRQ {
-            protocol_version: 1,
-            calling_ae_title: calling.into(),
-            called_ae_title: called.into(),
-            application_context_name: APPLICATION_CONTEXT.into(),
-            presentation_contexts: vec![PresentationContextProposed {
-                id: 1,
-                abstract_syntax: CT_IMAGE_STORAGE.into(),
-                transfer_syntaxes: vec!["1.2.840.10008.1.2.1".into()],
-            }],
-            user_variables: vec![UserVariableItem::MaxLength(16384)],
-        }))
-    }
-
-    fn read_back(out: &[u8]) -> Pdu {
-        dicom_ul::pdu::read_pdu(out, MAX_REQUEST_PDU, false).unwrap().unwrap()
-    }
-
-    fn events(m: &mut Scp) -> Vec<Event> {
-        std::iter::from_fn(|| m.poll_event()).collect()
-    }
-
-    const T0: Duration = Duration::from_secs(100);
-
-    #[test]
-    fn a_wrong_called_or_calling_ae_is_rejected_before_any_slot_is_asked_for() {
-        for (calling, called, why) in [("SCANNER", "OTHER", "called AE"), ("INTRUDER", "CTSENTINEL", "calling AE")] {
-            let mut m = Scp::new(settings(), T0);
-            m.receive(T0, &rq(calling, called));
-            let ev = events(&mut m);
-            assert!(matches!(&ev[..], [Event::Rejected { reason }] if reason.contains(why)), "{ev:?}");
-            assert!(matches!(read_back(&m.take_output()), Pdu::AssociationRJ(AssociationRJ { result: AssociationRJResult::Permanent, .. })));
-            assert!(m.is_closed());
-        }
-    }
-
-    #[test]
-    fn a_busy_receiver_answers_with_a_transient_reject_not_a_bare_close() {
-        let mut m = Scp::new(settings(), T0);
-        m.receive(T0, &rq("SCANNER", "CTSENTINEL"));
-        assert_eq!(events(&mut m), [Event::Admission { calling: "SCANNER".into() }]);
-        assert!(m.take_output().is_empty(), "nothing is answered before admission");
-        m.admit(T0, Err(Refusal::Busy));
-        let Pdu::AssociationRJ(rj) = read_back(&m.take_output()) else { panic!() };
-        assert_eq!(rj.result, AssociationRJResult::Transient);
-        assert_eq!(
-            rj.source,
-            AssociationRJSource::ServiceProviderPresentation(AssociationRJServiceProviderPresentationReason::LocalLimitExceeded)
-        );
-    }
-
-    #[test]
-    fn a_store_is_answered_only_after_the_driver_says_it_is_durable() {
-        let mut m = Scp::new(settings(), T0);
-        m.receive(T0, &rq("SCANNER", "CTSENTINEL"));
-        m.admit(T0, Ok(()));
-        assert!(matches!(read_back(&m.take_output()), Pdu::AssociationAC(_)));
-        events(&mut m);
-        let mut cmd = Vec::new();
-        {
-            use dicom_core::{DataElement, PrimitiveValue, VR};
-            use dicom_dictionary_std::tags;
-            let o = dicom_object::InMemDicomObject::command_from_element_iter([
-                DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from(CT_IMAGE_STORAGE)),
-                DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(1u16)),
-                DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(5u16)),
-                DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, PrimitiveValue::from(0u16)),
-                DataElement::new(tags::AFFECTED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3")),
-            ]);
-            o.write_dataset_with_ts(&mut cmd, &dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased())
-                .unwrap();
-        }
-        let pd = |t, last, data: Vec<u8>| {
-            bytes(&Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: 1,
-                    value_type: t,
-                    is_last: last,
-                    data,
-                }],
-            })
-        };
-        let mut wire = pd(PDataValueType::Command, true, cmd);
-        wire.extend(pd(PDataValueType::Data, false, vec![1; 100]));
-        wire.extend(pd(PDataValueType::Data, true, vec![2; 100]));
-        wire.extend(bytes(&Pdu::ReleaseRQ));
-        // Byte by byte: framing does not depend on how the socket splits the stream.
-        for b in &wire {
-            m.receive(T0, std::slice::from_ref(b));
-        }
-        let ev = events(&mut m);
-        let [Event::Store(s)] = &ev[..] else { panic!("{ev:?}") };
-        assert_eq!(s.dataset.len(), 200);
-        assert_eq!(s.command.instance_uid, "1.2.3");
-        assert!(m.take_output().is_empty(), "no response before the store is durable");
-        assert_eq!(m.deadline(), None, "no deadline runs while the driver stores");
-        m.stored(T0, status::SUCCESS);
-        let out = m.take_output();
-        assert!(matches!(read_back(&out), Pdu::PData { .. }));
-        // The release queued behind the store is handled after the response.
-        assert_eq!(events(&mut m), [Event::Released]);
-        assert!(m.is_closed());
-    }
-
-    #[test]
-    fn a_peer_that_trickles_a_pdu_is_aborted_at_the_pdu_deadline() {
-        let mut m = Scp::new(settings(), T0);
-        m.receive(T0, &rq("SCANNER", "CTSENTINEL"));
-        m.admit(T0, Ok(()));
-        m.take_output();
-        events(&mut m);
-        // One byte a second keeps the idle timer fresh but not the PDU deadline.
-        let wire = bytes(&Pdu::ReleaseRQ);
-        for (i, b) in wire.iter().take(5).enumerate() {
-            let now = T0 + Duration::from_secs(3 * i as u64);
-            m.receive(now, std::slice::from_ref(b));
-            m.tick(now);
-        }
-        let ev = events(&mut m);
-        assert!(matches!(&ev[..], [Event::Aborted { reason }] if reason.contains("PDU took longer")), "{ev:?}");
-        assert!(matches!(read_back(&m.take_output()), Pdu::AbortRQ { .. }));
-    }
-
-    #[test]
-    fn a_connection_that_never_sends_a_request_is_closed_at_the_artim_deadline() {
-        let mut m = Scp::new(settings(), T0);
-        assert_eq!(m.deadline(), Some(T0 + Duration::from_secs(10)));
-        m.tick(T0 + Duration::from_secs(10));
-        assert!(m.is_closed());
-        assert!(matches!(&events(&mut m)[..], [Event::Aborted { reason }] if reason.contains("no A-ASSOCIATE-RQ")));
-    }
-
-    #[test]
-    fn an_oversized_pdu_is_refused_from_its_header_before_it_is_buffered() {
-        let mut m = Scp::new(settings(), T0);
-        m.receive(T0, &[0x01, 0x00, 0x7F, 0xFF, 0xFF, 0xFF]);
-        assert!(m.is_closed());
-        assert!(matches!(&events(&mut m)[..], [Event::Aborted { reason }] if reason.contains("more than")));
-    }
-}
+#[path = "scp_tests.rs"]
+mod tests;

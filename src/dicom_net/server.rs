@@ -65,7 +65,12 @@ struct Shared {
 
 impl Receiver {
     /// Listen on `cfg.listen` and store into `inbox` (created if missing).
-    pub fn start(cfg: &ReceiveConfig, inbox: &Path, min_free_bytes: u64, free: Box<FreeBytes>) -> std::io::Result<Receiver> {
+    pub fn start(
+        cfg: &ReceiveConfig,
+        inbox: &Path,
+        min_free_bytes: u64,
+        free: Box<FreeBytes>,
+    ) -> std::io::Result<Receiver> {
         let inbox = Inbox::open(inbox, min_free_bytes, free)?;
         let listener = TcpListener::bind(&cfg.listen)?;
         listener.set_nonblocking(true)?;
@@ -244,6 +249,27 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, sh: &Shared, stop: &AtomicBool
                         None => super::dimse::status::OUT_OF_RESOURCES,
                     };
                     m.stored(now(), status);
+                }
+                Event::Commit(req) => {
+                    let (committed, failed) = sh.inbox.commitment(&req);
+                    log::info!(
+                        "DICOM: {peer}: storage commitment {}: {} of {} instances held{}",
+                        req.transaction_uid,
+                        committed.len(),
+                        req.instances.len(),
+                        if failed.is_empty() {
+                            ""
+                        } else {
+                            "; the others reported as failed"
+                        }
+                    );
+                    m.commitment(now(), &committed, &failed);
+                }
+                Event::CommitRefused { reason } => {
+                    log::warn!("DICOM: {peer}: storage commitment request refused: {reason}")
+                }
+                Event::CommitReportAnswered { status } => {
+                    log::debug!("DICOM: {peer}: commitment report answered with status {status:#06x}")
                 }
                 Event::Released => {
                     if let Some(s) = session.take() {

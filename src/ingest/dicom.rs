@@ -99,7 +99,9 @@ pub mod contract {
 pub fn is_dicom_file(path: &Path) -> bool {
     let mut head = Vec::with_capacity(132);
     std::fs::metadata(path).is_ok_and(|m| m.is_file())
-        && File::open(path).and_then(|f| f.take(132).read_to_end(&mut head)).is_ok()
+        && File::open(path)
+            .and_then(|f| f.take(132).read_to_end(&mut head))
+            .is_ok()
         && is_dicom_signature(&head)
 }
 
@@ -133,6 +135,11 @@ pub struct Header {
 /// peer): every declared length must fit in `bytes` before dicom-rs allocates from it.
 pub fn check_implicit_dataset(bytes: &[u8]) -> Result<(), DecodeError> {
     super::dicom_prescan::check_dataset(bytes, false)
+}
+
+/// The same pre-scan of a bare data set in implicit (`explicit` false) or explicit VR.
+pub fn check_dataset(bytes: &[u8], explicit: bool) -> Result<(), DecodeError> {
+    super::dicom_prescan::check_dataset(bytes, explicit)
 }
 
 fn open(bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject, DecodeError> {
@@ -526,11 +533,7 @@ fn position_gap(gaps: &[f64], median: f64) -> Option<String> {
     if gaps.len() < 2 || median <= 0.0 {
         return None;
     }
-    let (at, max) = gaps
-        .iter()
-        .copied()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let (at, max) = gaps.iter().copied().enumerate().max_by(|a, b| a.1.total_cmp(&b.1))?;
     (max > MAX_GAP_RATIO * median).then(|| {
         format!(
             "incomplete series: a {max:.2} mm gap after slice {} of {} (median step {median:.2} mm; more than {MAX_GAP_RATIO}x means slices are missing)",
@@ -635,7 +638,10 @@ fn info_of(slices: &[(PathBuf, Header)], ordered_by: &'static str) -> SeriesInfo
     {
         problems.push("slices of different image sizes".into());
     }
-    if let Some(why) = slices.iter().find_map(|(_, h)| h.orientation.as_ref().and_then(orientation_problem)) {
+    if let Some(why) = slices
+        .iter()
+        .find_map(|(_, h)| h.orientation.as_ref().and_then(orientation_problem))
+    {
         problems.push(why);
     }
     match first.orientation {

@@ -19,8 +19,8 @@
 
 pub mod dicom;
 mod dicom_prescan;
-mod part10;
 mod image8;
+mod part10;
 mod strict;
 mod tiff;
 

@@ -108,7 +108,10 @@ fn with_group_length(file: &[u8], at: usize) -> Option<Result<Vec<u8>, DecodeErr
         let Some(vr) = file.get(p + 4..p + 6) else {
             return Some(Err(meta_err(p, "file ends inside a meta element header")));
         };
-        let long = matches!(vr, b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UN" | b"UR" | b"UT");
+        let long = matches!(
+            vr,
+            b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UN" | b"UR" | b"UT"
+        );
         let (len, head) = if long {
             match file.get(p + 8..p + 12) {
                 Some(b) => (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12),
@@ -149,7 +152,10 @@ pub fn meta_sop_class(file: &[u8]) -> Option<String> {
             return None;
         }
         let vr = &b[4..6];
-        let long = matches!(vr, b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UN" | b"UR" | b"UT");
+        let long = matches!(
+            vr,
+            b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UN" | b"UR" | b"UT"
+        );
         let (len, head) = if long {
             let l = file.get(p + 8..p + 12)?;
             (u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize, 12)
@@ -222,7 +228,10 @@ fn sop_uids(data: &[u8], explicit: bool) -> Result<(String, String), DecodeError
         }
         let (len, head) = if explicit {
             let vr = data.get(p + 4..p + 6).unwrap_or(b"  ");
-            let long = matches!(vr, b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UN" | b"UR" | b"UT");
+            let long = matches!(
+                vr,
+                b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UN" | b"UR" | b"UT"
+            );
             if long {
                 (u32_at(p + 8), 12)
             } else {
@@ -236,11 +245,7 @@ fn sop_uids(data: &[u8], explicit: bool) -> Result<(String, String), DecodeError
             break;
         }
         let value = &data[p + head..p + head + len as usize];
-        let text = || {
-            String::from_utf8_lossy(value)
-                .trim_end_matches(['\0', ' '])
-                .to_string()
-        };
+        let text = || String::from_utf8_lossy(value).trim_end_matches(['\0', ' ']).to_string();
         match e {
             0x0016 => class = Some(text()),
             0x0018 => instance = Some(text()),

@@ -200,7 +200,9 @@ fn dicom_config(path: &Path, raw: Option<RawDicom>) -> Result<Option<DicomReceiv
     let mut allowed_hosts = Vec::new();
     for h in &d.allowed_hosts {
         allowed_hosts.push(h.trim().parse::<std::net::IpAddr>().map_err(|_| {
-            invalid(format!("[dicom] allowed_hosts: {h:?} is not an IP address such as \"10.0.0.5\""))
+            invalid(format!(
+                "[dicom] allowed_hosts: {h:?} is not an IP address such as \"10.0.0.5\""
+            ))
         })?);
     }
     Ok(Some(DicomReceive {

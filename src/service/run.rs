@@ -291,7 +291,12 @@ impl<F: FreeSpace> Service<F> {
             return;
         }
         self.pruned_at = Some(now);
-        let Some(id) = self.config.dicom.as_ref().map(|_| layout::drop_id(&self.layout.received())) else {
+        let Some(id) = self
+            .config
+            .dicom
+            .as_ref()
+            .map(|_| layout::drop_id(&self.layout.received()))
+        else {
             return;
         };
         let root = self.layout.received();
@@ -326,7 +331,11 @@ impl<F: FreeSpace> Service<F> {
                     log::info!(
                         "received/{}: removed ({}; its result stays)",
                         place.label(),
-                        if expired { "older than retention_days" } else { "state disk below min_free_mb" }
+                        if expired {
+                            "older than retention_days"
+                        } else {
+                            "state disk below min_free_mb"
+                        }
                     );
                 }
                 Err(e) => log::warn!("received/{}: cannot remove: {e}", place.label()),
