@@ -671,3 +671,78 @@ fn storage_commitment_reports_exactly_the_instances_held_to_a_pynetdicom_scu() {
     assert_eq!(v["failed"], serde_json::json!(["1.2.3.999.1"]), "{v}");
     kill9(&mut child);
 }
+
+#[test]
+fn two_series_of_one_study_are_pooled_and_a_series_with_two_patient_ids_is_never_split() {
+    let b = Box::new();
+    let mut child = b.spawn();
+    let mut scu = b.connect("CT_SCANNER").unwrap();
+    // Two reconstructions (series) of one study, pushed in one association.
+    let a: Vec<Slice> = slices(12);
+    let second: Vec<Slice> = (1..=12)
+        .map(|i| {
+            let mut s = Slice::ct("1.2.840.99.501", -50.0 - 6.0 * f64::from(i), 100 + i);
+            s.study_uid = Some(format!("{SERIES}.1"));
+            s
+        })
+        .collect();
+    let mut n = 0;
+    for s in a.iter().chain(&second) {
+        n += 1;
+        assert_eq!(store(&mut scu, s, n), 0);
+    }
+    scu.release().unwrap();
+    wait_until("the pooled result", Duration::from_secs(120), || {
+        !b.results().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        b.results().len(),
+        1,
+        "one result for the patient's study: {:?}",
+        b.results()
+    );
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&b.results()[0]).unwrap()).unwrap();
+    let ids: Vec<&str> = v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let per_series: u64 = v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["selected"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        v["selected_slices"].as_u64().unwrap(),
+        per_series,
+        "the verdict pools both series"
+    );
+
+    // A series whose instances carry two PatientIDs stays one series in one folder, and is
+    // named, never judged as two halves.
+    let mut scu = b.connect("CT_SCANNER").unwrap();
+    for i in 1..=12 {
+        let mut s = Slice::ct("1.2.840.99.777", -50.0 - 6.0 * f64::from(i), i);
+        s.patient = if i <= 6 { "PAT-A".into() } else { "PAT-B".into() };
+        assert_eq!(store(&mut scu, &s, i as u16), 0);
+    }
+    scu.release().unwrap();
+    wait_until("the result of the two-patient series", Duration::from_secs(120), || {
+        b.results().len() == 2
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.results().len(), 2, "not split into two results");
+    let r = b
+        .results()
+        .into_iter()
+        .map(|p| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .find(|v| v["series"][0]["id"] == "1.2.840.99.777")
+        .unwrap();
+    assert_eq!(r["verdict"], "undetermined", "{r}");
+    assert!(r.to_string().contains("two patients"), "{r}");
+    kill9(&mut child);
+}

@@ -1,8 +1,13 @@
-//! Where received instances go: `<inbox>/<patient>/<series>/<instance>.dcm`, durably, once.
+//! Where received instances go: `<inbox>/<patient>~<study>/<series>_<instance>.dcm`, durably,
+//! once (`<patient>` the PatientID made safe, `<study>` and `<series>` short hashes of the
+//! Study and Series Instance UIDs).
 //!
 //! Why this shape: the service already turns a folder that stops changing into exactly one
 //! result, so the receiver only has to make every acknowledged instance a durable file in a
-//! folder the service watches, and to say when a folder is known to be incomplete.
+//! folder the service watches, and to say when a folder is known to be incomplete. One folder
+//! per patient and study, holding all its series, makes the service judge the patient as
+//! `scan` does: the series are grouped by SeriesInstanceUID inside the folder, each keeps its
+//! own result, and the verdict pools them (an aborted push of any of them holds the verdict).
 //!
 //! Promises (tests/dicom_receiver.rs drives each with a real client; the crash test drops
 //! unsynced writes):
@@ -20,8 +25,9 @@
 //!   leaves it, so the series waits for the scanner to send it again (and the service gives
 //!   `undetermined` after `resend_wait_s`). A later association that ends with A-RELEASE in
 //!   the same folder removes the markers of associations no longer open;
-//! - **one series, one folder**: a series is filed under the patient folder of its first
-//!   instance, whatever PatientID later instances carry (ingest then names the conflict);
+//! - **one series, one folder**: a series is filed under the folder of its first instance,
+//!   whatever PatientID or StudyInstanceUID later instances carry (ingest then names the
+//!   conflict), also across restarts (the series hash leads every file name);
 //! - **storage commitment**: an instance is reported committed only when its file is held
 //!   ([`Inbox::commitment`]), so a scanner may delete its copy on our word;
 //! - **bounded**: the free space of the inbox's disk is checked before each instance (Out of
@@ -52,8 +58,10 @@ pub struct Inbox {
     free: Box<FreeBytes>,
     /// Associations open now (their markers are not removed by another's release).
     open: Mutex<HashSet<String>>,
-    /// Series UID → its folder, for series seen since start (filled from disk at start).
+    /// Series hash (see [`series_tag`]) → its folder (filled from the file names at start).
     homes: Mutex<HashMap<String, PathBuf>>,
+    /// Instance file name (`<instance>.dcm`, without the series tag) → its path.
+    held: Mutex<HashMap<String, PathBuf>>,
 }
 
 /// What one association touched.
@@ -77,26 +85,20 @@ impl Inbox {
     /// learn where the series already received live.
     pub fn open(root: &Path, min_free_bytes: u64, free: Box<FreeBytes>) -> std::io::Result<Inbox> {
         std::fs::create_dir_all(root)?;
-        let mut homes = HashMap::new();
-        for p in std::fs::read_dir(root)?.flatten() {
-            let Ok(series) = std::fs::read_dir(p.path()) else {
+        let (mut homes, mut held) = (HashMap::new(), HashMap::new());
+        // One listing per study folder, no file read: start-up cost follows what is kept (see
+        // the service's pruning), not what was ever received.
+        for study in std::fs::read_dir(root)?.flatten() {
+            let Ok(files) = std::fs::read_dir(study.path()) else {
                 continue;
             };
-            for s in series.flatten() {
-                let Ok(files) = std::fs::read_dir(s.path()) else {
-                    continue;
-                };
-                let mut uid = None;
-                for f in files.flatten() {
-                    let n = f.file_name().to_string_lossy().into_owned();
-                    if n.starts_with('.') && n.ends_with(".part") {
-                        let _ = std::fs::remove_file(f.path());
-                    } else if uid.is_none() && n.ends_with(".dcm") {
-                        uid = dcm::read_header(&f.path()).ok().map(|h| h.series_uid);
-                    }
-                }
-                if let Some(u) = uid {
-                    homes.insert(u, s.path());
+            for f in files.flatten() {
+                let n = f.file_name().to_string_lossy().into_owned();
+                if n.starts_with('.') && n.ends_with(".part") {
+                    let _ = std::fs::remove_file(f.path());
+                } else if let Some((tag, instance)) = n.split_once('_').filter(|_| n.ends_with(".dcm")) {
+                    homes.entry(tag.to_string()).or_insert_with(|| study.path());
+                    held.insert(instance.to_string(), f.path());
                 }
             }
         }
@@ -106,6 +108,7 @@ impl Inbox {
             free,
             open: Mutex::new(HashSet::new()),
             homes: Mutex::new(homes),
+            held: Mutex::new(held),
         })
     }
 
@@ -189,19 +192,20 @@ impl Inbox {
     }
 
     fn write(&self, session: &mut Session, h: &dcm::Header, uid: &str, file: &[u8]) -> std::io::Result<Stored> {
+        let tag = series_tag(&h.series_uid);
         let dir = {
             let mut homes = lock(&self.homes);
             homes
-                .entry(h.series_uid.clone())
+                .entry(tag.clone())
                 .or_insert_with(|| {
                     let patient = if h.patient_id.is_empty() {
                         "unknown-patient"
                     } else {
                         h.patient_id.as_str()
                     };
+                    let study = crate::classify::sha256_hex(h.study_uid.as_bytes());
                     self.root
-                        .join(safe_name(patient.as_ref()))
-                        .join(safe_name(h.series_uid.as_ref()))
+                        .join(format!("{}~{}", safe_name(patient.as_ref()), &study[..12]))
                 })
                 .clone()
         };
@@ -215,8 +219,9 @@ impl Inbox {
             sync_dir(&dir)?;
             session.touched.push(dir.clone());
         }
-        let dest = dir.join(format!("{}.dcm", safe_name(uid.as_ref())));
-        let tmp = dir.join(format!(".{}.{}.part", safe_name(uid.as_ref()), session.id));
+        let instance = format!("{}.dcm", safe_name(uid.as_ref()));
+        let dest = dir.join(format!("{tag}_{instance}"));
+        let tmp = dir.join(format!(".{tag}_{instance}.{}.part", session.id));
         let publish = || -> std::io::Result<bool> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(file)?;
@@ -236,6 +241,7 @@ impl Inbox {
             let _ = std::fs::remove_file(&tmp);
         })?;
         session.stored += 1;
+        lock(&self.held).insert(instance, dest.clone());
         if fresh {
             return Ok(Stored {
                 status: status::SUCCESS,
@@ -262,13 +268,13 @@ impl Inbox {
     /// held when its file is in the folder of some series received since start or found at
     /// start; only CT Image Storage is ever held.
     pub fn commitment(&self, req: &super::dimse::CommitmentRequest) -> (Vec<(String, String)>, Vec<(String, String)>) {
-        let homes: Vec<PathBuf> = lock(&self.homes).values().cloned().collect();
+        let held = lock(&self.held);
         req.instances.iter().cloned().partition(|(class, uid)| {
             class == CT_IMAGE_STORAGE
                 && !uid.is_empty()
-                && homes
-                    .iter()
-                    .any(|d| d.join(format!("{}.dcm", safe_name(uid.as_ref()))).is_file())
+                && held
+                    .get(&format!("{}.dcm", safe_name(uid.as_ref())))
+                    .is_some_and(|p| p.is_file())
         })
     }
 
@@ -305,6 +311,11 @@ impl Inbox {
             }
         }
     }
+}
+
+/// The short hash of a SeriesInstanceUID that leads its instances' file names.
+pub fn series_tag(series_uid: &str) -> String {
+    crate::classify::sha256_hex(series_uid.as_bytes())[..10].to_string()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -14,7 +14,7 @@
 //! <state>/results/<drop>/<patient>/<series>.json    one result per snapshot
 //! <state>/quarantine/<drop>/<patient>/<series>/<key>/<file>(.reason.txt)   copies of bad files
 //! <state>/display/screen.png                        headless display backend
-//! <state>/received/<patient>/<series>/<uid>.dcm     instances received by C-STORE
+//! <state>/received/<patient>~<study>/<series>_<uid>.dcm   instances received by C-STORE (dicom_net::inbox)
 //! <state>/outbox/<time>-<series>.{sr,sc}.dcm        DICOM results waiting for the PACS
 //! ```
 //! Quarantine is a sibling of `results/`, not inside it, so a patient folder named
@@ -80,8 +80,8 @@ impl Layout {
         self.state.join("work")
     }
 
-    /// Instances received by C-STORE: `received/<patient>/<series>/<instance>.dcm`, watched
-    /// like a drop folder (see `service::receiver`).
+    /// Instances received by C-STORE: `received/<patient>~<study>/<series>_<instance>.dcm`, watched
+    /// like a drop folder (see `dicom_net::inbox`).
     pub fn received(&self) -> PathBuf {
         self.state.join("received")
     }

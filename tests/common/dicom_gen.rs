@@ -29,6 +29,8 @@ pub struct Slice {
     pub pixels: Vec<i32>,
     pub transfer_syntax: String,
     pub instance: i32,
+    /// StudyInstanceUID; `None`: derived from the series UID (`<series>.1`).
+    pub study_uid: Option<String>,
 }
 
 impl Slice {
@@ -50,6 +52,7 @@ impl Slice {
             pixels: phantom(size as usize, instance),
             transfer_syntax: EXPLICIT_LE.into(),
             instance,
+            study_uid: None,
         }
     }
 
@@ -80,7 +83,10 @@ impl Slice {
             &mut o,
             tags::STUDY_INSTANCE_UID,
             VR::UI,
-            &format!("{}.1", self.series_uid),
+            &self
+                .study_uid
+                .clone()
+                .unwrap_or_else(|| format!("{}.1", self.series_uid)),
         );
         s(&mut o, tags::SERIES_DESCRIPTION, VR::LO, "Thorax 2.0");
         s(&mut o, tags::BODY_PART_EXAMINED, VR::CS, "CHEST");
