@@ -26,6 +26,7 @@
 pub mod classify;
 pub mod decide;
 pub mod dicom_net;
+pub mod fsys;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingest;

@@ -34,7 +34,6 @@
 //!   Resources below the floor); names come from [`crate::names::safe_name`].
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -42,6 +41,7 @@ use dicom_object::FileMetaTableBuilder;
 
 use super::dimse::status;
 use super::scp::{StoreRequest, CT_IMAGE_STORAGE};
+use crate::fsys::{Fs, RealFs};
 use crate::ingest::dicom as dcm;
 use crate::names::safe_name;
 
@@ -51,8 +51,10 @@ pub const PUSH_MARKER_PREFIX: &str = ".ctsentinel-push-";
 /// Free bytes under a path (injected so the floor can be tested).
 pub type FreeBytes = dyn Fn(&Path) -> std::io::Result<u64> + Send + Sync;
 
-/// The inbox folder, shared by every association.
-pub struct Inbox {
+/// The inbox folder, shared by every association; on the real file system unless a test gives
+/// it a simulated one (`fsys::sim::SimFs`).
+pub struct Inbox<F: Fs = RealFs> {
+    fs: F,
     root: PathBuf,
     min_free_bytes: u64,
     free: Box<FreeBytes>,
@@ -80,29 +82,37 @@ pub struct Stored {
     pub note: String,
 }
 
-impl Inbox {
-    /// Open (create) the inbox, sweep temporaries no association owns (a kill mid-write) and
-    /// learn where the series already received live.
+impl Inbox<RealFs> {
+    /// Open (create) the inbox on the real file system.
     pub fn open(root: &Path, min_free_bytes: u64, free: Box<FreeBytes>) -> std::io::Result<Inbox> {
-        std::fs::create_dir_all(root)?;
+        Inbox::open_on(RealFs, root, min_free_bytes, free)
+    }
+}
+
+impl<F: Fs> Inbox<F> {
+    /// Open (create) the inbox on `fs`, sweep temporaries no association owns (a kill
+    /// mid-write) and learn where the series already received live.
+    pub fn open_on(fs: F, root: &Path, min_free_bytes: u64, free: Box<FreeBytes>) -> std::io::Result<Inbox<F>> {
+        fs.create_dir_all(root)?;
         let (mut homes, mut held) = (HashMap::new(), HashMap::new());
         // One listing per study folder, no file read: start-up cost follows what is kept (see
         // the service's pruning), not what was ever received.
-        for study in std::fs::read_dir(root)?.flatten() {
-            let Ok(files) = std::fs::read_dir(study.path()) else {
+        for study in fs.list(root)? {
+            let study = root.join(study);
+            let Ok(files) = fs.list(&study) else {
                 continue;
             };
-            for f in files.flatten() {
-                let n = f.file_name().to_string_lossy().into_owned();
+            for n in files {
                 if n.starts_with('.') && n.ends_with(".part") {
-                    let _ = std::fs::remove_file(f.path());
+                    let _ = fs.remove_file(&study.join(&n));
                 } else if let Some((tag, instance)) = n.split_once('_').filter(|_| n.ends_with(".dcm")) {
-                    homes.entry(tag.to_string()).or_insert_with(|| study.path());
-                    held.insert(instance.to_string(), f.path());
+                    homes.entry(tag.to_string()).or_insert_with(|| study.clone());
+                    held.insert(instance.to_string(), study.join(&n));
                 }
             }
         }
         Ok(Inbox {
+            fs,
             root: root.to_path_buf(),
             min_free_bytes,
             free,
@@ -209,36 +219,32 @@ impl Inbox {
                 })
                 .clone()
         };
-        create_dirs_durably(&self.root, &dir)?;
+        self.create_dirs_durably(&dir)?;
         if !session.touched.contains(&dir) {
             // The marker first: from now on the folder reads as incomplete until A-RELEASE.
             let marker = dir.join(format!("{PUSH_MARKER_PREFIX}{}", session.id));
-            let mut f = std::fs::File::create(&marker)?;
-            writeln!(f, "association {} storing since this file's mtime", session.id)?;
-            f.sync_all()?;
-            sync_dir(&dir)?;
+            let text = format!("association {} storing since this file's mtime\n", session.id);
+            self.fs.write_synced(&marker, text.as_bytes())?;
+            self.fs.sync_dir(&dir)?;
             session.touched.push(dir.clone());
         }
         let instance = format!("{}.dcm", safe_name(uid.as_ref()));
         let dest = dir.join(format!("{tag}_{instance}"));
         let tmp = dir.join(format!(".{tag}_{instance}.{}.part", session.id));
         let publish = || -> std::io::Result<bool> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(file)?;
-            f.sync_all()?;
-            drop(f);
+            self.fs.write_synced(&tmp, file)?;
             // `link` never replaces: of two associations sending one instance, the first wins.
-            let fresh = match std::fs::hard_link(&tmp, &dest) {
+            let fresh = match self.fs.hard_link(&tmp, &dest) {
                 Ok(()) => true,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
                 Err(e) => return Err(e),
             };
-            std::fs::remove_file(&tmp)?;
-            sync_dir(&dir)?;
+            self.fs.remove_file(&tmp)?;
+            self.fs.sync_dir(&dir)?;
             Ok(fresh)
         };
         let fresh = publish().inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = self.fs.remove_file(&tmp);
         })?;
         session.stored += 1;
         lock(&self.held).insert(instance, dest.clone());
@@ -248,7 +254,7 @@ impl Inbox {
                 note: format!("stored {}", dest.display()),
             });
         }
-        let held = std::fs::read(&dest)?;
+        let held = self.fs.read(&dest)?;
         Ok(if held == file {
             Stored {
                 status: status::SUCCESS,
@@ -274,8 +280,28 @@ impl Inbox {
                 && !uid.is_empty()
                 && held
                     .get(&format!("{}.dcm", safe_name(uid.as_ref())))
-                    .is_some_and(|p| p.is_file())
+                    .is_some_and(|p| self.fs.is_file(p))
         })
+    }
+
+    /// Create `dir` (below the root) and every missing folder between; each new folder's
+    /// entry is fsynced into its parent, so a power cut cannot lose a folder holding
+    /// acknowledged files.
+    fn create_dirs_durably(&self, dir: &Path) -> std::io::Result<()> {
+        let rel = dir
+            .strip_prefix(&self.root)
+            .map_err(|_| std::io::Error::other("inbox path outside the inbox"))?;
+        let mut at = self.root.clone();
+        for c in rel.components() {
+            let parent = at.clone();
+            at.push(c);
+            match self.fs.create_dir(&at) {
+                Ok(()) => self.fs.sync_dir(&parent)?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// The association ended; `released` when by A-RELEASE. A release removes this
@@ -294,18 +320,17 @@ impl Inbox {
             return;
         }
         for d in &session.touched {
-            let Ok(entries) = std::fs::read_dir(d) else { continue };
+            let Ok(entries) = self.fs.list(d) else { continue };
             let mut removed = false;
-            for e in entries.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
+            for n in entries {
                 if let Some(id) = n.strip_prefix(PUSH_MARKER_PREFIX) {
-                    if !open.contains(id) && std::fs::remove_file(e.path()).is_ok() {
+                    if !open.contains(id) && self.fs.remove_file(&d.join(&n)).is_ok() {
                         removed = true;
                     }
                 }
             }
             if removed {
-                if let Err(e) = sync_dir(d) {
+                if let Err(e) = self.fs.sync_dir(d) {
                     log::error!("DICOM: {}: cannot sync after removing push markers: {e}", d.display());
                 }
             }
@@ -320,29 +345,6 @@ pub fn series_tag(series_uid: &str) -> String {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Create `dir` (below `root`) and every missing folder between; each new folder's entry is
-/// fsynced into its parent, so a power cut cannot lose a folder holding acknowledged files.
-fn create_dirs_durably(root: &Path, dir: &Path) -> std::io::Result<()> {
-    let rel = dir
-        .strip_prefix(root)
-        .map_err(|_| std::io::Error::other("inbox path outside the inbox"))?;
-    let mut at = root.to_path_buf();
-    for c in rel.components() {
-        let parent = at.clone();
-        at.push(c);
-        match std::fs::create_dir(&at) {
-            Ok(()) => sync_dir(&parent)?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// The Part 10 file of a received instance (file meta from the request, then the data set as
