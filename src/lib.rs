@@ -37,6 +37,7 @@ pub mod present;
 pub mod report;
 pub mod select;
 pub mod service;
+pub mod validate;
 
 /// The notice that every result carries, verbatim (it is part of the JSON contracts).
 pub const NOTICE: &str = "research use only, not a diagnosis";

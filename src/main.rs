@@ -63,6 +63,22 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Site validation: scan every patient of a labels CSV (`path,label`; labels covid, normal
+    /// or other; paths relative to the CSV) exactly as `scan` does, and report sensitivity and
+    /// specificity with 95% Wilson intervals, the undetermined rate and the evidence-in-lungs
+    /// share.
+    Validate {
+        #[arg(long)]
+        labels: PathBuf,
+        /// Print the JSON report instead of the summary.
+        #[arg(long)]
+        json: bool,
+        /// Also write the one-page PNG report, atomically.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
     /// Power-up self-test: model integrity, selection kernel, known answers of the model.
     Selftest(SelfTestArgs),
     /// Render every bedside screen at 320x240 and 800x480 for review.
@@ -390,6 +406,29 @@ fn run(
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Validate {
+            labels,
+            json,
+            report,
+            model,
+        } => {
+            let rows = ctsentinel::validate::read_labels(&labels)
+                .context("cannot read the labels")
+                .map_err(Failure::Input)?;
+            let mut classifier = model.load().map_err(Failure::Internal)?;
+            let r = ctsentinel::validate::run(&labels, &rows, &mut classifier);
+            if let Some(png) = &report {
+                present::validation::write(png, &r)
+                    .with_context(|| format!("cannot write the report {}", png.display()))
+                    .map_err(Failure::Input)?;
+            }
+            if json {
+                emit(&format!("{}\n", to_json(&r)?));
+            } else {
+                emit(&present::validation::summary(&r));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Selftest(args) => {
             let json = args.json;

@@ -5,6 +5,7 @@ pub mod display;
 pub mod sheet;
 pub mod spi_panel;
 pub mod sr;
+pub mod validation;
 
 /// The attached screen: backend and, for panels, wiring.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]

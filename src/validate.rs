@@ -1,0 +1,336 @@
+//! Site validation: run the appliance's own pipeline on a clinic's labelled patients and say
+//! how often it is right, with honest uncertainty.
+//!
+//! Why: radiology AI governance asks a site to check a model on its own patients before
+//! trusting it; a model that is right on its developers' data can be wrong on another
+//! scanner's. `ctsentinel validate --labels FILE.csv` reads a CSV (`path,label`; paths relative
+//! to the CSV, patient folders of TIFF or DICOM; labels `covid`, `normal`, `other`), scans each
+//! folder exactly as `scan` and the service do (selection, classification, the 10% rule, the
+//! evidence gate), and reports per patient and overall:
+//! - **sensitivity** (COVID patients called `covid`) and **specificity** (normal patients
+//!   called `normal`), each with its 95% Wilson interval; an `undetermined` verdict counts as a
+//!   miss for both; `other` patients are listed and excluded from both;
+//! - the **undetermined rate** over all patients, with its reason per patient;
+//! - the **evidence-in-lungs share**: of all slices called COVID, the share whose evidence peak
+//!   lies inside the lungs (what the evidence gate checks per patient).
+//!
+//! Every figure follows from the per-patient verdicts in the same report (tested).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{Classifier, ModelIdentity};
+use crate::decide::Verdict;
+use crate::report::ScanReport;
+
+/// The reference label of a patient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Label {
+    Covid,
+    Normal,
+    Other,
+}
+
+/// One row of the labels CSV, its path resolved against the CSV's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// The path as written in the CSV.
+    pub written: String,
+    pub path: PathBuf,
+    pub label: Label,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {reason}")]
+    Csv { path: PathBuf, line: usize, reason: String },
+}
+
+/// Read `path,label` rows (a header first; blank lines and `#` comments skipped).
+pub fn read_labels(csv: &Path) -> Result<Vec<Row>, ValidateError> {
+    let text = std::fs::read_to_string(csv).map_err(|source| ValidateError::Read {
+        path: csv.to_path_buf(),
+        source,
+    })?;
+    let base = csv.parent().unwrap_or(Path::new("."));
+    let err = |line, reason: String| ValidateError::Csv {
+        path: csv.to_path_buf(),
+        line,
+        reason,
+    };
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+    match lines.next() {
+        Some((_, h)) if h.replace(' ', "").eq_ignore_ascii_case("path,label") => {}
+        Some((n, h)) => return Err(err(n, format!("header {h:?}, expected \"path,label\""))),
+        None => {
+            return Err(err(
+                1,
+                "empty: expected a header \"path,label\" and one row per patient".into(),
+            ))
+        }
+    }
+    let mut rows = Vec::new();
+    for (n, l) in lines {
+        let (p, label) = l
+            .rsplit_once(',')
+            .ok_or_else(|| err(n, format!("{l:?}: expected \"path,label\"")))?;
+        let (p, label) = (p.trim().trim_matches('"'), label.trim().to_ascii_lowercase());
+        let label = match label.as_str() {
+            "covid" => Label::Covid,
+            "normal" => Label::Normal,
+            "other" => Label::Other,
+            other => return Err(err(n, format!("label {other:?}: expected covid, normal or other"))),
+        };
+        if p.is_empty() {
+            return Err(err(n, "empty path".into()));
+        }
+        rows.push(Row {
+            written: p.to_string(),
+            path: base.join(p),
+            label,
+        });
+    }
+    if rows.is_empty() {
+        return Err(err(1, "no patients listed".into()));
+    }
+    Ok(rows)
+}
+
+/// A proportion with its 95% Wilson score interval (`value` is `None` when `n` is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Proportion {
+    pub value: Option<f64>,
+    pub ci95: [f64; 2],
+    /// Successes and trials.
+    pub k: usize,
+    pub n: usize,
+}
+
+/// `k` of `n` with the Wilson score interval at 95% (z = 1.96): honest at small `n` and at 0
+/// or 100%, where the normal approximation claims a zero-width interval.
+pub fn wilson(k: usize, n: usize) -> Proportion {
+    if n == 0 {
+        return Proportion {
+            value: None,
+            ci95: [0.0, 1.0],
+            k,
+            n,
+        };
+    }
+    let (kf, nf, z) = (k as f64, n as f64, 1.959_963_984_540_054);
+    let p = kf / nf;
+    let denom = 1.0 + z * z / nf;
+    let centre = (p + z * z / (2.0 * nf)) / denom;
+    let half = z * (p * (1.0 - p) / nf + z * z / (4.0 * nf * nf)).sqrt() / denom;
+    Proportion {
+        value: Some(p),
+        ci95: [(centre - half).max(0.0), (centre + half).min(1.0)],
+        k,
+        n,
+    }
+}
+
+/// One patient of the validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatientResult {
+    /// The path as written in the CSV.
+    pub path: String,
+    pub label: Label,
+    /// `None` when the folder could not be scanned at all (`error` says why): a miss.
+    pub verdict: Option<Verdict>,
+    pub reason: Option<String>,
+    pub error: Option<String>,
+    pub selected_slices: usize,
+    pub covid_slices: usize,
+    /// Slices called COVID whose evidence peak lies inside the lungs.
+    pub lung_driven_covid_slices: usize,
+    /// Whether the verdict agrees with the label (`None` for `other`).
+    pub correct: Option<bool>,
+}
+
+/// `ctsentinel validate --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationReport {
+    pub labels: String,
+    pub patients: Vec<PatientResult>,
+    pub sensitivity: Proportion,
+    pub specificity: Proportion,
+    pub undetermined: Proportion,
+    /// Of all slices called COVID, those whose evidence peak lies inside the lungs.
+    pub evidence_in_lungs: Proportion,
+    pub model: ModelIdentity,
+    pub notice: String,
+}
+
+/// The patient's record from its scan report.
+pub fn patient_result(row: &Row, scan: Result<&ScanReport, String>, classifier: &Classifier) -> PatientResult {
+    let (verdict, reason, error, selected, covid, lung) = match scan {
+        Ok(r) => {
+            let (mut n, mut l) = (0, 0);
+            for s in r.series.iter().filter(|s| s.rejected.is_none() && s.excluded.is_none()) {
+                for x in &s.slices {
+                    if x.not_classified.is_none() && x.p_covid.is_some_and(|p| classifier.is_covid(p)) {
+                        n += 1;
+                        l += usize::from(x.evidence.as_ref().and_then(|e| e.peak_in_lungs) == Some(true));
+                    }
+                }
+            }
+            (Some(r.verdict), r.reason.clone(), None, r.selected_slices, n, l)
+        }
+        Err(e) => (None, None, Some(e), 0, 0, 0),
+    };
+    let correct = match row.label {
+        Label::Covid => Some(verdict == Some(Verdict::Covid)),
+        Label::Normal => Some(verdict == Some(Verdict::Normal)),
+        Label::Other => None,
+    };
+    PatientResult {
+        path: row.written.clone(),
+        label: row.label,
+        verdict,
+        reason,
+        error,
+        selected_slices: selected,
+        covid_slices: covid,
+        lung_driven_covid_slices: lung,
+        correct,
+    }
+}
+
+/// The overall figures from the per-patient records.
+pub fn summarise(labels: &str, patients: Vec<PatientResult>, model: ModelIdentity) -> ValidationReport {
+    let count = |label: Label| {
+        let of: Vec<&PatientResult> = patients.iter().filter(|p| p.label == label).collect();
+        wilson(of.iter().filter(|p| p.correct == Some(true)).count(), of.len())
+    };
+    let undetermined = wilson(
+        patients
+            .iter()
+            .filter(|p| p.verdict != Some(Verdict::Covid) && p.verdict != Some(Verdict::Normal))
+            .count(),
+        patients.len(),
+    );
+    let evidence_in_lungs = wilson(
+        patients.iter().map(|p| p.lung_driven_covid_slices).sum(),
+        patients.iter().map(|p| p.covid_slices).sum(),
+    );
+    ValidationReport {
+        labels: labels.to_string(),
+        sensitivity: count(Label::Covid),
+        specificity: count(Label::Normal),
+        undetermined,
+        evidence_in_lungs,
+        patients,
+        model,
+        notice: crate::NOTICE.to_string(),
+    }
+}
+
+/// Scan every listed patient with `classifier` (exactly the pipeline of `scan`) and summarise.
+pub fn run(csv: &Path, rows: &[Row], classifier: &mut Classifier) -> ValidationReport {
+    let mut patients = Vec::with_capacity(rows.len());
+    for row in rows {
+        let scan = crate::pipeline::scan_folder(&row.path, classifier, &mut |_| std::ops::ControlFlow::Continue(()))
+            .map_err(|e| e.to_string());
+        if let Err(e) = &scan {
+            log::error!("{}: {e}", row.path.display());
+        }
+        patients.push(patient_result(row, scan.as_ref().map_err(|e| e.clone()), classifier));
+    }
+    summarise(&csv.display().to_string(), patients, classifier.identity())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_intervals_match_published_values_and_stay_honest_at_the_edges() {
+        // Newcombe (1998), table I: 81/263 -> 0.2553..0.3662; 15/148 -> 0.0624..0.1605.
+        let a = wilson(81, 263);
+        assert!(
+            (a.ci95[0] - 0.2553).abs() < 5e-4 && (a.ci95[1] - 0.3662).abs() < 5e-4,
+            "{a:?}"
+        );
+        let b = wilson(15, 148);
+        assert!(
+            (b.ci95[0] - 0.0624).abs() < 5e-4 && (b.ci95[1] - 0.1605).abs() < 5e-4,
+            "{b:?}"
+        );
+        // 5 of 5 is not certainty: the lower bound is about 0.57.
+        let c = wilson(5, 5);
+        assert_eq!(c.value, Some(1.0));
+        assert!((c.ci95[0] - 0.5655).abs() < 5e-4 && c.ci95[1] == 1.0, "{c:?}");
+        assert_eq!(wilson(0, 0).value, None);
+    }
+
+    #[test]
+    fn labels_csv_is_strict_and_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("labels.csv");
+        std::fs::write(&p, "path,label\n# a comment\np1,covid\n\"p 2\",Normal\np3,other\n").unwrap();
+        let rows = read_labels(&p).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[1].path, dir.path().join("p 2"));
+        assert_eq!(rows[1].label, Label::Normal);
+        std::fs::write(&p, "path,label\np1,pneumonia\n").unwrap();
+        let e = read_labels(&p).unwrap_err().to_string();
+        assert!(e.contains(":2:") && e.contains("pneumonia"), "{e}");
+        std::fs::write(&p, "file,class\np1,covid\n").unwrap();
+        assert!(read_labels(&p).unwrap_err().to_string().contains("header"));
+    }
+
+    fn patient(label: Label, verdict: Option<Verdict>, covid: usize, lung: usize) -> PatientResult {
+        PatientResult {
+            path: "p".into(),
+            label,
+            verdict,
+            reason: None,
+            error: None,
+            selected_slices: 20,
+            covid_slices: covid,
+            lung_driven_covid_slices: lung,
+            correct: match label {
+                Label::Covid => Some(verdict == Some(Verdict::Covid)),
+                Label::Normal => Some(verdict == Some(Verdict::Normal)),
+                Label::Other => None,
+            },
+        }
+    }
+
+    #[test]
+    fn undetermined_is_a_miss_and_other_is_excluded_from_both() {
+        let model = ModelIdentity {
+            name: "m".into(),
+            version: "1".into(),
+            sha256: "00".into(),
+        };
+        let r = summarise(
+            "l.csv",
+            vec![
+                patient(Label::Covid, Some(Verdict::Covid), 10, 9),
+                patient(Label::Covid, Some(Verdict::Undetermined), 5, 0),
+                patient(Label::Normal, Some(Verdict::Normal), 0, 0),
+                patient(Label::Normal, None, 0, 0),
+                patient(Label::Other, Some(Verdict::Covid), 4, 4),
+            ],
+            model,
+        );
+        assert_eq!((r.sensitivity.k, r.sensitivity.n), (1, 2));
+        assert_eq!((r.specificity.k, r.specificity.n), (1, 2));
+        assert_eq!((r.undetermined.k, r.undetermined.n), (2, 5));
+        assert_eq!((r.evidence_in_lungs.k, r.evidence_in_lungs.n), (13, 19));
+    }
+}
