@@ -9,6 +9,13 @@ value to HU and through the model's window (`hu_window`, see preprocess.py). The
 of `ct16/` go through the same window directly (HU = stored - 1024), so training and bedside
 inputs match.
 
+`[preprocessing] hu_calibration = "per_image"` replaces the one window per source by a fit per
+image (training/hu_calibration.py: air, subcutaneous fat and muscle landmarks found in each
+slice; the publishers' windows vary per image, so one map per source left the lungs of normal
+slices anywhere from air to -780 HU, reports/hu_calibration.md). Images whose fit fails are left
+out of the pack and counted per source and reason (meta["excluded"], "calibration_<reason>").
+The default, "source", is the per-source window above, so existing configs build the same pack.
+
 Splits are recorded in a file: MosMed has one slice per study, so a stratified random split is a
 patient split; ucsd and sarscov2 carry no patient ids, and consecutive file numbers come from
 the same patient, so they are split by blocks of consecutive indices (an approximation of a
@@ -177,8 +184,37 @@ def eight_bit_spacing(width: int) -> float:
     return lung.DEFAULT_SPACING_MM * EIGHT_BIT_FOV_PX / width
 
 
-def eight_bit_stored(gray: np.ndarray, w: SourceWindow) -> np.ndarray:
-    """8-bit slice -> stored 16-bit values (HU + 1024) through the source's estimated window."""
+HU_CALIBRATIONS = ("source", "per_image")
+
+
+def hu_calibration_mode(pre: dict) -> str:
+    mode = pre.get("hu_calibration", "source")
+    if mode not in HU_CALIBRATIONS:
+        raise ValueError(f"preprocessing.hu_calibration must be one of {HU_CALIBRATIONS}, not {mode!r}")
+    return mode
+
+
+def linear_lut(slope: float, offset: float, pre: dict) -> np.ndarray:
+    """256-entry table for the map value8 = slope * HU + offset: 8-bit value -> the model's [0, 1]
+    representation (SourceWindow.lut for any linear map, e.g. a hu_calibration.FitResult)."""
+    hu = (np.arange(256, dtype=np.float32) - np.float32(offset)) / np.float32(slope)
+    lo = pre["center"] - pre["width"] / 2.0
+    return np.clip((hu - lo) / pre["width"], 0.0, 1.0).astype(np.float32)
+
+
+def eight_bit_map(gray: np.ndarray, source: str, windows: dict, mode: str):
+    """(the linear map of this 8-bit image -- anything with .slope and .offset --, "ok") or
+    (None, reason): the source's window, or the image's own landmark fit."""
+    if mode == "source":
+        return windows[source], "ok"
+    from . import hu_calibration
+    f = hu_calibration.calibrate(gray)
+    return (f, "ok") if f.ok else (None, f.reason)
+
+
+def eight_bit_stored(gray: np.ndarray, w) -> np.ndarray:
+    """8-bit slice -> stored 16-bit values (HU + 1024) through a linear map value8 = slope * HU +
+    offset (the source's estimated window, or a per-image hu_calibration.FitResult)."""
     hu = (np.arange(256, dtype=np.float64) - w.offset) / w.slope
     lut = np.clip(np.floor(hu - preprocess.HU_INTERCEPT + 0.5), 0, 65535).astype(np.uint16)
     return lut[gray]
@@ -224,6 +260,7 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
     frame = pre.get("frame", "none")
     if frame not in ("none", "lung", "body", "body_box"):
         raise ValueError(f"preprocessing.frame must be 'none', 'lung', 'body' or 'body_box', not {frame!r}")
+    calibration = hu_calibration_mode(pre)
     from . import lung
     body_plane = lung.BODY_FRAMES.get(frame)
     train8 = data_root / "train8"
@@ -233,16 +270,25 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
     luts = {s: w.lut(pre) for s, w in windows.items()}
     blobs, labels, sources, splits, names = [], [], [], [], []
     excluded: Counter = Counter()
+    fits: dict[str, list[float]] = {}
     for r in rows:
         gray = load_gray(train8 / r["path"])
+        w, why = eight_bit_map(gray, r["source"], windows, calibration)
+        if w is None:
+            excluded[f"{r['source']}/calibration_{why}"] += 1
+            continue
+        if calibration == "per_image":
+            fits[r["path"]] = [round(w.slope, 6), round(w.offset, 3)]
         if frame == "lung":
-            plane, verdict = framed_plane(eight_bit_stored(gray, windows[r["source"]]), pre, size,
+            plane, verdict = framed_plane(eight_bit_stored(gray, w), pre, size,
                                           eight_bit_spacing(gray.shape[1]))
             if plane is None:
                 excluded[f"{r['source']}/{verdict}"] += 1
                 continue
         elif body_plane:
-            plane = body_plane(eight_bit_stored(gray, windows[r["source"]]), pre, size)
+            plane = body_plane(eight_bit_stored(gray, w), pre, size)
+        elif calibration == "per_image":
+            plane = preprocess.box_resize(linear_lut(w.slope, w.offset, pre)[gray], size, size)
         else:
             plane = preprocess.box_resize(luts[r["source"]][gray], size, size)
         blobs.append(encode_jpeg(plane, quality)); labels.append(is_covid(r["label"]))
@@ -275,7 +321,8 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
                 blobs.append(encode_png(plane)); labels.append(0)
                 sources.append("dicom"); splits.append("patient"); names.append(f"{DICOM_THIN}/{name}")
     if excluded:
-        log("excluded (implausible lung mask): " + json.dumps(dict(sorted(excluded.items()))))
+        log("excluded (failed per-image HU calibration or implausible lung mask): "
+            + json.dumps(dict(sorted(excluded.items()))))
     lens = np.array([len(b) for b in blobs], dtype=np.int64)
     np.savez(out, blob=np.frombuffer(b"".join(blobs), dtype=np.uint8), lens=lens,
              label=np.array(labels, dtype=np.int64), source=np.array(sources), split=np.array(splits),
@@ -284,7 +331,9 @@ def build_pack(data_root: Path, pre: dict, size: int, seed: int, holdout: float,
                             "hu_range": [round(x, 1) for x in w.hu_range()]} for s, w in windows.items()},
             "counts": dict(sorted(Counter(f"{a}/{b}/{c}" for a, b, c in zip(sources, splits, labels)).items())),
             "images": len(blobs), "bytes": int(lens.sum()), "frame": frame, "patient_codec": PATIENT_CODEC,
-            "excluded": dict(sorted(excluded.items()))}
+            "excluded": dict(sorted(excluded.items())), "hu_calibration": calibration}
+    if calibration == "per_image":
+        meta["hu_calibration_fits"] = fits  # train8 path -> [slope, offset] of value8 = slope * HU + offset
     return meta
 
 

@@ -98,6 +98,10 @@ def histogram_baseline(train_x, train_y, test_x) -> np.ndarray:
 
 def train8_planes(data_root: Path, cfg: dict):
     """Every train8 image in the model representation, with labels, sources and the split."""
+    if data.hu_calibration_mode(cfg["preprocessing"]) != "source":
+        # Per-image calibration leaves images out; every caller here assumes one plane per row.
+        raise NotImplementedError("train8_planes: preprocessing.hu_calibration = 'per_image' is built by "
+                                  "training.pack (data.build_pack), not by this evaluator")
     train8 = data_root / "train8"
     rows = data.read_labels(train8)
     windows = data.estimate_windows(train8, rows)

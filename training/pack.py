@@ -1,6 +1,8 @@
 """Build the training data pack: `python -m training.pack --config C --out pack.npz`.
 
-Every train8 image goes through its source's estimated window into the config's
+Every train8 image goes through its source's estimated window (or, with
+`[preprocessing] hu_calibration = "per_image"`, its own landmark fit, training/hu_calibration.py;
+images whose fit fails are left out and counted in pack.json `excluded`) into the config's
 representation, every ct16 slice through the same window from HU; all at the input size,
 JPEG-encoded (q from the config) so the pack fits a GPU machine's transfer limit. Writes
 pack.json beside it with the estimated windows, counts and the split.
