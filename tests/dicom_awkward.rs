@@ -42,6 +42,15 @@ fn bare_data_set(file: &[u8]) -> Vec<u8> {
     file[144 + meta_group_len(file)..].to_vec()
 }
 
+/// Why the first series found under `dir` is outside the contract ("" when inside it).
+fn protocol_of(dir: &Path) -> String {
+    ingest::find(dir).unwrap().series[0]
+        .info
+        .as_ref()
+        .and_then(|i| i.protocol.clone())
+        .unwrap_or_default()
+}
+
 fn rewrite(path: &Path, f: impl FnOnce(&[u8]) -> Vec<u8>) {
     let bytes = std::fs::read(path).unwrap();
     std::fs::write(path, f(&bytes)).unwrap();
@@ -262,13 +271,7 @@ fn a_series_with_missing_slices_is_incomplete_by_instance_number_or_position_gap
         let n = if i > 7 { i - 1 } else { i };
         Slice::ct("1.2.840.99.6", -50.0 - 6.0 * f64::from(i), n).write(&dir.path().join(format!("U{i}")));
     }
-    let why = ingest::find(dir.path()).unwrap().series[0]
-        .info
-        .as_ref()
-        .unwrap()
-        .protocol
-        .clone()
-        .unwrap_or_default();
+    let why = protocol_of(dir.path());
     assert!(why.contains("mm gap") && !why.contains("InstanceNumber"), "{why}");
 }
 
@@ -280,12 +283,6 @@ fn an_orientation_that_is_not_two_orthogonal_unit_vectors_is_refused() {
         s.orientation = [2.0, 0.0, 0.0, 0.0, 2.0, 0.0];
         s.write(&dir.path().join(format!("O{i}")));
     }
-    let why = ingest::find(dir.path()).unwrap().series[0]
-        .info
-        .as_ref()
-        .unwrap()
-        .protocol
-        .clone()
-        .unwrap_or_default();
+    let why = protocol_of(dir.path());
     assert!(why.contains("orthogonal unit vectors"), "{why}");
 }

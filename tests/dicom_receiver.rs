@@ -125,23 +125,23 @@ fn request(s: &Slice, message_id: u16) -> (Vec<u8>, Vec<u8>) {
     let mut data = Vec::new();
     obj.write_dataset_with_ts(&mut data, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
         .unwrap();
-    let uid = s.instance_uid();
+    (store_command(&s.instance_uid(), message_id), data)
+}
+
+/// A C-STORE-RQ command set naming `uid` as the Affected SOP Instance UID.
+fn store_command(uid: &str, message_id: u16) -> Vec<u8> {
     let cmd = InMemDicomObject::command_from_element_iter([
         DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from(CT)),
         DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(0x0001u16)),
         DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id)),
         DataElement::new(tags::PRIORITY, VR::US, PrimitiveValue::from(0u16)),
         DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, PrimitiveValue::from(0u16)),
-        DataElement::new(
-            tags::AFFECTED_SOP_INSTANCE_UID,
-            VR::UI,
-            PrimitiveValue::from(uid.as_str()),
-        ),
+        DataElement::new(tags::AFFECTED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(uid)),
     ]);
     let mut c = Vec::new();
     cmd.write_dataset_with_ts(&mut c, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
         .unwrap();
-    (c, data)
+    c
 }
 
 fn pc_id(scu: &ClientAssociation<TcpStream>) -> u8 {
@@ -165,22 +165,7 @@ fn pdv(pc: u8, value_type: PDataValueType, is_last: bool, data: Vec<u8>) -> Pdu 
 
 /// C-STORE one slice; returns the response status.
 fn store(scu: &mut ClientAssociation<TcpStream>, s: &Slice, message_id: u16) -> u16 {
-    let pc = pc_id(scu);
-    let (cmd, data) = request(s, message_id);
-    scu.send(&pdv(pc, PDataValueType::Command, true, cmd)).unwrap();
-    let chunks: Vec<&[u8]> = data.chunks(8000).collect();
-    for (i, c) in chunks.iter().enumerate() {
-        scu.send(&pdv(pc, PDataValueType::Data, i + 1 == chunks.len(), c.to_vec()))
-            .unwrap();
-    }
-    match scu.receive().unwrap() {
-        Pdu::PData { data } => {
-            let rsp =
-                InMemDicomObject::read_dataset_with_ts(&data[0].data[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased()).unwrap();
-            rsp.element(tags::STATUS).unwrap().to_int::<u16>().unwrap()
-        }
-        other => panic!("expected a C-STORE-RSP, got {other:?}"),
-    }
+    store_as(scu, s, message_id, &s.instance_uid())
 }
 
 fn stored_instances(b: &Box) -> Vec<PathBuf> {
@@ -400,21 +385,11 @@ fn ingest_name(p: &Path) -> String {
     ctsentinel::ingest::name_of(p)
 }
 
-/// C-STORE `s` with the command's Affected SOP Instance UID set to `uid`.
+/// C-STORE `s` with the command's Affected SOP Instance UID set to `uid`; returns the status.
 fn store_as(scu: &mut ClientAssociation<TcpStream>, s: &Slice, message_id: u16, uid: &str) -> u16 {
     let pc = pc_id(scu);
     let (_, data) = request(s, message_id);
-    let cmd = InMemDicomObject::command_from_element_iter([
-        DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from(CT)),
-        DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(0x0001u16)),
-        DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id)),
-        DataElement::new(tags::PRIORITY, VR::US, PrimitiveValue::from(0u16)),
-        DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, PrimitiveValue::from(0u16)),
-        DataElement::new(tags::AFFECTED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(uid)),
-    ]);
-    let mut c = Vec::new();
-    cmd.write_dataset_with_ts(&mut c, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-        .unwrap();
+    let c = store_command(uid, message_id);
     scu.send(&pdv(pc, PDataValueType::Command, true, c)).unwrap();
     let chunks: Vec<&[u8]> = data.chunks(8000).collect();
     for (i, ch) in chunks.iter().enumerate() {
@@ -559,9 +534,7 @@ fn dcmtk_echoscu_and_storescu_push_a_series_that_gets_one_result() {
         .unwrap();
     assert!(!bad.status.success(), "an intruder's echo must be rejected");
     let files = tempfile::tempdir().unwrap();
-    for s in slices(12) {
-        s.write(&files.path().join(format!("s{}.dcm", s.instance)));
-    }
+    write_files(&slices(12), files.path());
     let out = store
         .args(["-aet", "CT_SCANNER", "-aec", "CTSENTINEL", "127.0.0.1", &port, "+sd"])
         .arg(files.path())
@@ -577,6 +550,18 @@ fn dcmtk_echoscu_and_storescu_push_a_series_that_gets_one_result() {
     });
     assert_eq!(stored_instances(&b).len(), 12);
     kill9(&mut child);
+}
+
+/// The slices as Part 10 files in `dir`, as a scanner's export would hand them to a peer.
+fn write_files(slices: &[Slice], dir: &Path) -> Vec<PathBuf> {
+    slices
+        .iter()
+        .map(|s| {
+            let p = dir.join(format!("s{}.dcm", s.instance));
+            s.write(&p);
+            p
+        })
+        .collect()
 }
 
 /// Run tests/peers/pynetdicom_peer.py (a pynetdicom SCU) against the box.
@@ -606,14 +591,7 @@ fn pynetdicom_empty_uids_are_refused_and_its_aborted_push_gets_a_verdict_only_wh
     let b = Box::new();
     let mut child = b.spawn();
     let dir = tempfile::tempdir().unwrap();
-    let files: Vec<PathBuf> = slices(12)
-        .iter()
-        .map(|s| {
-            let p = dir.path().join(format!("s{}.dcm", s.instance));
-            s.write(&p);
-            p
-        })
-        .collect();
+    let files = write_files(&slices(12), dir.path());
     // Three instances whose SOPInstanceUID is empty (as in a real export): each refused, none
     // stored (before, three Success statuses left one file).
     let v = pynetdicom(&py, &b, "empty-uid", &files[..3]);
@@ -650,14 +628,7 @@ fn storage_commitment_reports_exactly_the_instances_held_to_a_pynetdicom_scu() {
     let b = Box::new();
     let mut child = b.spawn();
     let dir = tempfile::tempdir().unwrap();
-    let files: Vec<PathBuf> = slices(4)
-        .iter()
-        .map(|s| {
-            let p = dir.path().join(format!("s{}.dcm", s.instance));
-            s.write(&p);
-            p
-        })
-        .collect();
+    let files = write_files(&slices(4), dir.path());
     let v = pynetdicom(&py, &b, "commit", &files);
     assert_eq!(v["statuses"], serde_json::json!([0, 0, 0, 0]), "{v}");
     assert_eq!(v["action_status"], 0, "{v}");
