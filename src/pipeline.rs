@@ -353,7 +353,8 @@ impl Placement {
 
 /// Slices of `s` called COVID, and how many of them are lung-driven (their evidence peak
 /// inside the lung mask). A slice without an evidence map or lung mask cannot show that it is.
-fn covid_calls(s: &SeriesScan, classifier: &Classifier) -> (usize, usize) {
+/// What the evidence gate counts, and what site validation reports.
+pub fn covid_calls(s: &SeriesScan, classifier: &Classifier) -> (usize, usize) {
     s.slices
         .iter()
         .filter(|x| x.not_classified.is_none() && x.p_covid.is_some_and(|p| classifier.is_covid(p)))

@@ -178,15 +178,13 @@ pub struct ValidationReport {
 pub fn patient_result(row: &Row, scan: Result<&ScanReport, String>, classifier: &Classifier) -> PatientResult {
     let (verdict, reason, error, selected, covid, lung) = match scan {
         Ok(r) => {
-            let (mut n, mut l) = (0, 0);
-            for s in r.series.iter().filter(|s| s.rejected.is_none() && s.excluded.is_none()) {
-                for x in &s.slices {
-                    if x.not_classified.is_none() && x.p_covid.is_some_and(|p| classifier.is_covid(p)) {
-                        n += 1;
-                        l += usize::from(x.evidence.as_ref().and_then(|e| e.peak_in_lungs) == Some(true));
-                    }
-                }
-            }
+            // The same count as the evidence gate's, over the series the verdict used.
+            let (n, l) = r
+                .series
+                .iter()
+                .filter(|s| s.rejected.is_none() && s.excluded.is_none())
+                .map(|s| crate::pipeline::covid_calls(s, classifier))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
             (Some(r.verdict), r.reason.clone(), None, r.selected_slices, n, l)
         }
         Err(e) => (None, None, Some(e), 0, 0, 0),

@@ -130,14 +130,7 @@ pub fn response(field: u16, message_id: u16, class_uid: &str, instance_uid: Opti
             PrimitiveValue::from(i),
         ));
     }
-    let obj = InMemDicomObject::command_from_element_iter(elements);
-    let mut out = Vec::new();
-    let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
-    // Writing a small command set into memory cannot fail but for a bug: answer with nothing.
-    if let Err(e) = obj.write_dataset_with_ts(&mut out, &ts) {
-        log::error!("DICOM: cannot encode a response: {e}");
-    }
-    out
+    encode_command(elements)
 }
 
 /// N-ACTION-RSP for a Storage Commitment request (no data set).
@@ -186,6 +179,8 @@ pub fn event_report_request(message_id: u16, event_type: u16) -> Vec<u8> {
     ])
 }
 
+/// A command set in implicit VR little endian. Writing a small command set into memory cannot
+/// fail but for a bug: then nothing is sent, and the log says why.
 fn encode_command(elements: Vec<DataElement<InMemDicomObject>>) -> Vec<u8> {
     let obj = InMemDicomObject::command_from_element_iter(elements);
     let mut out = Vec::new();
