@@ -13,12 +13,17 @@
 //! parallel slices), so a panic on any thread while a series is processed is that series'. A
 //! DICOMDIR is parsed on the watching thread alone, so only a panic there is the DICOMDIR's: a
 //! panic in the receiver, the sender or the display while a DICOMDIR happens to be parsed must
-//! not set that DICOMDIR aside ([`Scope`]).
+//! not set that DICOMDIR aside ([`Scope`]). Nor is a panic of those long-lived threads (named in
+//! [`NOT_A_SERIES_THREAD`]) ever a series' fault, whichever series is being processed: a
+//! receiver bug must not set a patient aside.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::present::write_atomic;
+
+/// Threads that never work for a series: the DICOM receiver's, the sender's, the display's.
+pub(crate) const NOT_A_SERIES_THREAD: &[&str] = &["dicom-listener", "dicom-assoc", "dicom-send", "display"];
 
 /// Which panics a key in progress owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +62,13 @@ pub(crate) fn install_crash_hook() {
                 Err(std::sync::TryLockError::WouldBlock) => None,
             };
             if let Some(g) = guard {
-                let here = std::thread::current().id();
-                for e in g.iter().filter(|e| e.scope == Scope::AnyThread || e.thread == here) {
+                let current = std::thread::current();
+                let here = current.id();
+                let foreign = current.name().is_some_and(|n| NOT_A_SERIES_THREAD.contains(&n));
+                for e in g
+                    .iter()
+                    .filter(|e| e.thread == here || (e.scope == Scope::AnyThread && !foreign))
+                {
                     let text = serde_json::json!({"key": e.key, "series": e.label, "panic": info.to_string()});
                     let _ = write_atomic(&e.marker, format!("{text}\n").as_bytes());
                 }
@@ -126,6 +136,22 @@ mod tests {
             panic_on_a_helper_thread();
             let text = std::fs::read_to_string(&series).expect("a helper thread's panic is the series'");
             assert!(text.contains("series-key"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_panic_in_the_receiver_or_the_display_is_never_charged_to_the_series_being_processed() {
+        install_crash_hook();
+        let t = tempfile::tempdir().unwrap();
+        let series = t.path().join("series.crash");
+        let _processing = InProgress::new(series.clone(), "series-key-2", "PAT/SR_2", Scope::AnyThread);
+        for name in NOT_A_SERIES_THREAD {
+            let _ = std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(|| panic!("the receiver's own fault"))
+                .unwrap()
+                .join();
+            assert!(!series.exists(), "a panic on {name} was charged to the series");
         }
     }
 }
