@@ -120,3 +120,49 @@ fn the_crash_test_sees_a_missing_folder_sync() {
     fs.crash();
     assert!(!fs.is_file(&root.join("P~1/a_1.dcm")));
 }
+
+/// The push markers in the study folder.
+fn markers(fs: &SimFs, root: &Path) -> Vec<String> {
+    fs.list(root)
+        .unwrap()
+        .into_iter()
+        .flat_map(|study| fs.list(&root.join(study)).unwrap())
+        .filter(|n| n.starts_with(inbox::PUSH_MARKER_PREFIX))
+        .collect()
+}
+
+#[test]
+fn a_released_push_of_one_series_never_clears_the_abort_of_another_series_of_the_study() {
+    let root = Path::new("/state/received");
+    let fs = Arc::new(SimFs::new(root));
+    let free: Box<inbox::FreeBytes> = Box::new(|_: &Path| Ok(u64::MAX));
+    let inbox = Inbox::open_on(fs.clone(), root, 0, free).unwrap();
+    // Series 1 (instances 0..3) aborted after one instance.
+    let mut a = inbox.begin("scanner, first try");
+    assert_eq!(inbox.store(&mut a, &request(0, false)).status, status::SUCCESS);
+    inbox.finish(&a, false);
+    assert_eq!(markers(&fs, root).len(), 1);
+    // Series 2 of the same study arrives whole and is released: series 1 still waits.
+    let mut b = inbox.begin("scanner, series 2");
+    assert_eq!(inbox.store(&mut b, &request(3, false)).status, status::SUCCESS);
+    assert_eq!(inbox.store(&mut b, &request(4, false)).status, status::SUCCESS);
+    inbox.finish(&b, true);
+    let left = markers(&fs, root);
+    assert_eq!(left.len(), 1, "series 1's abort must still hold the study: {left:?}");
+    assert_eq!(left[0], markers_of(&a)[0]);
+    // Series 1 sent again and released: nothing waits any more.
+    let mut c = inbox.begin("scanner, resend");
+    for k in 0..3 {
+        assert_eq!(inbox.store(&mut c, &request(k, false)).status, status::SUCCESS);
+    }
+    inbox.finish(&c, true);
+    assert!(markers(&fs, root).is_empty(), "{:?}", markers(&fs, root));
+}
+
+/// The marker names a session created.
+fn markers_of(s: &inbox::Session) -> Vec<String> {
+    s.touched
+        .iter()
+        .map(|(_, tag)| format!("{}{tag}-{}", inbox::PUSH_MARKER_PREFIX, s.id))
+        .collect()
+}

@@ -19,12 +19,13 @@
 //!   Instance UID or SOP Class UID differs from the request's, is refused and nothing is stored;
 //! - **idempotent**: the same instance again is a success with nothing written; different bytes
 //!   under a UID already held keep the first copy, with a warning status and a log line;
-//! - **incomplete until released**: the first instance an association stores into a series
-//!   folder first creates a push marker there ([`PUSH_MARKER_PREFIX`], a dot-file the service
+//! - **incomplete until released**: the first instance an association stores of a series
+//!   first creates a push marker in the study folder ([`PUSH_MARKER_PREFIX`], a dot-file the service
 //!   reads as "copy in progress"). A-RELEASE removes it; an abort, a lost connection or a kill
-//!   leaves it, so the series waits for the scanner to send it again (and the service gives
-//!   `undetermined` after `resend_wait_s`). A later association that ends with A-RELEASE in
-//!   the same folder removes the markers of associations no longer open;
+//!   leaves it, so the study waits for the scanner to send it again (and the service gives
+//!   `undetermined` after `resend_wait_s`). A later association that ends with A-RELEASE
+//!   removes the markers of the series it sent (left by associations no longer open), never
+//!   another series' (one marker per series and association);
 //! - **one series, one folder**: a series is filed under the folder of its first instance,
 //!   whatever PatientID or StudyInstanceUID later instances carry (ingest then names the
 //!   conflict), also across restarts (the series hash leads every file name);
@@ -70,8 +71,9 @@ pub struct Inbox<F: Fs = RealFs> {
 #[derive(Debug, Default)]
 pub struct Session {
     pub id: String,
-    /// Series folders this association stored into (each has its marker).
-    pub touched: Vec<PathBuf>,
+    /// (study folder, series tag) of every series this association stored into; each has its
+    /// push marker `<prefix><series tag>-<association id>` in the folder.
+    pub touched: Vec<(PathBuf, String)>,
     pub stored: usize,
 }
 
@@ -220,13 +222,14 @@ impl<F: Fs> Inbox<F> {
                 .clone()
         };
         self.create_dirs_durably(&dir)?;
-        if !session.touched.contains(&dir) {
+        let touched = (dir.clone(), tag.clone());
+        if !session.touched.contains(&touched) {
             // The marker first: from now on the folder reads as incomplete until A-RELEASE.
-            let marker = dir.join(format!("{PUSH_MARKER_PREFIX}{}", session.id));
+            let marker = dir.join(format!("{PUSH_MARKER_PREFIX}{tag}-{}", session.id));
             let text = format!("association {} storing since this file's mtime\n", session.id);
             self.fs.write_synced(&marker, text.as_bytes())?;
             self.fs.sync_dir(&dir)?;
-            session.touched.push(dir.clone());
+            session.touched.push(touched);
         }
         let instance = format!("{}.dcm", safe_name(uid.as_ref()));
         let dest = dir.join(format!("{tag}_{instance}"));
@@ -304,14 +307,16 @@ impl<F: Fs> Inbox<F> {
         Ok(())
     }
 
-    /// The association ended; `released` when by A-RELEASE. A release removes this
-    /// association's markers and those of associations no longer open in the same folders; any
-    /// other end keeps them (the folders wait for a resend).
+    /// The association ended; `released` when by A-RELEASE. A release removes the markers of
+    /// the series it sent, its own and those of associations no longer open (a resend completes
+    /// an aborted push of the same series); never the marker of another series, so an aborted
+    /// series still holds its study when the next series of the study arrives whole. Any other
+    /// end keeps its markers (the study waits for a resend).
     pub fn finish(&self, session: &Session, released: bool) {
         let mut open = lock(&self.open);
         open.remove(&session.id);
         if !released {
-            for d in &session.touched {
+            for (d, _) in &session.touched {
                 log::warn!(
                     "DICOM: {}: push not completed (no A-RELEASE); the series waits for the scanner to send it again",
                     d.display()
@@ -319,11 +324,12 @@ impl<F: Fs> Inbox<F> {
             }
             return;
         }
-        for d in &session.touched {
+        for (d, tag) in &session.touched {
             let Ok(entries) = self.fs.list(d) else { continue };
             let mut removed = false;
+            let of_series = format!("{PUSH_MARKER_PREFIX}{tag}-");
             for n in entries {
-                if let Some(id) = n.strip_prefix(PUSH_MARKER_PREFIX) {
+                if let Some(id) = n.strip_prefix(&of_series) {
                     if !open.contains(id) && self.fs.remove_file(&d.join(&n)).is_ok() {
                         removed = true;
                     }
