@@ -27,15 +27,7 @@ pub use server::{ReceiveConfig, Receiver};
 #[doc(hidden)]
 pub fn fuzz_peer(bytes: &[u8]) -> usize {
     use std::time::Duration;
-    let settings = scp::Settings {
-        ae_title: "CTSENTINEL".into(),
-        allowed_callers: vec!["SCANNER".into()],
-        max_instance_bytes: 1 << 20,
-        pdu_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(30),
-        association_timeout: Duration::from_secs(3600),
-    };
-    let mut m = scp::Scp::new(settings, Duration::ZERO);
+    let mut m = scp::Scp::new(scp::Settings::example(), Duration::ZERO);
     if bytes.first() != Some(&0x01) {
         m.receive(Duration::ZERO, &fuzz_request());
     }

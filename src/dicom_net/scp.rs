@@ -69,6 +69,22 @@ pub struct Settings {
     pub association_timeout: Duration,
 }
 
+impl Settings {
+    /// The settings the unit tests and the fuzz harness run the machine with: called
+    /// `CTSENTINEL`, calling `SCANNER`, 1 MiB instances, 10 s PDU / 30 s idle / 1 h deadlines.
+    #[doc(hidden)]
+    pub fn example() -> Settings {
+        Settings {
+            ae_title: "CTSENTINEL".into(),
+            allowed_callers: vec!["SCANNER".into()],
+            max_instance_bytes: 1 << 20,
+            pdu_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            association_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Why the driver refuses an association the AE titles allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {

@@ -4,14 +4,7 @@ use super::*;
 use dicom_ul::pdu::{AssociationRQ, PDataValue, PresentationContextProposed};
 
 fn settings() -> Settings {
-    Settings {
-        ae_title: "CTSENTINEL".into(),
-        allowed_callers: vec!["SCANNER".into()],
-        max_instance_bytes: 1 << 20,
-        pdu_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(30),
-        association_timeout: Duration::from_secs(3600),
-    }
+    Settings::example()
 }
 
 fn bytes(pdu: &Pdu) -> Vec<u8> {
