@@ -39,12 +39,17 @@ impl Box {
 
     /// A box whose `[dicom]` table has `extra` lines added.
     fn with(extra: &str) -> Box {
+        Box::with_stability(2.0, extra)
+    }
+
+    /// A box whose series must stay unchanged `stability_s` before they are classified.
+    fn with_stability(stability_s: f64, extra: &str) -> Box {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("drop")).unwrap();
         let port = free_port();
         let cfg = format!(
             "board = \"generic-x86_64\"\ndrop = [\"{d}/drop\"]\nstate = \"{d}/state\"\nmodels = \"{m}\"\n\
-             min_free_mb = 0\nstability_s = 2\npoll_interval_s = 0.5\ndisplay = \"none\"\n\n\
+             min_free_mb = 0\nstability_s = {stability_s}\npoll_interval_s = 0.5\ndisplay = \"none\"\n\n\
              [dicom]\nlisten = \"127.0.0.1:{port}\"\nae_title = \"CTSENTINEL\"\nallowed_callers = [\"CT_SCANNER\"]\n\
              max_instance_mb = 4\nidle_timeout_s = 5\npdu_timeout_s = 3\nresend_wait_s = 6\n{extra}\n",
             d = dir.path().display(),
@@ -618,28 +623,33 @@ fn pynetdicom_empty_uids_are_refused_and_its_aborted_push_gets_a_verdict_only_wh
 }
 
 #[test]
-fn storage_commitment_reports_exactly_the_instances_held_to_a_pynetdicom_scu() {
+fn storage_commitment_reports_exactly_the_instances_held_and_gets_the_study_classified_without_the_stability_wait() {
     let Some(py) = common::reference_python_with(
-        "storage_commitment_reports_exactly_the_instances_held_to_a_pynetdicom_scu",
+        "storage_commitment_reports_exactly_the_instances_held_and_gets_the_study_classified_without_the_stability_wait",
         "pynetdicom",
     ) else {
         return;
     };
-    let b = Box::new();
+    // Stability far beyond the test: only the commitment can get the study classified.
+    let b = Box::with_stability(3600.0, "");
     let mut child = b.spawn();
     let dir = tempfile::tempdir().unwrap();
-    let files = write_files(&slices(4), dir.path());
+    let files = write_files(&slices(12), dir.path());
     let v = pynetdicom(&py, &b, "commit", &files);
-    assert_eq!(v["statuses"], serde_json::json!([0, 0, 0, 0]), "{v}");
+    assert_eq!(v["statuses"], serde_json::json!(vec![0; 12]), "{v}");
     assert_eq!(v["action_status"], 0, "{v}");
     assert_eq!(v["event_type"], 2, "failures exist: one instance was never sent: {v}");
     assert_eq!(v["transaction_matches"], true, "{v}");
     let mut committed: Vec<String> = serde_json::from_value(v["committed"].clone()).unwrap();
     committed.sort();
-    let mut sent: Vec<String> = slices(4).iter().map(|s| s.instance_uid()).collect();
+    let mut sent: Vec<String> = slices(12).iter().map(|s| s.instance_uid()).collect();
     sent.sort();
     assert_eq!(committed, sent, "{v}");
     assert_eq!(v["failed"], serde_json::json!(["1.2.3.999.1"]), "{v}");
+    // The commitment covers every instance received: classified now, not after an hour.
+    wait_until("the verdict on the committed study", Duration::from_secs(120), || {
+        verdicts(&b).iter().any(|(_, _, n)| *n == 12)
+    });
     kill9(&mut child);
 }
 

@@ -526,6 +526,38 @@ fn a_received_series_with_a_push_marker_waits_for_the_resend_then_is_undetermine
 }
 
 #[test]
+fn a_received_series_whose_storage_commitment_covers_every_instance_is_classified_without_the_stability_wait() {
+    let rig = Rig::with_dicom(); // stability_s = 10
+    let mut svc = rig.service();
+    let covered = rig.state().join("received/P1/S1");
+    let partly = rig.state().join("received/P2/S1");
+    for d in [&covered, &partly] {
+        std::fs::create_dir_all(d).unwrap();
+        synthetic_series(d, 3);
+    }
+    // What dicom_net's inbox writes after a commitment: the count of committed instance files.
+    std::fs::write(covered.join(".ctsentinel-committed-3"), b"a\nb\nc\n").unwrap();
+    std::fs::write(partly.join(".ctsentinel-committed-2"), b"a\nb\n").unwrap();
+    assert_eq!(svc.tick(secs(0)), 1, "the covered series at once, the other waits");
+    assert!(received_result(&rig, "P1", "S1").exists());
+    assert!(
+        !received_result(&rig, "P2", "S1").exists(),
+        "2 of 3 committed: not covered"
+    );
+    assert_eq!(svc.tick(secs(5)), 0, "still inside the stability window");
+    assert_eq!(svc.tick(secs(11)), 1, "then by stability, as any series");
+    // A push marker still there (the association not released): the commitment does not skip it.
+    let open = rig.state().join("received/P3/S1");
+    std::fs::create_dir_all(&open).unwrap();
+    synthetic_series(&open, 2);
+    std::fs::write(open.join(".ctsentinel-committed-2"), b"a\nb\n").unwrap();
+    std::fs::write(open.join(".ctsentinel-push-7-abc-0"), b"association").unwrap();
+    assert_eq!(svc.tick(secs(12)) + svc.tick(secs(30)), 0, "waits for A-RELEASE");
+    std::fs::remove_file(open.join(".ctsentinel-push-7-abc-0")).unwrap();
+    assert_eq!(svc.tick(secs(31)), 1, "released and covered: at once");
+}
+
+#[test]
 fn received_series_are_pruned_under_disk_pressure_only_once_they_have_their_result() {
     let rig = Rig::with_dicom();
     let mut svc = rig.service();

@@ -173,6 +173,7 @@ impl World {
                         vec![]
                     },
                     missing: vec![],
+                    committed: None,
                 })
                 .collect(),
             ..Default::default()

@@ -30,7 +30,11 @@
 //!   whatever PatientID or StudyInstanceUID later instances carry (ingest then names the
 //!   conflict), also across restarts (the series hash leads every file name);
 //! - **storage commitment**: an instance is reported committed only when its file is held
-//!   ([`Inbox::commitment`]), so a scanner may delete its copy on our word;
+//!   ([`Inbox::commitment`]), so a scanner may delete its copy on our word. A commitment is
+//!   also the scanner saying it has sent what it meant to send: the study folder gets a commit
+//!   marker ([`COMMIT_MARKER_PREFIX`]`<n>`, listing the `n` instance files committed so far);
+//!   when `n` equals the instances in the folder and no push is open, the service classifies
+//!   the study at once instead of waiting for the folder to stay unchanged (`stability_s`);
 //! - **bounded**: the free space of the inbox's disk is checked before each instance (Out of
 //!   Resources below the floor); names come from [`crate::names::safe_name`].
 
@@ -48,6 +52,16 @@ use crate::names::safe_name;
 
 /// Push markers are named `<prefix><association id>`.
 pub const PUSH_MARKER_PREFIX: &str = ".ctsentinel-push-";
+
+/// Commit markers are named `<prefix><n>`, `n` the instance files of the folder committed so
+/// far (the file lists them, one name a line). Written only after every instance it lists is
+/// held; a larger union replaces a smaller marker (the new one first).
+pub const COMMIT_MARKER_PREFIX: &str = ".ctsentinel-committed-";
+
+/// The number of committed instances a commit marker's name states.
+pub fn commit_marker_count(name: &str) -> Option<usize> {
+    name.strip_prefix(COMMIT_MARKER_PREFIX)?.parse().ok()
+}
 
 /// Free bytes under a path (injected so the floor can be tested).
 pub type FreeBytes = dyn Fn(&Path) -> std::io::Result<u64> + Send + Sync;
@@ -276,15 +290,82 @@ impl<F: Fs> Inbox<F> {
     /// (committed) and the others (failed), each as (SOP class, SOP instance). An instance is
     /// held when its file is in the folder of some series received since start or found at
     /// start; only CT Image Storage is ever held.
+    ///
+    /// Each study folder holding committed instances then gets its commit marker (see
+    /// [`COMMIT_MARKER_PREFIX`]); a marker that cannot be written only costs the shortcut (the
+    /// study is classified once it stays unchanged), so that is logged, not reported.
     pub fn commitment(&self, req: &super::dimse::CommitmentRequest) -> (Vec<(String, String)>, Vec<(String, String)>) {
-        let held = lock(&self.held);
-        req.instances.iter().cloned().partition(|(class, uid)| {
-            class == CT_IMAGE_STORAGE
-                && !uid.is_empty()
-                && held
-                    .get(&format!("{}.dcm", safe_name(uid.as_ref())))
-                    .is_some_and(|p| self.fs.is_file(p))
-        })
+        let mut folders: HashMap<PathBuf, HashSet<String>> = HashMap::new();
+        let (committed, failed) = {
+            let held = lock(&self.held);
+            req.instances.iter().cloned().partition(|(class, uid)| {
+                if class != CT_IMAGE_STORAGE || uid.is_empty() {
+                    return false;
+                }
+                let Some(p) = held.get(&format!("{}.dcm", safe_name(uid.as_ref()))) else {
+                    return false;
+                };
+                if !self.fs.is_file(p) {
+                    return false;
+                }
+                if let (Some(dir), Some(name)) = (p.parent(), p.file_name()) {
+                    folders
+                        .entry(dir.to_path_buf())
+                        .or_default()
+                        .insert(name.to_string_lossy().into_owned());
+                }
+                true
+            })
+        };
+        for (dir, names) in folders {
+            if let Err(e) = self.mark_committed(&dir, names) {
+                log::error!(
+                    "DICOM: {}: cannot write the commit marker ({e}); the study is classified once it stays unchanged",
+                    dir.display()
+                );
+            }
+        }
+        (committed, failed)
+    }
+
+    /// Record that `names` (instance files of `dir`) are committed: the union with the folder's
+    /// current marker, written (synced) before the smaller marker is removed.
+    fn mark_committed(&self, dir: &Path, mut names: HashSet<String>) -> std::io::Result<()> {
+        let old: Vec<String> = self
+            .fs
+            .list(dir)?
+            .into_iter()
+            .filter(|n| commit_marker_count(n).is_some())
+            .collect();
+        for m in &old {
+            if let Ok(text) = self.fs.read(&dir.join(m)) {
+                names.extend(String::from_utf8_lossy(&text).lines().map(str::to_string));
+            }
+        }
+        let marker = format!("{COMMIT_MARKER_PREFIX}{}", names.len());
+        if old.iter().any(|m| *m == marker) {
+            return Ok(());
+        }
+        let mut list: Vec<String> = names.into_iter().collect();
+        list.sort();
+        // Whole or absent: written under a temporary name (swept at start), then linked.
+        let tmp = dir.join(format!(".{marker}.part"));
+        self.fs
+            .write_synced(&tmp, format!("{}\n", list.join("\n")).as_bytes())?;
+        match self.fs.hard_link(&tmp, &dir.join(&marker)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        self.fs.remove_file(&tmp)?;
+        self.fs.sync_dir(dir)?;
+        for m in &old {
+            self.fs.remove_file(&dir.join(m))?;
+        }
+        if !old.is_empty() {
+            self.fs.sync_dir(dir)?;
+        }
+        Ok(())
     }
 
     /// Create `dir` (below the root) and every missing folder between; each new folder's

@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 
 use super::crashkey::{InProgress, Scope};
 use super::machine::Place;
+use crate::dicom_net::inbox::commit_marker_count;
 use crate::ingest::{self, MAX_FILE_BYTES};
 
 /// The series name of a top-level folder that holds slice files itself (opened as `.`).
@@ -51,6 +52,9 @@ pub struct SeriesListing {
     pub transient: Vec<String>,
     /// Files the export's DICOMDIR lists in this folder that are not here (see [`Index`]).
     pub missing: Vec<String>,
+    /// Instances a DICOM peer's storage commitment covers (the receiver's commit marker,
+    /// `dicom_net::inbox::COMMIT_MARKER_PREFIX`); not counted in `files` or `transient`.
+    pub committed: Option<usize>,
 }
 
 /// What one look at a drop folder found.
@@ -624,10 +628,15 @@ fn dicomdir_fault_injection(source: &str) {
 fn dicomdir_fault_injection(_: &str) {}
 
 fn listing(place: Place, files: &[Entry], index: &Index) -> SeriesListing {
+    let committed = files.iter().filter_map(|f| commit_marker_count(&lossy(&f.name))).max();
+    let markers = files
+        .iter()
+        .filter(|f| commit_marker_count(&lossy(&f.name)).is_some())
+        .count();
     let transient: Vec<String> = files
         .iter()
         .map(|f| lossy(&f.name))
-        .filter(|n| ingest::is_transient_name(n))
+        .filter(|n| ingest::is_transient_name(n) && commit_marker_count(n).is_none())
         .collect();
     let missing = index.missing(&place, files);
     let mut stat = stat_signature(files);
@@ -643,9 +652,10 @@ fn listing(place: Place, files: &[Entry], index: &Index) -> SeriesListing {
     SeriesListing {
         place,
         stat,
-        files: files.len() - transient.len() - files.iter().filter(|f| is_dicomdir(f)).count(),
+        files: files.len() - transient.len() - markers - files.iter().filter(|f| is_dicomdir(f)).count(),
         transient,
         missing,
+        committed,
     }
 }
 

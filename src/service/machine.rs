@@ -199,6 +199,8 @@ struct Track {
     transient: Vec<String>,
     /// Files its export's DICOMDIR lists that are not there.
     missing: Vec<String>,
+    /// Instances a DICOM peer's storage commitment covers.
+    committed: Option<usize>,
     phase: Phase,
     /// Failed attempts on this stat signature, kept across a return to settling.
     failures: u32,
@@ -309,6 +311,7 @@ impl Machine {
                     files: s.files,
                     transient: s.transient.clone(),
                     missing: s.missing.clone(),
+                    committed: s.committed,
                     phase: if handled { Phase::Handled } else { Phase::Settling },
                     failures: 0,
                 },
@@ -390,8 +393,8 @@ impl Machine {
         self.disk_low
     }
 
-    /// The next series to snapshot at `now`: stable for the window, no temporary names and no
-    /// listed file missing, not handled, not waiting for a retry, not in `skip` (already tried
+    /// The next series to snapshot at `now`: stable for the window (or every instance covered
+    /// by a storage commitment), no temporary names and no listed file missing, not handled, not waiting for a retry, not in `skip` (already tried
     /// in this look).
     /// Oldest-stable first. `None` while the disk is low.
     pub fn next(&self, now: Duration, skip: &HashSet<Place>) -> Option<(Place, String)> {
@@ -402,7 +405,10 @@ impl Machine {
             .iter()
             .filter(|(p, t)| {
                 let age = now.saturating_sub(t.since);
-                let complete = t.transient.is_empty() && age >= self.settings.stability;
+                // The sender's storage commitment covers every instance here: it has said the
+                // push is whole, so no need to wait for the folder to stay unchanged.
+                let committed = t.committed == Some(t.files);
+                let complete = t.transient.is_empty() && (committed || age >= self.settings.stability);
                 // A push that was never completed: given up on after the resend wait.
                 let abandoned =
                     only_push_markers(&t.transient) && age >= self.settings.stability.max(self.settings.resend_wait);
