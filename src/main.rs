@@ -360,7 +360,7 @@ fn run(
                 .map_err(Failure::Input)?;
             if let Some(sr) = &sr {
                 let files: Vec<PathBuf> = found.series.iter().flat_map(|s| s.files.iter().cloned()).collect();
-                let sources = ctsentinel::ingest::dicom::source_refs(&files);
+                let sources = ctsentinel::ingest::dicom::sources(&files);
                 present::sr::write(sr, &report, &sources, &present::sr::now())
                     .with_context(|| format!("cannot write the SR {}", sr.display()))
                     .map_err(Failure::Input)?;

@@ -343,7 +343,7 @@ impl<F: Fs> Inbox<F> {
             }
         }
         let marker = format!("{COMMIT_MARKER_PREFIX}{}", names.len());
-        if old.iter().any(|m| *m == marker) {
+        if old.contains(&marker) {
             return Ok(());
         }
         let mut list: Vec<String> = names.into_iter().collect();

@@ -129,6 +129,24 @@ pub struct Header {
     pub orientation: Option<[f64; 6]>,
     pub thickness: Option<f64>,
     pub instance: Option<i64>,
+    /// Patient and study attributes, copied into the DICOM results of the study.
+    pub patient_study: PatientStudy,
+}
+
+/// The patient and study modules of a source image as it records them (empty where absent).
+/// A result object in the study must carry the same values, or a PACS files it as a conflict
+/// (or overwrites the study's with empty ones). Never logged: identifiers stay in DICOM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatientStudy {
+    pub patient_id: String,
+    pub patient_name: String,
+    pub birth_date: String,
+    pub sex: String,
+    pub study_date: String,
+    pub study_time: String,
+    pub study_id: String,
+    pub accession: String,
+    pub referring_physician: String,
 }
 
 /// The bounds pre-scan of a bare implicit-VR little-endian data set (a DIMSE command set from a
@@ -249,6 +267,17 @@ fn header_from(o: &DefaultDicomObject) -> Header {
         orientation: floats::<6>(o, tags::IMAGE_ORIENTATION_PATIENT),
         thickness: float(o, tags::SLICE_THICKNESS),
         instance: int(o, tags::INSTANCE_NUMBER),
+        patient_study: PatientStudy {
+            patient_id: text(o, tags::PATIENT_ID),
+            patient_name: text(o, tags::PATIENT_NAME),
+            birth_date: text(o, tags::PATIENT_BIRTH_DATE),
+            sex: text(o, tags::PATIENT_SEX),
+            study_date: text(o, tags::STUDY_DATE),
+            study_time: text(o, tags::STUDY_TIME),
+            study_id: text(o, tags::STUDY_ID),
+            accession: text(o, tags::ACCESSION_NUMBER),
+            referring_physician: text(o, tags::REFERRING_PHYSICIAN_NAME),
+        },
     }
 }
 
@@ -795,19 +824,33 @@ pub struct SourceRef {
     pub sop_instance: String,
 }
 
+/// What a DICOM result rests on: the source instances and the patient/study modules they carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    pub refs: Vec<SourceRef>,
+    /// Of the first source instance (by file order).
+    pub patient: PatientStudy,
+}
+
 /// The instances among `files` (headers read again; files that are not DICOM CT slices with
-/// UIDs are left out).
-pub fn source_refs(files: &[PathBuf]) -> Vec<SourceRef> {
-    files
+/// UIDs are left out) and the patient/study modules of the first.
+pub fn sources(files: &[PathBuf]) -> Sources {
+    let mut out = Sources::default();
+    for h in files
         .iter()
         .filter(|p| is_dicom_file(p))
         .filter_map(|p| read_header(p).ok())
         .filter(|h| not_a_candidate(h).is_none() && !h.sop_instance_uid.is_empty() && !h.study_uid.is_empty())
-        .map(|h| SourceRef {
+    {
+        if out.refs.is_empty() {
+            out.patient = h.patient_study.clone();
+        }
+        out.refs.push(SourceRef {
             study_uid: h.study_uid,
             series_uid: h.series_uid,
             sop_class: h.sop_class,
             sop_instance: h.sop_instance_uid,
-        })
-        .collect()
+        });
+    }
+    out
 }

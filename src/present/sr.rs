@@ -7,7 +7,11 @@
 //! name, version and SHA-256, the notice "research use only, not a diagnosis" — and references
 //! every source instance it rests on (Current Requested Procedure Evidence), in the source
 //! study, as a new series. Its UIDs are derived (`2.25.` + 128 bits of SHA-256) from the source
-//! series and the model, so writing the same result twice gives the same SR, never a second one.
+//! series and the model, so writing the same result twice gives the same SR, never a second one;
+//! any change of content gives a new instance UID, and the SR it replaces (the one written
+//! before at the same path) is named in its Predecessor Documents Sequence, so a PACS that holds
+//! both shows which is current. The patient and study modules are copied from the source images
+//! (a PACS must not see the study's patient name or dates blanked by a result in it).
 //! Codes are from this project's local scheme `99CTSNTL`, as DICOM allows for private
 //! concepts. The document is `UNVERIFIED` and `PARTIAL`: no person has signed it.
 
@@ -26,7 +30,7 @@ pub const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const SCHEME: &str = "99CTSNTL";
 
-pub use crate::ingest::dicom::SourceRef;
+pub use crate::ingest::dicom::{PatientStudy, SourceRef, Sources};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SrError {
@@ -182,6 +186,7 @@ impl<'a> ResultIdentity<'a> {
 }
 
 /// The patient, study, series, equipment and instance modules every result object carries.
+#[allow(clippy::too_many_arguments)]
 fn document(
     sop_class: &str,
     instance: &str,
@@ -189,6 +194,7 @@ fn document(
     number: &str,
     report: &ScanReport,
     id: &ResultIdentity<'_>,
+    patient: &PatientStudy,
     now: &(String, String),
 ) -> InMemDicomObject {
     let mut o = InMemDicomObject::new_empty();
@@ -196,16 +202,27 @@ fn document(
     s(&mut o, tags::SOP_CLASS_UID, VR::UI, sop_class);
     s(&mut o, tags::SOP_INSTANCE_UID, VR::UI, instance);
     s(&mut o, tags::MODALITY, VR::CS, modality);
-    s(&mut o, tags::PATIENT_ID, VR::LO, &report.patient);
-    s(&mut o, tags::PATIENT_NAME, VR::PN, "");
-    s(&mut o, tags::PATIENT_BIRTH_DATE, VR::DA, "");
-    s(&mut o, tags::PATIENT_SEX, VR::CS, "");
+    // The images' own PatientID when they have one (the report's is the folder's name).
+    let patient_id = if patient.patient_id.is_empty() {
+        &report.patient
+    } else {
+        &patient.patient_id
+    };
+    s(&mut o, tags::PATIENT_ID, VR::LO, patient_id);
+    s(&mut o, tags::PATIENT_NAME, VR::PN, &patient.patient_name);
+    s(&mut o, tags::PATIENT_BIRTH_DATE, VR::DA, &patient.birth_date);
+    s(&mut o, tags::PATIENT_SEX, VR::CS, &patient.sex);
     s(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, id.study_uid);
-    s(&mut o, tags::STUDY_DATE, VR::DA, "");
-    s(&mut o, tags::STUDY_TIME, VR::TM, "");
-    s(&mut o, tags::STUDY_ID, VR::SH, "");
-    s(&mut o, tags::ACCESSION_NUMBER, VR::SH, "");
-    s(&mut o, tags::REFERRING_PHYSICIAN_NAME, VR::PN, "");
+    s(&mut o, tags::STUDY_DATE, VR::DA, &patient.study_date);
+    s(&mut o, tags::STUDY_TIME, VR::TM, &patient.study_time);
+    s(&mut o, tags::STUDY_ID, VR::SH, &patient.study_id);
+    s(&mut o, tags::ACCESSION_NUMBER, VR::SH, &patient.accession);
+    s(
+        &mut o,
+        tags::REFERRING_PHYSICIAN_NAME,
+        VR::PN,
+        &patient.referring_physician,
+    );
     s(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, &id.series_uid);
     s(&mut o, tags::SERIES_NUMBER, VR::IS, "9901");
     s(
@@ -235,10 +252,26 @@ fn encode(o: InMemDicomObject, sop_class: &str, instance: &str) -> Result<Vec<u8
 }
 
 /// The SR of `report`, referencing `sources`; `now` = (YYYYMMDD, HHMMSS), see [`now`].
-pub fn build(report: &ScanReport, sources: &[SourceRef], now: &(String, String)) -> Result<Vec<u8>, SrError> {
-    let id = ResultIdentity::of(report, sources)?;
+/// `replaces`: the SR this one supersedes (named as its predecessor when it is another instance
+/// of the same study).
+pub fn build(
+    report: &ScanReport,
+    sources: &Sources,
+    replaces: Option<&SourceRef>,
+    now: &(String, String),
+) -> Result<Vec<u8>, SrError> {
+    let id = ResultIdentity::of(report, &sources.refs)?;
     let sr_instance = id.instance_uid("sr-instance", report);
-    let mut o = document(COMPREHENSIVE_SR, &sr_instance, "SR", "1", report, &id, now);
+    let mut o = document(
+        COMPREHENSIVE_SR,
+        &sr_instance,
+        "SR",
+        "1",
+        report,
+        &id,
+        &sources.patient,
+        now,
+    );
     let s = |o: &mut InMemDicomObject, tag, vr, v: &str| o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
     s(&mut o, tags::COMPLETION_FLAG, VR::CS, "PARTIAL");
     s(&mut o, tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED");
@@ -281,6 +314,7 @@ pub fn build(report: &ScanReport, sources: &[SourceRef], now: &(String, String))
     let mut by_series = Vec::new();
     for uid in &id.series {
         let refs: Vec<InMemDicomObject> = sources
+            .refs
             .iter()
             .filter(|r| r.series_uid == *uid)
             .map(|r| {
@@ -299,6 +333,18 @@ pub fn build(report: &ScanReport, sources: &[SourceRef], now: &(String, String))
     s(&mut study, tags::STUDY_INSTANCE_UID, VR::UI, id.study_uid);
     study.put(seq(tags::REFERENCED_SERIES_SEQUENCE, by_series));
     o.put(seq(tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE, vec![study]));
+    if let Some(old) = replaces.filter(|r| r.study_uid == id.study_uid && r.sop_instance != sr_instance) {
+        let mut i = InMemDicomObject::new_empty();
+        s(&mut i, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &old.sop_class);
+        s(&mut i, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &old.sop_instance);
+        let mut series = InMemDicomObject::new_empty();
+        s(&mut series, tags::SERIES_INSTANCE_UID, VR::UI, &old.series_uid);
+        series.put(seq(tags::REFERENCED_SOP_SEQUENCE, vec![i]));
+        let mut study = InMemDicomObject::new_empty();
+        s(&mut study, tags::STUDY_INSTANCE_UID, VR::UI, &old.study_uid);
+        study.put(seq(tags::REFERENCED_SERIES_SEQUENCE, vec![series]));
+        o.put(seq(tags::PREDECESSOR_DOCUMENTS_SEQUENCE, vec![study]));
+    }
     encode(o, COMPREHENSIVE_SR, &sr_instance)
 }
 
@@ -307,13 +353,22 @@ pub fn build(report: &ScanReport, sources: &[SourceRef], now: &(String, String))
 /// the PatientID, verdict and notice as burned-in text (BurnedInAnnotation YES).
 pub fn build_sc(
     report: &ScanReport,
-    sources: &[SourceRef],
+    sources: &Sources,
     screen: &super::display::Canvas,
     now: &(String, String),
 ) -> Result<Vec<u8>, SrError> {
-    let id = ResultIdentity::of(report, sources)?;
+    let id = ResultIdentity::of(report, &sources.refs)?;
     let instance = id.instance_uid("sc-instance", report);
-    let mut o = document(SECONDARY_CAPTURE, &instance, "OT", "2", report, &id, now);
+    let mut o = document(
+        SECONDARY_CAPTURE,
+        &instance,
+        "OT",
+        "2",
+        report,
+        &id,
+        &sources.patient,
+        now,
+    );
     let s = |o: &mut InMemDicomObject, tag, vr, v: &str| o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
     s(&mut o, tags::CONVERSION_TYPE, VR::CS, "SYN");
     s(&mut o, tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY");
@@ -341,12 +396,25 @@ pub fn build_sc(
     encode(o, SECONDARY_CAPTURE, &instance)
 }
 
-/// [`build`] and write it atomically to `path`.
-pub fn write(path: &Path, report: &ScanReport, sources: &[SourceRef], now: &(String, String)) -> Result<(), SrError> {
-    let bytes = build(report, sources, now)?;
+/// [`build`] and write it atomically to `path`; an SR already there (an earlier result of the
+/// same series) is named as the one this replaces.
+pub fn write(path: &Path, report: &ScanReport, sources: &Sources, now: &(String, String)) -> Result<(), SrError> {
+    let replaces = previous_sr(path);
+    let bytes = build(report, sources, replaces.as_ref(), now)?;
     super::write_atomic(path, &bytes).map_err(|source| SrError::Write {
         path: path.display().to_string(),
         source,
+    })
+}
+
+/// The SR at `path`, if one is there and readable.
+fn previous_sr(path: &Path) -> Option<SourceRef> {
+    let h = crate::ingest::dicom::read_header(path).ok()?;
+    (h.sop_class == COMPREHENSIVE_SR && !h.sop_instance_uid.is_empty()).then(|| SourceRef {
+        study_uid: h.study_uid,
+        series_uid: h.series_uid,
+        sop_class: h.sop_class,
+        sop_instance: h.sop_instance_uid,
     })
 }
 
@@ -417,5 +485,100 @@ mod tests {
         let mut more = sources.clone();
         more.push(src(21));
         assert_ne!(first, uid(&report, &more), "another set of source instances: a new UID");
+    }
+
+    fn element(file: &Path, tag: dicom_core::Tag) -> String {
+        let o = dicom_object::open_file(file).unwrap();
+        o.element(tag).unwrap().to_str().unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn an_sr_copies_the_images_patient_module_and_names_the_sr_it_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("series.sr.dcm");
+        let mut report: ScanReport = serde_json::from_value(serde_json::json!({
+            "patient": "folder-name", "verdict": "normal", "covid_fraction": 0.0, "selected_slices": 20,
+            "covid_slices": 0, "reason": null, "rule": "r", "series": [],
+            "model": {"name": "m", "version": "1", "sha256": "00"}, "notice": crate::NOTICE,
+            "timing_ms": {"select": 0, "classify": 0, "total": 0}
+        }))
+        .unwrap();
+        let sources = Sources {
+            refs: (1..=20)
+                .map(|n| SourceRef {
+                    study_uid: "1.2.3".into(),
+                    series_uid: "1.2.3.4".into(),
+                    sop_class: "1.2.840.10008.5.1.4.1.1.2".into(),
+                    sop_instance: format!("1.2.3.4.{n}"),
+                })
+                .collect(),
+            patient: PatientStudy {
+                patient_id: "MRN-77".into(),
+                patient_name: "Doe^Jane".into(),
+                birth_date: "19600102".into(),
+                sex: "F".into(),
+                study_date: "20261201".into(),
+                study_time: "101500".into(),
+                study_id: "S9".into(),
+                accession: "ACC42".into(),
+                referring_physician: "Who^Dr".into(),
+            },
+        };
+        let now = da_tm(0);
+        write(&path, &report, &sources, &now).unwrap();
+        for (tag, want) in [
+            (tags::PATIENT_ID, "MRN-77"),
+            (tags::PATIENT_NAME, "Doe^Jane"),
+            (tags::PATIENT_BIRTH_DATE, "19600102"),
+            (tags::PATIENT_SEX, "F"),
+            (tags::STUDY_DATE, "20261201"),
+            (tags::STUDY_TIME, "101500"),
+            (tags::STUDY_ID, "S9"),
+            (tags::ACCESSION_NUMBER, "ACC42"),
+            (tags::REFERRING_PHYSICIAN_NAME, "Who^Dr"),
+        ] {
+            assert_eq!(element(&path, tag), want, "{tag}");
+        }
+        let first = element(&path, tags::SOP_INSTANCE_UID);
+        let has_predecessor = |p: &Path| {
+            dicom_object::open_file(p)
+                .unwrap()
+                .element(tags::PREDECESSOR_DOCUMENTS_SEQUENCE)
+                .is_ok()
+        };
+        assert!(!has_predecessor(&path), "the first SR replaces nothing");
+        // The same result again: same instance, still no predecessor (it would name itself).
+        write(&path, &report, &sources, &now).unwrap();
+        assert_eq!(element(&path, tags::SOP_INSTANCE_UID), first);
+        assert!(!has_predecessor(&path));
+        // Changed content: a new instance that names the first.
+        report.verdict = crate::decide::Verdict::Undetermined;
+        report.reason = Some("aborted".into());
+        write(&path, &report, &sources, &now).unwrap();
+        let second = element(&path, tags::SOP_INSTANCE_UID);
+        assert_ne!(second, first);
+        let o = dicom_object::open_file(&path).unwrap();
+        let study = &o
+            .element(tags::PREDECESSOR_DOCUMENTS_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        let series = &study
+            .element(tags::REFERENCED_SERIES_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        let inst = &series.element(tags::REFERENCED_SOP_SEQUENCE).unwrap().items().unwrap()[0];
+        let text = |o: &InMemDicomObject, t| o.element(t).unwrap().to_str().unwrap().trim().to_string();
+        assert_eq!(text(study, tags::STUDY_INSTANCE_UID), "1.2.3");
+        assert_eq!(text(inst, tags::REFERENCED_SOP_INSTANCE_UID), first);
+        assert_eq!(text(inst, tags::REFERENCED_SOP_CLASS_UID), COMPREHENSIVE_SR);
+        // Images without a PatientID: the report's patient stands in.
+        let bare = Sources {
+            patient: PatientStudy::default(),
+            ..sources.clone()
+        };
+        write(&path, &report, &bare, &now).unwrap();
+        assert_eq!(element(&path, tags::PATIENT_ID), "folder-name");
     }
 }

@@ -662,7 +662,7 @@ impl<F: FreeSpace> Service<F> {
         if !report.series.iter().any(|s| s.info.is_some()) {
             return;
         }
-        let sources = ingest::dicom::source_refs(&snap.files);
+        let sources = ingest::dicom::sources(&snap.files);
         let now = sr::now();
         let path = result.with_extension("sr.dcm");
         match sr::write(&path, report, &sources, &now) {
