@@ -725,6 +725,63 @@ fn series_that_vanish_are_forgotten_and_the_journal_is_compacted_at_start() {
 }
 
 #[test]
+fn records_of_places_gone_longer_than_the_retention_are_compacted_away_though_the_journal_is_not_bloated() {
+    let rig = Rig::with_drops_and(&["drop"], "retention_days = 30\n");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    {
+        // One final line per key: nothing a line count would call bloated.
+        std::fs::create_dir_all(rig.state()).unwrap();
+        let mut j = Journal::open(&rig.state().join("journal")).unwrap();
+        for i in 0..400u64 {
+            j.append(&Record {
+                key: format!("k{i}"),
+                series: format!("gone{i}/SR_1"),
+                state: State::Done,
+                at: if i < 390 { now - 86_400 * 60 } else { now - 3600 },
+                place: Some(ctsentinel::service::machine::Place::new(
+                    &layout::drop_id(&rig.drop_dir("drop")),
+                    format!("gone{i}").as_ref(),
+                    "SR_1".as_ref(),
+                )),
+                stat: Some("s".into()),
+            })
+            .unwrap();
+        }
+    }
+    let mut svc = rig.service();
+    svc.tick(secs(0));
+    assert_eq!(
+        rig.journal_lines(),
+        10,
+        "the 390 expired records go, the 10 recent stay"
+    );
+}
+
+#[test]
+fn after_a_kill_stale_temporaries_in_results_are_swept_and_a_clean_stop_lets_the_next_start_skip_that_sweep() {
+    let rig = Rig::new();
+    let results = rig.state().join("results/x");
+    std::fs::create_dir_all(&results).unwrap();
+    let stale = results.join(".series.json.tmp-77-0");
+    std::fs::write(&stale, b"half").unwrap();
+    let svc = rig.service(); // no clean-stop marker: the state of an unclean end
+    assert!(!stale.exists(), "swept at a start after an unclean end");
+    // A clean stop (the appliance loop left on SIGTERM) records itself ...
+    ctsentinel::service::run::run(svc, Arc::new(AtomicBool::new(true)));
+    assert!(rig.state().join("clean-stop").exists());
+    std::fs::write(&stale, b"planted").unwrap();
+    let svc = rig.service();
+    assert!(stale.exists(), "after a clean stop the result folders are not read");
+    assert!(!rig.state().join("clean-stop").exists(), "the marker is consumed");
+    drop(svc); // as a kill: no marker
+    let _svc = rig.service();
+    assert!(!stale.exists(), "the next unclean end sweeps again");
+}
+
+#[test]
 fn config_errors_name_the_key() {
     let rig = Rig::new();
     let p = rig.dir.path().join("config.toml");

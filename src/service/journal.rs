@@ -94,6 +94,11 @@ fn line_of(record: &Record) -> std::io::Result<String> {
     Ok(format!("{} {json}\n", checksum(&json)))
 }
 
+/// A final record replay no longer needs: its place is gone and it is older than the retention.
+fn is_expired(r: &Record, present: &HashSet<Place>, now_s: u64, retention_s: u64) -> bool {
+    now_s.saturating_sub(r.at) > retention_s && !matches!(&r.place, Some(p) if present.contains(p))
+}
+
 fn parse(line: &[u8]) -> Option<Record> {
     let l = std::str::from_utf8(line).ok()?;
     let (sum, json) = l.split_once(' ')?;
@@ -232,6 +237,15 @@ impl Journal {
         )
     }
 
+    /// Final records a compaction at `now_s` would drop: places not in `present` whose result
+    /// is older than `retention_s`. Costs one pass over the final records.
+    pub fn expired(&self, present: &HashSet<Place>, now_s: u64, retention_s: u64) -> usize {
+        self.finals
+            .values()
+            .filter(|(_, r)| is_expired(r, present, now_s, retention_s))
+            .count()
+    }
+
     /// Rewrite the journal atomically with only what replay needs: one final record per key
     /// (dropping those whose place is not in `present` and older than `retention_s` at
     /// `now_s`), and the crash records of unfinished keys. Returns the number of lines removed.
@@ -240,10 +254,8 @@ impl Journal {
             let path = path.to_path_buf();
             move |source| JournalError::Io { path, source }
         };
-        let expired = |r: &Record| {
-            now_s.saturating_sub(r.at) > retention_s && !matches!(&r.place, Some(p) if present.contains(p))
-        };
-        self.finals.retain(|_, (_, r)| !expired(r));
+        self.finals
+            .retain(|_, (_, r)| !is_expired(r, present, now_s, retention_s));
         let mut keep: Vec<&(u64, Record)> = self.finals.values().chain(self.crashes.values().flatten()).collect();
         keep.sort_by_key(|(seq, _)| *seq);
         let mut text = String::new();

@@ -64,6 +64,13 @@ impl Layout {
         self.state.join("journal")
     }
 
+    /// Written when the service stops cleanly (SIGTERM), consumed at the next start: then no
+    /// write can have been interrupted, and the sweep of `results/` for stale temporaries
+    /// (which reads every result folder) is skipped, so a restart does not grow with history.
+    pub fn clean_stop(&self) -> PathBuf {
+        self.state.join("clean-stop")
+    }
+
     pub fn crash_marker(&self) -> PathBuf {
         self.state.join("crash")
     }

@@ -241,6 +241,11 @@ impl Machine {
         self.tracks.len()
     }
 
+    /// Every drop folder could be listed at its last look (so `present` is complete).
+    pub fn all_listed(&self) -> bool {
+        self.failing.is_empty()
+    }
+
     /// The places currently present in the drop folders (for journal pruning).
     pub fn present(&self) -> HashSet<Place> {
         self.tracks.keys().cloned().collect()

@@ -120,6 +120,8 @@ pub struct Service<F: FreeSpace> {
     dicomdirs: dropfs::DicomdirGuard,
     /// When `received/` was last pruned (monotonic).
     pruned_at: Option<Duration>,
+    /// When the journal was last looked at for expired records (see `maybe_compact`).
+    expiry_looked_at: Option<Duration>,
 }
 
 impl<F: FreeSpace> Service<F> {
@@ -138,7 +140,11 @@ impl<F: FreeSpace> Service<F> {
             std::fs::create_dir_all(&dir).map_err(|source| ServiceError::StateFolder { path: dir, source })?;
         }
         sweep_work(&layout.work());
-        sweep_stale_temporaries(&layout.results());
+        // After a clean stop no write was interrupted: the sweep of every result folder is
+        // only needed after a kill, crash or power cut (no marker).
+        if !consume_clean_stop(&layout) {
+            sweep_stale_temporaries(&layout.results());
+        }
         let mut journal = Journal::open(&layout.journal())?;
         record_crash(&layout, &mut journal)?;
         let replay = journal.replay();
@@ -185,6 +191,7 @@ impl<F: FreeSpace> Service<F> {
             compacted: false,
             dicomdirs,
             pruned_at: None,
+            expiry_looked_at: None,
         })
     }
 
@@ -232,7 +239,7 @@ impl<F: FreeSpace> Service<F> {
                 }
             }
         }
-        self.maybe_compact();
+        self.maybe_compact(now);
         self.maybe_prune_received(now);
         let mut done = 0;
         let mut tried = HashSet::new();
@@ -343,12 +350,28 @@ impl<F: FreeSpace> Service<F> {
         }
     }
 
-    /// Compact the journal after the first full look, and whenever it holds far more lines
-    /// than replay needs.
-    fn maybe_compact(&mut self) {
+    /// Compact the journal after the first full look, whenever it holds far more lines than
+    /// replay needs, and (looked for at start and then hourly) when it holds records of places
+    /// gone for longer than `retention_days`, so neither its size nor the replay at restart
+    /// grows with the appliance's history.
+    fn maybe_compact(&mut self, now: Duration) {
+        const EVERY: Duration = Duration::from_secs(3600);
         let (lines, keep) = self.journal.size();
-        if (self.compacted && lines <= 2 * keep + 1000) || (!self.compacted && lines <= 2 * keep + 100) {
-            self.compacted = true;
+        let bloated = if self.compacted {
+            lines > 2 * keep + 1000
+        } else {
+            lines > 2 * keep + 100
+        };
+        // Only when every drop folder was listed: a pulled stick's series are not "gone".
+        let look = self.machine.all_listed() && self.expiry_looked_at.is_none_or(|t| now.saturating_sub(t) >= EVERY);
+        let expired = look && {
+            self.expiry_looked_at = Some(now);
+            self.journal
+                .expired(&self.machine.present(), unix_now(), self.config.retention.as_secs())
+                > 0
+        };
+        self.compacted = true;
+        if !bloated && !expired {
             return;
         }
         match self
@@ -356,9 +379,11 @@ impl<F: FreeSpace> Service<F> {
             .compact(&self.machine.present(), unix_now(), self.config.retention.as_secs())
         {
             Ok(n) => log::info!("journal compacted: {n} line(s) removed"),
-            Err(e) => log::error!("journal compaction failed (will retry): {e}"),
+            Err(e) => {
+                log::error!("journal compaction failed (will retry): {e}");
+                self.expiry_looked_at = None;
+            }
         }
-        self.compacted = true;
     }
 
     fn drop_path(&self, place: &Place) -> PathBuf {
@@ -831,6 +856,26 @@ fn sweep_work(work: &Path) {
 
 /// Remove the temporary files of result writes that a stop interrupted (`.<name>.tmp-…`,
 /// see `present::write_atomic`), anywhere under `results/`; they were never results.
+/// True when the last run stopped cleanly; the marker is removed (durably) either way, so a
+/// kill of this run makes the next start sweep.
+fn consume_clean_stop(layout: &Layout) -> bool {
+    let marker = layout.clean_stop();
+    match std::fs::remove_file(&marker) {
+        Ok(()) => match std::fs::File::open(marker.parent().unwrap_or(Path::new("."))).and_then(|d| d.sync_all()) {
+            Ok(()) => true,
+            // Not durably gone: a power cut could bring it back after an unclean end.
+            Err(e) => {
+                log::warn!(
+                    "{}: cannot sync after removing the clean-stop marker: {e}",
+                    marker.display()
+                );
+                false
+            }
+        },
+        Err(_) => false,
+    }
+}
+
 fn sweep_stale_temporaries(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
@@ -908,6 +953,9 @@ pub fn run<F: FreeSpace>(mut service: Service<F>, stop: Arc<AtomicBool>) {
                 None => std::thread::sleep(step),
             }
         }
+    }
+    if let Err(e) = write_atomic(&service.layout.clean_stop(), b"stopped cleanly\n") {
+        log::warn!("cannot record the clean stop ({e}); the next start sweeps the result folders");
     }
     log::info!(
         "stop requested: leaving with the journal consistent (an unfinished series is redone at the next start)"
