@@ -9,7 +9,7 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::classify::preprocess::Frame;
 use crate::classify::Classifier;
@@ -76,14 +76,14 @@ pub fn select_series(series: &Series, decoder: &mut SliceDecoder) -> SeriesSelec
     }
     let mut slices = Vec::with_capacity(series.files.len());
     let mut problems: Vec<FileProblem> = series.refused.clone();
-    for path in &series.files {
-        match decoder.decode(path) {
-            Ok(slice) => slices.push(SliceSelection {
+    for (path, counted) in series.files.iter().zip(count_all(&series.files, decoder)) {
+        match counted {
+            Ok((dark_pixels, width, height)) => slices.push(SliceSelection {
                 file: series.label(path),
-                dark_pixels: select::dark_pixels(slice.pixels, slice.width),
+                dark_pixels,
                 selected: false,
-                width: slice.width,
-                height: slice.height,
+                width,
+                height,
             }),
             Err(e) => {
                 log::error!("{}: {}: {}", series.path.display(), series.label(path), e.reason());
@@ -122,6 +122,46 @@ pub fn select_series(series: &Series, decoder: &mut SliceDecoder) -> SeriesSelec
     out.selected = selection.selected();
     out.slices = slices;
     out
+}
+
+/// Decode every file and count its dark pixels (the selection's only input), on up to four
+/// threads (each with its own decoder), in file order. A slice is held only while it is
+/// counted.
+fn count_all(
+    files: &[std::path::PathBuf],
+    decoder: &mut SliceDecoder,
+) -> Vec<Result<(u32, usize, usize), IngestError>> {
+    let count = |d: &mut SliceDecoder, p: &std::path::PathBuf| {
+        d.decode(p)
+            .map(|s| (select::dark_pixels(s.pixels, s.width), s.width, s.height))
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
+        .min(files.len() / 8)
+        .max(1);
+    if workers == 1 {
+        return files.iter().map(|p| count(decoder, p)).collect();
+    }
+    let chunk = files.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let mut chunks = files.chunks(chunk);
+        let first = chunks.next().unwrap_or_default();
+        let others: Vec<_> = chunks
+            .map(|c| {
+                scope.spawn(move || {
+                    let mut d = SliceDecoder::new();
+                    c.iter().map(|p| count(&mut d, p)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut out: Vec<_> = first.iter().map(|p| count(decoder, p)).collect();
+        for h in others {
+            // A decoder panic is the series' (see service::crashkey): passed on as is.
+            out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        out
+    })
 }
 
 /// What a scan reports while it runs (for the display and the log); never blocks the scan.
@@ -188,6 +228,7 @@ pub fn scan_series(
     let mut decoder = SliceDecoder::new();
     let fraction = classifier.card().decision.patient_covid_fraction;
     let mut timing = Timing::default();
+    let mut stages = Stages::default();
     let mut out = Vec::with_capacity(series.len());
     let mut patients: Vec<&str> = series.iter().map(|s| s.patient.as_str()).collect();
     patients.sort_unstable();
@@ -209,9 +250,18 @@ pub fn scan_series(
             return Err(ScanError::Cancelled);
         }
         let t = Instant::now();
-        out.push(classify_series(s, sel, &mut decoder, classifier, fraction, progress)?);
+        out.push(classify_series(
+            s,
+            sel,
+            &mut decoder,
+            classifier,
+            fraction,
+            &mut stages,
+            progress,
+        )?);
         timing.classify += t.elapsed().as_millis() as u64;
     }
+    timing.stages = Some(stages.timing());
     let patient = series
         .first()
         .map(|s| s.patient.clone())
@@ -266,6 +316,60 @@ pub fn scan_series(
         notice: crate::NOTICE.to_string(),
         timing_ms: timing,
     })
+}
+
+/// One selected slice as the preparing thread hands it to the classifying one.
+enum Prepared {
+    Plane {
+        index: usize,
+        plane: Vec<f32>,
+        place: Placement,
+    },
+    /// Its lung mask is not plausible (lung-framed models): reported, not classified.
+    NotClassified { index: usize, reason: String },
+    /// It no longer decodes: the file changed during the scan; the series is rejected.
+    Changed { file: String, reason: String },
+}
+
+/// Time spent per stage of classifying selected slices (each stage's own work, summed; the
+/// first three run on the preparing thread, beside the network).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stages {
+    pub decode: Duration,
+    pub lung_mask: Duration,
+    pub preprocess: Duration,
+    pub network: Duration,
+    pub evidence: Duration,
+}
+
+impl Stages {
+    fn add_preparing(&mut self, p: &Stages) {
+        self.decode += p.decode;
+        self.lung_mask += p.lung_mask;
+        self.preprocess += p.preprocess;
+    }
+
+    /// As the report states it: milliseconds, one decimal.
+    pub fn timing(&self) -> crate::report::StageTiming {
+        let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+        crate::report::StageTiming {
+            decode: ms(self.decode),
+            lung_mask: ms(self.lung_mask),
+            preprocess: ms(self.preprocess),
+            network: ms(self.network),
+            evidence: ms(self.evidence),
+        }
+    }
+
+    fn plus(&self, o: &Stages) -> Stages {
+        Stages {
+            decode: self.decode + o.decode,
+            lung_mask: self.lung_mask + o.lung_mask,
+            preprocess: self.preprocess + o.preprocess,
+            network: self.network + o.network,
+            evidence: self.evidence + o.evidence,
+        }
+    }
 }
 
 /// Where a model input plane lies on its slice, and the slice's lung mask when kept: what
@@ -380,6 +484,7 @@ fn classify_series(
     decoder: &mut SliceDecoder,
     classifier: &mut Classifier,
     fraction: f64,
+    stages: &mut Stages,
     progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
 ) -> Result<SeriesScan, ScanError> {
     let mut out = SeriesScan {
@@ -403,8 +508,10 @@ fn classify_series(
         out.covid_fraction = d.covid_fraction;
         return Ok(out);
     }
-    // Selected slices are decoded and preprocessed in order, and classified a few at a time
-    // across the classifier's workers: at most `batch` input planes (256 KiB each) are held.
+    // Selected slices are decoded, masked and preprocessed in order on a second thread while
+    // this one runs the network on the ones before (`Prepared`, through a channel of `batch`
+    // slots), and classified a few at a time across the classifier's workers: at most about
+    // 2 x `batch` input planes (256 KiB each) are held.
     let batch = 2 * classifier.parallel_slices();
     // A lung-framed model sees only plausible lungs (crate::lung); the other selected slices
     // are reported with the reason and not classified.
@@ -412,17 +519,101 @@ fn classify_series(
     let framed = pre.frame() == Frame::Lung;
     let size = classifier.input_size();
     let spacing = s.info.as_ref().and_then(|i| i.pixel_spacing_mm).map(|p| p[0]);
-    let (mut masker, mut lungs) = (LungMasker::new(), LungFrame::default());
-    let mut not_classified = 0usize;
     // With an evidence output, each slice's lung mask is kept beside its plane, to place the
     // map on the slice (`SliceEvidence`).
     let evidence = classifier.card().output.evidence.is_some();
-    let mut pending: Vec<(usize, Vec<f32>, Placement)> = Vec::with_capacity(batch);
+    let mut jobs = Vec::with_capacity(out.selected);
+    for (path, slice) in s.files.iter().zip(sel.slices) {
+        if slice.selected {
+            jobs.push((out.slices.len(), path));
+        }
+        out.slices.push(SliceScan {
+            file: slice.file,
+            dark_pixels: slice.dark_pixels,
+            selected: slice.selected,
+            p_covid: None,
+            not_classified: None,
+            evidence: None,
+        });
+    }
+    let mut maker = classifier.plane_maker();
+    let mut not_classified = 0usize;
     let mut done = 0;
     let of = out.selected;
     let mut cancelled = false;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Prepared>(batch);
+    let prepare = move || {
+        let (mut masker, mut lungs) = (LungMasker::new(), LungFrame::default());
+        let mut spent = Stages::default();
+        for (index, path) in jobs {
+            let t = Instant::now();
+            let decoded = decoder.decode(path);
+            spent.decode += t.elapsed();
+            let item = match decoded {
+                Ok(px) if framed => {
+                    let input = LungInput::new(px.pixels, px.width, px.height).with_spacing(spacing);
+                    let t = Instant::now();
+                    let mask = masker.compute(&input, &mut lungs);
+                    spent.lung_mask += t.elapsed();
+                    let t = Instant::now();
+                    let mut plane = Vec::new();
+                    let made = match mask {
+                        Err(e) => Err(e.to_string()),
+                        Ok(()) => match lungs.plausible {
+                            Ok(()) => masker
+                                .framed_input(&input, &lungs, &pre, size, &mut plane)
+                                .map_err(|e| e.to_string()),
+                            Err(why) => Err(why.to_string()),
+                        },
+                    };
+                    spent.preprocess += t.elapsed();
+                    match made {
+                        Ok(()) => Prepared::Plane {
+                            index,
+                            plane,
+                            place: Placement::framed(&lungs, evidence),
+                        },
+                        Err(e) => Prepared::NotClassified {
+                            index,
+                            reason: format!("lung mask: {e}"),
+                        },
+                    }
+                }
+                Ok(px) => {
+                    let mut place = Placement::whole(px.width, px.height);
+                    if evidence {
+                        let input = LungInput::new(px.pixels, px.width, px.height).with_spacing(spacing);
+                        let t = Instant::now();
+                        if masker.compute(&input, &mut lungs).is_ok() {
+                            place.mask = Some(lungs.mask.clone());
+                        }
+                        spent.lung_mask += t.elapsed();
+                    }
+                    let t = Instant::now();
+                    let plane = maker.plane(px.pixels, px.width, px.height);
+                    spent.preprocess += t.elapsed();
+                    Prepared::Plane { index, plane, place }
+                }
+                // Decoded in the first pass, not now: the file changed under us.
+                Err(e) => Prepared::Changed {
+                    file: s.label(path),
+                    reason: e.reason(),
+                },
+            };
+            let last = matches!(item, Prepared::Changed { .. });
+            // A closed channel: the classifying side stopped (cancelled, or the model failed).
+            if tx.send(item).is_err() || last {
+                break;
+            }
+        }
+        spent
+    };
+    let mut pending: Vec<(usize, Vec<f32>, Placement)> = Vec::with_capacity(batch);
     // Continue(()): go on; Break(true): stop asked for; Break(false): the model failed.
-    let mut flush = |pending: &mut Vec<(usize, Vec<f32>, Placement)>, out: &mut SeriesScan, classifier: &Classifier| {
+    let mut flush = |pending: &mut Vec<(usize, Vec<f32>, Placement)>,
+                     out: &mut SeriesScan,
+                     spent: &mut Stages,
+                     classifier: &Classifier| {
         let mut idx = Vec::with_capacity(pending.len());
         let mut planes = Vec::with_capacity(pending.len());
         let mut places = Vec::with_capacity(pending.len());
@@ -431,14 +622,19 @@ fn classify_series(
             planes.push(plane);
             places.push(place);
         }
-        match classifier.score_planes(planes) {
+        let t = Instant::now();
+        let scored = classifier.score_planes(planes);
+        spent.network += t.elapsed();
+        match scored {
             Ok(scores) => {
+                let t = Instant::now();
                 for ((i, score), place) in idx.into_iter().zip(scores).zip(places) {
                     out.slices[i].p_covid = Some(score.p_covid);
                     out.slices[i].evidence = score.evidence.as_ref().map(|e| place.evidence(e));
                     out.covid += usize::from(classifier.is_covid(score.p_covid));
                     done += 1;
                 }
+                spent.evidence += t.elapsed();
                 match progress(Progress::Classified {
                     series: &s.id,
                     done,
@@ -454,81 +650,47 @@ fn classify_series(
             }
         }
     };
-    for (path, slice) in s.files.iter().zip(sel.slices) {
-        let index = out.slices.len();
-        let selected = slice.selected;
-        out.slices.push(SliceScan {
-            file: slice.file,
-            dark_pixels: slice.dark_pixels,
-            selected,
-            p_covid: None,
-            not_classified: None,
-            evidence: None,
-        });
-        if !selected {
-            continue;
-        }
-        match decoder.decode(path) {
-            Ok(px) if framed => {
-                let input = LungInput::new(px.pixels, px.width, px.height).with_spacing(spacing);
-                let mut plane = Vec::new();
-                let framed = match masker.compute(&input, &mut lungs) {
-                    Err(e) => Err(e.to_string()),
-                    Ok(()) => match lungs.plausible {
-                        Ok(()) => masker
-                            .framed_input(&input, &lungs, &pre, size, &mut plane)
-                            .map_err(|e| e.to_string()),
-                        Err(why) => Err(why.to_string()),
-                    },
-                };
-                match framed {
-                    Ok(()) => {
-                        let place = Placement::framed(&lungs, evidence);
-                        pending.push((index, plane, place))
-                    }
-                    Err(e) => {
-                        out.slices[index].not_classified = Some(format!("lung mask: {e}"));
-                        not_classified += 1;
-                    }
+    let mut spent = Stages::default();
+    let prepared = std::thread::scope(|scope| {
+        let preparing = scope.spawn(prepare);
+        for item in rx.iter() {
+            match item {
+                Prepared::Plane { index, plane, place } => pending.push((index, plane, place)),
+                Prepared::NotClassified { index, reason } => {
+                    out.slices[index].not_classified = Some(reason);
+                    not_classified += 1;
+                }
+                Prepared::Changed { file, reason } => {
+                    out.rejected = Some(format!("{file}: {reason} (the file changed during the scan)"));
+                    out.unreadable.push(FileProblem {
+                        file,
+                        reason: format!("{reason} (the file changed during the scan)"),
+                    });
+                    break;
                 }
             }
-            Ok(px) => {
-                let mut place = Placement::whole(px.width, px.height);
-                if evidence {
-                    let input = LungInput::new(px.pixels, px.width, px.height).with_spacing(spacing);
-                    if masker.compute(&input, &mut lungs).is_ok() {
-                        place.mask = Some(lungs.mask.clone());
-                    }
+            if pending.len() == batch {
+                if let ControlFlow::Break(stop) = flush(&mut pending, &mut out, &mut spent, classifier) {
+                    cancelled = stop;
+                    break;
                 }
-                pending.push((
-                    index,
-                    classifier.plane_from_stored(px.pixels, px.width, px.height),
-                    place,
-                ))
-            }
-            Err(e) => {
-                // Decoded in the first pass, not now: the file changed under us.
-                let file = s.label(path);
-                out.rejected = Some(format!("{file}: {} (the file changed during the scan)", e.reason()));
-                out.unreadable.push(FileProblem {
-                    file,
-                    reason: format!("{} (the file changed during the scan)", e.reason()),
-                });
-                break;
             }
         }
-        if pending.len() == batch {
-            if let ControlFlow::Break(stop) = flush(&mut pending, &mut out, classifier) {
-                cancelled = stop;
-                break;
-            }
-        }
+        // Closing the channel ends the preparing thread at its next slice.
+        drop(rx);
+        preparing.join()
+    });
+    match prepared {
+        Ok(p) => spent.add_preparing(&p),
+        // A panic while preparing (a decoder bug) is the service's to count: passed on as is.
+        Err(panic) => std::panic::resume_unwind(panic),
     }
     if out.rejected.is_none() && !pending.is_empty() && !cancelled {
-        if let ControlFlow::Break(stop) = flush(&mut pending, &mut out, classifier) {
+        if let ControlFlow::Break(stop) = flush(&mut pending, &mut out, &mut spent, classifier) {
             cancelled = stop;
         }
     }
+    *stages = stages.plus(&spent);
     if cancelled {
         return Err(ScanError::Cancelled);
     }

@@ -174,6 +174,21 @@ pub struct Timing {
     pub select: u64,
     pub classify: u64,
     pub total: u64,
+    /// Where `classify` went, per stage (`bench/scan_profile.sh` reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<StageTiming>,
+}
+
+/// Milliseconds of each stage's own work while classifying selected slices, summed over the
+/// scan. Decoding, lung masks and preprocessing run on a second thread beside the network, so
+/// these add up to more than `classify` when they overlap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageTiming {
+    pub decode: f64,
+    pub lung_mask: f64,
+    pub preprocess: f64,
+    pub network: f64,
+    pub evidence: f64,
 }
 
 /// `ctsentinel classify <IMAGE>... --json`.

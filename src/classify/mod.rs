@@ -102,6 +102,22 @@ impl Default for Options {
 /// barely the int8 one (quantize / im2col steps between the products are single-threaded), so
 /// [`Classifier::p_covid_planes`] runs whole slices in parallel, one single-threaded plan run
 /// per worker, sharing the one optimised plan. A lone slice uses the multithreaded executor.
+/// [`Classifier::plane_from_stored`] detached from the classifier (see [`Classifier::plane_maker`]).
+#[derive(Debug, Clone)]
+pub struct PlaneMaker {
+    pre: Preprocessing,
+    size: usize,
+    scratch: Vec<f32>,
+}
+
+impl PlaneMaker {
+    /// The model input plane of a stored slice; the same values as `plane_from_stored`.
+    pub fn plane(&mut self, pixels: &[u16], width: usize, height: usize) -> Vec<f32> {
+        self.pre.window_stored(pixels, &mut self.scratch);
+        preprocess::box_resize(&self.scratch, height, width, self.size, self.size)
+    }
+}
+
 pub struct Classifier {
     card: ModelCard,
     plan: Arc<TypedSimplePlan>,
@@ -232,6 +248,16 @@ impl Classifier {
         self.card.preprocessing.window_stored(pixels, &mut self.plane);
         let n = self.input_size();
         preprocess::box_resize(&self.plane, height, width, n, n)
+    }
+
+    /// What turns stored slices into this model's input planes, owned, so another thread
+    /// can prepare planes while this classifier runs the network.
+    pub fn plane_maker(&self) -> PlaneMaker {
+        PlaneMaker {
+            pre: self.card.preprocessing.clone(),
+            size: self.input_size(),
+            scratch: Vec::new(),
+        }
     }
 
     /// The model input plane of an 8-bit image already in the card's 8-bit representation.
