@@ -76,6 +76,10 @@ enum Command {
         /// Also write the one-page PNG report, atomically.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Keep the report as the model's site validation record in this folder (the
+        /// service's `<state>/validation`, read by `[validation] require = true`).
+        #[arg(long)]
+        record: Option<PathBuf>,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -411,6 +415,7 @@ fn run(
             labels,
             json,
             report,
+            record,
             model,
         } => {
             let rows = ctsentinel::validate::read_labels(&labels)
@@ -422,6 +427,12 @@ fn run(
                 present::validation::write(png, &r)
                     .with_context(|| format!("cannot write the report {}", png.display()))
                     .map_err(Failure::Input)?;
+            }
+            if let Some(dir) = &record {
+                let path = ctsentinel::validate::write_record(dir, &r)
+                    .with_context(|| format!("cannot write the validation record in {}", dir.display()))
+                    .map_err(Failure::Input)?;
+                log::info!("validation record kept: {}", path.display());
             }
             if json {
                 emit(&format!("{}\n", to_json(&r)?));

@@ -372,6 +372,20 @@ impl Stages {
     }
 }
 
+/// Replace every verdict of `report` (the patient's and each series') by `undetermined` with
+/// `reason`, keeping the counts and slice results: what the site gate does before a model is
+/// validated at the site (the work is kept; no verdict is shown).
+pub fn withhold_verdicts(report: &mut ScanReport, reason: &str) {
+    let d = decide::undetermined(reason.to_string());
+    report.verdict = d.verdict;
+    report.covid_fraction = d.covid_fraction;
+    report.reason = d.reason;
+    for s in &mut report.series {
+        s.verdict = Verdict::Undetermined;
+        s.covid_fraction = None;
+    }
+}
+
 /// Where a model input plane lies on its slice, and the slice's lung mask when kept: what
 /// turns a model's evidence map into a [`SliceEvidence`].
 struct Placement {

@@ -15,6 +15,12 @@
 //!   lies inside the lungs (what the evidence gate checks per patient).
 //!
 //! Every figure follows from the per-patient verdicts in the same report (tested).
+//!
+//! **The site gate.** `validate --record DIR` keeps the report as `DIR/<model SHA-256>.json`
+//! (the service's `<state>/validation`). With `[validation] require = true` the service gives no
+//! verdict ("not validated at this site") until a record for the *running* model exists whose
+//! lower 95% bounds of sensitivity and specificity meet the configured floors ([`site_check`]):
+//! a model is trusted on a site's own patients, with its uncertainty, or not at all.
 
 use std::path::{Path, PathBuf};
 
@@ -250,6 +256,70 @@ pub fn run(csv: &Path, rows: &[Row], classifier: &mut Classifier) -> ValidationR
     summarise(&csv.display().to_string(), patients, classifier.identity())
 }
 
+/// Where the validation record of a model lives in a records folder.
+pub fn record_path(dir: &Path, model: &ModelIdentity) -> PathBuf {
+    dir.join(format!("{}.json", model.sha256))
+}
+
+/// Keep `report` as its model's validation record in `dir` (atomically).
+pub fn write_record(dir: &Path, report: &ValidationReport) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = record_path(dir, &report.model);
+    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
+    crate::present::write_atomic(&path, format!("{text}\n").as_bytes())?;
+    Ok(path)
+}
+
+/// The floors a site sets (`[validation]`): the lower 95% bounds that must be met.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Floors {
+    pub min_sensitivity: f64,
+    pub min_specificity: f64,
+}
+
+/// `Ok` when `dir` holds a validation record of `model` (same SHA-256) whose lower 95% bounds of
+/// sensitivity and specificity meet `floors`; else why not, as an operator reads it.
+pub fn site_check(dir: &Path, model: &ModelIdentity, floors: Floors) -> Result<(), String> {
+    let path = record_path(dir, model);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(format!(
+            "no site validation of model {} {} (sha256 {}): run `ctsentinel validate --labels FILE.csv --record {}`",
+            model.name,
+            model.version,
+            &model.sha256[..model.sha256.len().min(12)],
+            dir.display()
+        )),
+        Err(e) => return Err(format!("{}: cannot read the validation record: {e}", path.display())),
+    };
+    let r: ValidationReport =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a validation record: {e}", path.display()))?;
+    if r.model.sha256 != model.sha256 {
+        return Err(format!(
+            "{}: the record is of another model ({})",
+            path.display(),
+            r.model.sha256
+        ));
+    }
+    let mut short = Vec::new();
+    for (what, p, floor) in [
+        ("sensitivity", r.sensitivity, floors.min_sensitivity),
+        ("specificity", r.specificity, floors.min_specificity),
+    ] {
+        if p.ci95[0] < floor {
+            short.push(format!(
+                "{what} {}/{} has a lower 95% bound of {:.2}, below the site's floor {floor:.2}",
+                p.k, p.n, p.ci95[0]
+            ));
+        }
+    }
+    if short.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("site validation not passed: {}", short.join("; ")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +400,45 @@ mod tests {
         assert_eq!((r.specificity.k, r.specificity.n), (1, 2));
         assert_eq!((r.undetermined.k, r.undetermined.n), (2, 5));
         assert_eq!((r.evidence_in_lungs.k, r.evidence_in_lungs.n), (13, 19));
+    }
+
+    #[test]
+    fn the_site_gate_opens_only_for_a_record_of_the_running_model_whose_lower_bounds_meet_the_floors() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = ModelIdentity {
+            name: "m".into(),
+            version: "1".into(),
+            sha256: "ab".repeat(32),
+        };
+        let floors = Floors {
+            min_sensitivity: 0.8,
+            min_specificity: 0.8,
+        };
+        let no = site_check(dir.path(), &model, floors).unwrap_err();
+        assert!(no.contains("no site validation") && no.contains("--record"), "{no}");
+        // 20 of 20 each way: lower bounds about 0.84.
+        let mut all = Vec::new();
+        for _ in 0..20 {
+            all.push(patient(Label::Covid, Some(Verdict::Covid), 5, 5));
+            all.push(patient(Label::Normal, Some(Verdict::Normal), 0, 0));
+        }
+        let good = summarise("l.csv", all.clone(), model.clone());
+        write_record(dir.path(), &good).unwrap();
+        assert_eq!(site_check(dir.path(), &model, floors), Ok(()));
+        // 5 of 5 is right every time, and still not enough evidence: lower bound 0.57.
+        let few = summarise("l.csv", all[..10].to_vec(), model.clone());
+        write_record(dir.path(), &few).unwrap();
+        let why = site_check(dir.path(), &model, floors).unwrap_err();
+        assert!(why.contains("sensitivity 5/5") && why.contains("0.57"), "{why}");
+        // A record of another model never opens the gate, even under the running model's name.
+        let other = ModelIdentity {
+            sha256: "cd".repeat(32),
+            ..model.clone()
+        };
+        write_record(dir.path(), &summarise("l.csv", all, other.clone())).unwrap();
+        std::fs::copy(record_path(dir.path(), &other), record_path(dir.path(), &model)).unwrap();
+        assert!(site_check(dir.path(), &model, floors)
+            .unwrap_err()
+            .contains("another model"));
     }
 }

@@ -782,6 +782,64 @@ fn after_a_kill_stale_temporaries_in_results_are_swept_and_a_clean_stop_lets_the
 }
 
 #[test]
+fn with_validation_required_no_verdict_is_given_until_the_running_model_has_a_passing_site_record() {
+    let rig = Rig::with_drops_and(
+        &["drop"],
+        "[validation]\nrequire = true\nmin_sensitivity = 0.8\nmin_specificity = 0.8\n",
+    );
+    let mut svc = rig.service();
+    synthetic_series(&rig.series("p1", "SR_1"), 12);
+    assert_eq!(svc.tick(secs(0)) + svc.tick(secs(20)), 1);
+    let v = json(&rig.result_path("drop", "p1", "SR_1"));
+    assert_eq!(v["verdict"], "undetermined", "{v}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("not validated at this site") && reason.contains("--record"),
+        "{reason}"
+    );
+    assert!(
+        v["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["verdict"] == "undetermined"),
+        "{v}"
+    );
+    // A passing record of the running model (what `validate --record` keeps), while running.
+    use ctsentinel::validate::{summarise, write_record, Label, PatientResult};
+    let model = Classifier::load(&common::models(), Options { threads: 1 })
+        .unwrap()
+        .identity();
+    let right = |label: Label, verdict| PatientResult {
+        path: "p".into(),
+        label,
+        verdict: Some(verdict),
+        reason: None,
+        error: None,
+        selected_slices: 20,
+        covid_slices: 0,
+        lung_driven_covid_slices: 0,
+        correct: Some(true),
+    };
+    let patients: Vec<PatientResult> = (0..20)
+        .flat_map(|_| {
+            [
+                right(Label::Covid, ctsentinel::decide::Verdict::Covid),
+                right(Label::Normal, ctsentinel::decide::Verdict::Normal),
+            ]
+        })
+        .collect();
+    write_record(&rig.state().join("validation"), &summarise("site.csv", patients, model)).unwrap();
+    synthetic_series(&rig.series("p2", "SR_1"), 12);
+    assert_eq!(svc.tick(secs(30)) + svc.tick(secs(50)), 1);
+    let v = json(&rig.result_path("drop", "p2", "SR_1"));
+    assert!(
+        !v["reason"].as_str().unwrap_or("").contains("not validated"),
+        "validated now: the pipeline's own verdict stands: {v}"
+    );
+}
+
+#[test]
 fn config_errors_name_the_key() {
     let rig = Rig::new();
     let p = rig.dir.path().join("config.toml");

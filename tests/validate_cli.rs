@@ -41,15 +41,22 @@ fn validate_on_the_shared_patients_reports_figures_that_follow_from_its_verdicts
     )
     .unwrap();
     let png = dir.path().join("validation.png");
+    let records = dir.path().join("state/validation");
     let out = common::ctsentinel()
         .args(["validate", "--json", "--labels"])
         .arg(&csv)
         .arg("--report")
         .arg(&png)
+        .arg("--record")
+        .arg(&records)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The record the service's site gate reads is the same report, under the model's SHA-256.
+    let kept = records.join(format!("{}.json", v["model"]["sha256"].as_str().unwrap()));
+    let k: Value = serde_json::from_str(&std::fs::read_to_string(&kept).unwrap()).unwrap();
+    assert_eq!(k, v);
     assert_eq!(v["notice"], "research use only, not a diagnosis");
     assert_eq!(v["model"]["sha256"].as_str().unwrap().len(), 64);
     let patients = v["patients"].as_array().unwrap();

@@ -44,6 +44,24 @@ struct RawConfig {
     /// The C-STORE receiver; absent (or without `listen`): no listener.
     #[serde(default)]
     dicom: Option<RawDicom>,
+    /// The site-validation gate (see `crate::validate`).
+    #[serde(default)]
+    validation: Option<RawValidation>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValidation {
+    #[serde(default)]
+    require: bool,
+    #[serde(default = "default_floor")]
+    min_sensitivity: f64,
+    #[serde(default = "default_floor")]
+    min_specificity: f64,
+}
+
+fn default_floor() -> f64 {
+    0.8
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +299,9 @@ pub struct Config {
     pub dicom: Option<DicomReceive>,
     /// The PACS that gets every DICOM result (`[dicom] send_to`), through `<state>/outbox`.
     pub send_to: Option<super::sender::SendTo>,
+    /// `[validation] require = true`: no verdict until the running model has a site
+    /// validation record in `<state>/validation` meeting these floors (`crate::validate`).
+    pub validation: Option<crate::validate::Floors>,
 }
 
 const BACKENDS: [&str; 4] = ["none", "png", "framebuffer", "spi"];
@@ -376,6 +397,23 @@ impl Config {
             // Received instances land here and are processed like a drop folder's series.
             drop.push(super::layout::Layout::new(&raw.state).received());
         }
+        let validation = match &raw.validation {
+            Some(v) => {
+                for (key, x) in [
+                    ("min_sensitivity", v.min_sensitivity),
+                    ("min_specificity", v.min_specificity),
+                ] {
+                    if !(0.0..=1.0).contains(&x) {
+                        return Err(bad(format!("[validation] {key} = {x} must lie in 0..=1")));
+                    }
+                }
+                v.require.then_some(crate::validate::Floors {
+                    min_sensitivity: v.min_sensitivity,
+                    min_specificity: v.min_specificity,
+                })
+            }
+            None => None,
+        };
         Ok(Config {
             models: raw.models.unwrap_or_else(|| board.models.clone()),
             board,
@@ -391,6 +429,7 @@ impl Config {
             retention: Duration::from_secs(raw.retention_days * 86_400),
             dicom,
             send_to,
+            validation,
         })
     }
 }

@@ -71,6 +71,11 @@ impl Layout {
         self.state.join("clean-stop")
     }
 
+    /// Site validation records, `<model sha256>.json` (`ctsentinel validate --record`).
+    pub fn validation(&self) -> PathBuf {
+        self.state.join("validation")
+    }
+
     pub fn crash_marker(&self) -> PathBuf {
         self.state.join("crash")
     }

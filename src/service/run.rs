@@ -556,6 +556,12 @@ impl<F: FreeSpace> Service<F> {
         match pipeline::scan_series(&found.series, &patient, &mut self.classifier, &mut progress) {
             Ok(mut r) => {
                 r.ignored = found.ignored;
+                if let Some(floors) = self.config.validation {
+                    // Read at every result: a validation recorded while running counts at once.
+                    if let Err(why) = crate::validate::site_check(&self.layout.validation(), &r.model, floors) {
+                        pipeline::withhold_verdicts(&mut r, &format!("not validated at this site: {why}"));
+                    }
+                }
                 Ok(r)
             }
             Err(ScanError::Cancelled) => Err(AttemptError::Stopped),
