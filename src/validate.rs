@@ -283,13 +283,15 @@ pub fn site_check(dir: &Path, model: &ModelIdentity, floors: Floors) -> Result<(
     let path = record_path(dir, model);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(format!(
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
             "no site validation of model {} {} (sha256 {}): run `ctsentinel validate --labels FILE.csv --record {}`",
             model.name,
             model.version,
             &model.sha256[..model.sha256.len().min(12)],
             dir.display()
-        )),
+        ))
+        }
         Err(e) => return Err(format!("{}: cannot read the validation record: {e}", path.display())),
     };
     let r: ValidationReport =

@@ -15,6 +15,7 @@ use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Baseline, Text};
 
+pub use super::canvas::Canvas;
 use crate::decide::Verdict;
 
 /// The panel sizes the layouts are made and tested for.
@@ -454,58 +455,6 @@ fn wrap(text: &str, width: usize, lines: usize) -> Vec<String> {
         out.push(rest);
     }
     out
-}
-
-/// An in-memory RGB565 panel every backend shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Canvas {
-    pub width: u32,
-    pub height: u32,
-    pub pixels: Vec<Rgb565>,
-}
-
-impl Canvas {
-    pub fn new(width: u32, height: u32) -> Canvas {
-        Canvas {
-            width,
-            height,
-            pixels: vec![Rgb565::BLACK; (width * height) as usize],
-        }
-    }
-
-    /// RGB888 bytes, row-major.
-    pub fn rgb8(&self) -> Vec<u8> {
-        self.pixels
-            .iter()
-            .flat_map(|p| {
-                [
-                    (p.r() << 3) | (p.r() >> 2),
-                    (p.g() << 2) | (p.g() >> 4),
-                    (p.b() << 3) | (p.b() >> 2),
-                ]
-            })
-            .collect()
-    }
-}
-
-impl OriginDimensions for Canvas {
-    fn size(&self) -> Size {
-        Size::new(self.width, self.height)
-    }
-}
-
-impl DrawTarget for Canvas {
-    type Color = Rgb565;
-    type Error = std::convert::Infallible;
-
-    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb565>>>(&mut self, pixels: I) -> Result<(), Self::Error> {
-        for Pixel(p, c) in pixels {
-            if p.x >= 0 && p.y >= 0 && (p.x as u32) < self.width && (p.y as u32) < self.height {
-                self.pixels[(p.y as u32 * self.width + p.x as u32) as usize] = c;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Draws through to a target with every pixel as a `scale` x `scale` block (large type).

@@ -1,6 +1,7 @@
 //! Presentation: renders pipeline results for people (terminal tables, later the bedside
 //! display) and writes result files. It never decides anything.
 
+pub mod canvas;
 pub mod display;
 pub mod sheet;
 pub mod spi_panel;

@@ -9,7 +9,7 @@ use mipidsi::interface::SpiInterface;
 use mipidsi::models::{ILI9341Rgb565, ILI9486Rgb565, ST7789};
 use mipidsi::{Builder, Display};
 
-use super::display::Canvas;
+use super::canvas::Canvas;
 
 /// The panel controllers the board profiles may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

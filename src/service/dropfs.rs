@@ -37,36 +37,8 @@ use super::machine::Place;
 use crate::dicom_net::inbox::commit_marker_count;
 use crate::ingest::{self, MAX_FILE_BYTES};
 
-/// The series name of a top-level folder that holds slice files itself (opened as `.`).
-pub const SELF: &str = ".";
-
-/// One series folder as listed: enough to tell whether it changed, nothing read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeriesListing {
-    pub place: Place,
-    /// Stat-level signature of the folder's entries (see [`stat_signature`]).
-    pub stat: String,
-    /// Entries that are not temporary names.
-    pub files: usize,
-    /// Temporary names present (`*.part`, `*.tmp`, dot-files): a copy in progress.
-    pub transient: Vec<String>,
-    /// Files the export's DICOMDIR lists in this folder that are not here (see [`Index`]).
-    pub missing: Vec<String>,
-    /// Instances a DICOM peer's storage commitment covers (the receiver's commit marker,
-    /// `dicom_net::inbox::COMMIT_MARKER_PREFIX`); not counted in `files` or `transient`.
-    pub committed: Option<usize>,
-}
-
-/// What one look at a drop folder found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DropListing {
-    pub series: Vec<SeriesListing>,
-    /// Entries above the series level that are not followed or not part of a series, with the
-    /// reason (`<patient>` or `<patient>/<entry>`).
-    pub refused: Vec<(String, String)>,
-    /// Patient folders that could not be listed this time (the others go on).
-    pub errors: Vec<(String, String)>,
-}
+pub use super::layout::SELF;
+pub use super::machine::{DropListing, SeriesListing};
 
 /// Why a drop folder or a series could not be read this time. Every one is transient: the
 /// folder may come back (a stick re-inserted, a share reconnected).

@@ -28,10 +28,13 @@ use crate::classify::sha256_hex;
 
 pub use crate::names::{safe_name, MAX_NAME};
 
+/// The series name of a top-level folder that holds slice files itself (opened as `.`).
+pub const SELF: &str = ".";
+
 /// A series' file name: [`safe_name`], and `series` for the folder itself (`.`); no real
 /// series folder can be called that beside it, since such a folder holds no sub-folders.
 fn series_name(series: &OsStr) -> String {
-    if series == OsStr::new(super::dropfs::SELF) {
+    if series == OsStr::new(SELF) {
         "series".into()
     } else {
         safe_name(series)
@@ -109,7 +112,7 @@ impl Layout {
     }
 
     /// `<state>/results/<drop>/<patient>/<series>.json` (`<folder>/series.json` for a
-    /// top-level folder that holds its slices itself, see `dropfs::SELF`).
+    /// top-level folder that holds its slices itself, see [`SELF`]).
     pub fn result_file(&self, drop_id: &str, patient: &OsStr, series: &OsStr) -> PathBuf {
         self.results()
             .join(drop_id)

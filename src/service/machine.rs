@@ -30,8 +30,35 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::dropfs::DropListing;
 use super::event::Event;
+
+/// One series folder as listed: enough to tell whether it changed, nothing read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesListing {
+    pub place: Place,
+    /// Stat-level signature of the folder's entries (see `dropfs::stat_signature`).
+    pub stat: String,
+    /// Entries that are not temporary names.
+    pub files: usize,
+    /// Temporary names present (`*.part`, `*.tmp`, dot-files): a copy in progress.
+    pub transient: Vec<String>,
+    /// Files the export's DICOMDIR lists in this folder that are not here (see `dropfs::Index`).
+    pub missing: Vec<String>,
+    /// Instances a DICOM peer's storage commitment covers (the receiver's commit marker,
+    /// `dicom_net::inbox::COMMIT_MARKER_PREFIX`); not counted in `files` or `transient`.
+    pub committed: Option<usize>,
+}
+
+/// What one look at a drop folder found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropListing {
+    pub series: Vec<SeriesListing>,
+    /// Entries above the series level that are not followed or not part of a series, with the
+    /// reason (`<patient>` or `<patient>/<entry>`).
+    pub refused: Vec<(String, String)>,
+    /// Patient folders that could not be listed this time (the others go on).
+    pub errors: Vec<(String, String)>,
+}
 
 /// A series folder: `<drop>/<patient>/<series>`. Names are kept exactly, as strings in which
 /// `%` and bytes that are not UTF-8 are written `%XX` (so any name round-trips).
