@@ -229,6 +229,9 @@ pub fn list_guarded(root: &Path, drop_id: &str, guard: &DicomdirGuard) -> Result
     for p in top {
         let pname = lossy(&p.name);
         if ingest::is_transient_name(&pname) {
+            if matches!(p.kind, Kind::Dir) {
+                out.refused.push((pname, HIDDEN_FOLDER.into()));
+            }
             continue;
         }
         match p.kind {
@@ -269,10 +272,13 @@ pub fn list_guarded(root: &Path, drop_id: &str, guard: &DicomdirGuard) -> Result
         }
         for s in series {
             let sname = lossy(&s.name);
+            let at = format!("{pname}/{sname}");
             if ingest::is_transient_name(&sname) {
+                if matches!(s.kind, Kind::Dir) {
+                    out.refused.push((at, HIDDEN_FOLDER.into()));
+                }
                 continue;
             }
-            let at = format!("{pname}/{sname}");
             match s.kind {
                 Kind::Dir => {}
                 Kind::Link => {
@@ -315,6 +321,11 @@ pub fn list_guarded(root: &Path, drop_id: &str, guard: &DicomdirGuard) -> Result
     }
     Ok(out)
 }
+
+/// Why a folder with a hidden or temporary name is not read (said once while it is there, never
+/// skipped silently: a `.scan` folder dropped by hand would otherwise just never get a result).
+const HIDDEN_FOLDER: &str = "a folder whose name starts with '.' or ends with .part, .tmp or ~ is taken as hidden \
+     or still being copied and is not read; rename it to have it processed";
 
 /// The largest DICOMDIR read (a 2,000-slice export's is about 1 MB).
 const MAX_DICOMDIR_BYTES: u64 = 16 << 20;
@@ -548,6 +559,11 @@ fn walk_series(
     }
     for f in files {
         if ingest::is_transient_name(&lossy(&f.name)) {
+            if matches!(f.kind, Kind::Dir) {
+                rel.push(f.name.clone());
+                out.refused.push((at(patient, rel), HIDDEN_FOLDER.into()));
+                rel.pop();
+            }
             continue;
         }
         rel.push(f.name.clone());
@@ -878,6 +894,42 @@ mod tests {
         assert_eq!(s.refused[0].file, "IM2.tif");
         assert!(s.refused[0].reason.contains("symbolic link"));
         assert_eq!(std::fs::read(&s.files[0]).unwrap(), b"slice");
+    }
+
+    #[test]
+    fn folders_with_hidden_or_temporary_names_are_named_not_skipped_silently() {
+        let t = tempfile::tempdir().unwrap();
+        let drop = t.path().join("drop");
+        for d in [
+            ".scan/SR_1",
+            "..x/SR_1",
+            "p1/SR_1",
+            "p1/.hidden",
+            "p1/SR_2.part",
+            "p2/SR_1/.thumbs",
+        ] {
+            std::fs::create_dir_all(drop.join(d)).unwrap();
+        }
+        for f in ["p1/SR_1/IM1.tif", "p2/SR_1/IM1.tif", "p1/.DS_Store", ".Trash-note"] {
+            std::fs::write(drop.join(f), b"x").unwrap();
+        }
+        let l = list(&drop, "d-1").unwrap();
+        let mut refused: Vec<&str> = l
+            .refused
+            .iter()
+            .filter(|r| r.1 == HIDDEN_FOLDER)
+            .map(|r| r.0.as_str())
+            .collect();
+        refused.sort_unstable();
+        assert_eq!(refused, ["..x", ".scan", "p1/.hidden", "p1/SR_2.part"], "{l:?}");
+        let places: Vec<&Place> = l.series.iter().map(|s| &s.place).collect();
+        assert_eq!(
+            places,
+            [&place("p1", "SR_1"), &place("p2", "SR_1")],
+            "hidden files stay quiet"
+        );
+        // Inside a series folder such a name means a copy in progress (reported as waiting).
+        assert_eq!(l.series[1].transient, [".thumbs"]);
     }
 
     #[test]
