@@ -49,6 +49,8 @@ files_land_where_the_unit_and_config_expect_them() {
     "-rw-r--r-- ./usr/share/ctsentinel/boards/jetson-orin-nano.toml"
     "-rw-r--r-- ./usr/share/ctsentinel/boards/generic-x86_64.toml"
     "-rw-r--r-- ./usr/share/doc/ctsentinel/examples/ctsentinel.example.toml"
+    "-rw-r--r-- ./usr/share/doc/ctsentinel/docs/operations.md"
+    "-rw-r--r-- ./usr/share/doc/ctsentinel/docs/configuration.md"
     "-rw-r--r-- ./usr/lib/systemd/system/ctsentinel.service"
   )
   local w
