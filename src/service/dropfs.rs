@@ -68,13 +68,6 @@ pub enum DropError {
     },
 }
 
-impl DropError {
-    /// True when the state folder (ours) failed rather than the drop folder.
-    pub fn is_state(&self) -> bool {
-        matches!(self, DropError::State { .. })
-    }
-}
-
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)

@@ -200,6 +200,7 @@ impl Journal {
     }
 
     /// The last state recorded for `key` that matters on replay (final or crashed).
+    #[cfg(test)]
     pub fn state(&self, key: &str) -> Option<State> {
         if let Some((_, r)) = self.finals.get(key) {
             return Some(r.state);
@@ -280,10 +281,6 @@ impl Journal {
         self.len = text.len() as u64;
         self.lines = keep.len();
         Ok(removed)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -215,7 +215,7 @@ enum Phase {
     /// Its current stat signature has a final result.
     Handled,
     /// The last attempt failed; not before `until`.
-    Backoff { until: Duration, failures: u32 },
+    Backoff { until: Duration },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -514,10 +514,7 @@ impl Machine {
             t.failures = t.failures.saturating_add(1);
             let factor = 1u32 << (t.failures - 1).min(16);
             delay = s.backoff_min.saturating_mul(factor).min(s.backoff_max);
-            t.phase = Phase::Backoff {
-                until: now + delay,
-                failures: t.failures,
-            };
+            t.phase = Phase::Backoff { until: now + delay };
         }
         Event::Retry {
             what: place.label(),

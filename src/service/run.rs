@@ -249,7 +249,7 @@ impl<F: FreeSpace> Service<F> {
                 break;
             };
             tried.insert(place.clone());
-            match self.attempt(now, &place, &stat) {
+            match self.attempt(&place, &stat) {
                 Ok(true) => done += 1,
                 Ok(false) => {}
                 Err(AttemptError::Stopped) => break,
@@ -407,25 +407,17 @@ impl<F: FreeSpace> Service<F> {
 
     /// Snapshot and, if needed, process one ready series. Ok(true): a result was written (or
     /// recovered); Ok(false): this snapshot already had its result.
-    fn attempt(&mut self, now: Duration, place: &Place, stat: &str) -> Result<bool, AttemptError> {
+    fn attempt(&mut self, place: &Place, stat: &str) -> Result<bool, AttemptError> {
         let root = self.drop_path(place);
         let snap = dropfs::snapshot_guarded(&root, place, stat, &self.layout.work(), &self.dicomdirs)?;
-        let outcome = self.with_snapshot(now, place, stat, &root, &snap);
+        let outcome = self.with_snapshot(place, stat, &root, &snap);
         if let Err(e) = std::fs::remove_dir_all(&snap.dir) {
             log::warn!("{}: cannot remove the snapshot copy: {e}", snap.dir.display());
         }
         outcome
     }
 
-    fn with_snapshot(
-        &mut self,
-        now: Duration,
-        place: &Place,
-        stat: &str,
-        root: &Path,
-        snap: &Snapshot,
-    ) -> Result<bool, AttemptError> {
-        let _ = now;
+    fn with_snapshot(&mut self, place: &Place, stat: &str, root: &Path, snap: &Snapshot) -> Result<bool, AttemptError> {
         let key = snap.key.as_str();
         let result_path = self
             .layout
