@@ -372,6 +372,13 @@ impl Config {
                 raw.log_level
             )));
         }
+        // 16 TiB: a floor no box can have, and `* 1024 * 1024` cannot overflow.
+        if raw.min_free_mb > 16 << 20 {
+            return Err(bad(format!(
+                "min_free_mb = {} must lie in 0..=16777216",
+                raw.min_free_mb
+            )));
+        }
         if !(1..=36500).contains(&raw.retention_days) {
             return Err(bad(format!(
                 "retention_days = {} must lie in 1..=36500",
