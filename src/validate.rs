@@ -46,6 +46,9 @@ pub struct Row {
     pub written: String,
     pub path: PathBuf,
     pub label: Label,
+    /// Per-slice reference labels (the optional third column: a `file,infected` CSV), each
+    /// `(file, infected)`; `file` as `scan` names the slice, or `<series>/<file>`.
+    pub slices: Option<Vec<(String, bool)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +63,45 @@ pub enum ValidateError {
     Csv { path: PathBuf, line: usize, reason: String },
 }
 
-/// Read `path,label` rows (a header first; blank lines and `#` comments skipped).
+/// Read a slice-labels CSV: header `file,infected`, then one slice a line, infected `0` or `1`.
+fn read_slice_labels(path: &Path) -> Result<Vec<(String, bool)>, ValidateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ValidateError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let err = |line, reason: String| ValidateError::Csv {
+        path: path.to_path_buf(),
+        line,
+        reason,
+    };
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+    match lines.next() {
+        Some((_, h)) if h.replace(' ', "").eq_ignore_ascii_case("file,infected") => {}
+        Some((n, h)) => return Err(err(n, format!("header {h:?}, expected \"file,infected\""))),
+        None => return Err(err(1, "empty: expected a header \"file,infected\"".into())),
+    }
+    let mut out = Vec::new();
+    for (n, l) in lines {
+        let (f, v) = l
+            .rsplit_once(',')
+            .ok_or_else(|| err(n, format!("{l:?}: expected \"file,infected\"")))?;
+        let infected = match v.trim() {
+            "1" => true,
+            "0" => false,
+            other => return Err(err(n, format!("infected {other:?}: expected 0 or 1"))),
+        };
+        out.push((f.trim().trim_matches('"').to_string(), infected));
+    }
+    Ok(out)
+}
+
+/// Read `path,label` rows, or `path,label,slices` rows whose third column (may be empty) names
+/// a slice-labels CSV relative to this one (a header first; blank lines and `#` comments
+/// skipped).
 pub fn read_labels(csv: &Path) -> Result<Vec<Row>, ValidateError> {
     let text = std::fs::read_to_string(csv).map_err(|source| ValidateError::Read {
         path: csv.to_path_buf(),
@@ -77,18 +118,38 @@ pub fn read_labels(csv: &Path) -> Result<Vec<Row>, ValidateError> {
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim()))
         .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
-    match lines.next() {
-        Some((_, h)) if h.replace(' ', "").eq_ignore_ascii_case("path,label") => {}
-        Some((n, h)) => return Err(err(n, format!("header {h:?}, expected \"path,label\""))),
+    let with_slices = match lines.next() {
+        Some((_, h)) if h.replace(' ', "").eq_ignore_ascii_case("path,label") => false,
+        Some((_, h)) if h.replace(' ', "").eq_ignore_ascii_case("path,label,slices") => true,
+        Some((n, h)) => {
+            return Err(err(
+                n,
+                format!("header {h:?}, expected \"path,label\" or \"path,label,slices\""),
+            ))
+        }
         None => {
             return Err(err(
                 1,
                 "empty: expected a header \"path,label\" and one row per patient".into(),
             ))
         }
-    }
+    };
     let mut rows = Vec::new();
     for (n, l) in lines {
+        let (l, slices) = if with_slices {
+            let (rest, s) = l
+                .rsplit_once(',')
+                .ok_or_else(|| err(n, format!("{l:?}: expected \"path,label,slices\"")))?;
+            let s = s.trim().trim_matches('"');
+            let slices = if s.is_empty() {
+                None
+            } else {
+                Some(read_slice_labels(&base.join(s))?)
+            };
+            (rest, slices)
+        } else {
+            (l, None)
+        };
         let (p, label) = l
             .rsplit_once(',')
             .ok_or_else(|| err(n, format!("{l:?}: expected \"path,label\"")))?;
@@ -106,6 +167,7 @@ pub fn read_labels(csv: &Path) -> Result<Vec<Row>, ValidateError> {
             written: p.to_string(),
             path: base.join(p),
             label,
+            slices,
         });
     }
     if rows.is_empty() {
@@ -164,6 +226,89 @@ pub struct PatientResult {
     pub lung_driven_covid_slices: usize,
     /// Whether the verdict agrees with the label (`None` for `other`).
     pub correct: Option<bool>,
+    /// The classified slices that have a reference label (`slices` column), in scan order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slice_calls: Vec<SliceCall>,
+}
+
+/// One classified slice against its reference label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SliceCall {
+    /// `<series>/<file>` as `scan` names them.
+    pub slice: String,
+    pub p_covid: f32,
+    /// Called COVID at the model's threshold.
+    pub called: bool,
+    pub infected: bool,
+}
+
+/// One bin of the reliability diagram: slices whose P(COVID) lies in `[lo, hi)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReliabilityBin {
+    pub lo: f64,
+    pub hi: f64,
+    pub n: usize,
+    /// Mean P(COVID) of its slices (`None` when empty).
+    pub mean_p: Option<f64>,
+    /// Share of its slices the reference labels infected.
+    pub observed: Option<f64>,
+}
+
+/// Slice-level agreement with the reference slice labels, over every patient that has them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SliceAgreement {
+    /// Infected slices called COVID.
+    pub sensitivity: Proportion,
+    /// Clear slices not called COVID.
+    pub specificity: Proportion,
+    /// Ten equal-width bins of P(COVID).
+    pub reliability: Vec<ReliabilityBin>,
+    /// Expected calibration error over those bins: sum of n_b / N x |observed - mean P|.
+    pub ece: Option<f64>,
+}
+
+/// Agreement of `calls` with their labels (`None` without any labelled slice).
+pub fn slice_agreement(calls: &[&SliceCall]) -> Option<SliceAgreement> {
+    if calls.is_empty() {
+        return None;
+    }
+    let infected: Vec<&&SliceCall> = calls.iter().filter(|c| c.infected).collect();
+    let clear: Vec<&&SliceCall> = calls.iter().filter(|c| !c.infected).collect();
+    const BINS: usize = 10;
+    let mut reliability = Vec::with_capacity(BINS);
+    let mut ece = 0.0;
+    for b in 0..BINS {
+        let (lo, hi) = (b as f64 / BINS as f64, (b + 1) as f64 / BINS as f64);
+        let of: Vec<&&SliceCall> = calls
+            .iter()
+            .filter(|c| {
+                let p = f64::from(c.p_covid);
+                p >= lo && (p < hi || (b == BINS - 1 && p <= hi))
+            })
+            .collect();
+        let n = of.len();
+        let (mean_p, observed) = if n == 0 {
+            (None, None)
+        } else {
+            let m = of.iter().map(|c| f64::from(c.p_covid)).sum::<f64>() / n as f64;
+            let o = of.iter().filter(|c| c.infected).count() as f64 / n as f64;
+            ece += n as f64 / calls.len() as f64 * (o - m).abs();
+            (Some(m), Some(o))
+        };
+        reliability.push(ReliabilityBin {
+            lo,
+            hi,
+            n,
+            mean_p,
+            observed,
+        });
+    }
+    Some(SliceAgreement {
+        sensitivity: wilson(infected.iter().filter(|c| c.called).count(), infected.len()),
+        specificity: wilson(clear.iter().filter(|c| !c.called).count(), clear.len()),
+        reliability,
+        ece: Some(ece),
+    })
 }
 
 /// `ctsentinel validate --json`.
@@ -176,13 +321,16 @@ pub struct ValidationReport {
     pub undetermined: Proportion,
     /// Of all slices called COVID, those whose evidence peak lies inside the lungs.
     pub evidence_in_lungs: Proportion,
+    /// Slice-level agreement where the CSV gives slice labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slices: Option<SliceAgreement>,
     pub model: ModelIdentity,
     pub notice: String,
 }
 
 /// The patient's record from its scan report.
 pub fn patient_result(row: &Row, scan: Result<&ScanReport, String>, classifier: &Classifier) -> PatientResult {
-    let (verdict, reason, error, selected, covid, lung) = match scan {
+    let (verdict, reason, error, selected, covid, lung) = match &scan {
         Ok(r) => {
             // The same count as the evidence gate's, over the series the verdict used.
             let (n, l) = r
@@ -193,8 +341,26 @@ pub fn patient_result(row: &Row, scan: Result<&ScanReport, String>, classifier: 
                 .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
             (Some(r.verdict), r.reason.clone(), None, r.selected_slices, n, l)
         }
-        Err(e) => (None, None, Some(e), 0, 0, 0),
+        Err(e) => (None, None, Some(e.clone()), 0, 0, 0),
     };
+    let mut slice_calls = Vec::new();
+    if let (Some(labels), Ok(r)) = (&row.slices, scan) {
+        let label: std::collections::HashMap<&str, bool> = labels.iter().map(|(f, v)| (f.as_str(), *v)).collect();
+        for s in r.series.iter().filter(|s| s.rejected.is_none() && s.excluded.is_none()) {
+            for x in s.slices.iter().filter(|x| x.not_classified.is_none()) {
+                let Some(p) = x.p_covid else { continue };
+                let long = format!("{}/{}", s.id, x.file);
+                if let Some(&infected) = label.get(long.as_str()).or_else(|| label.get(x.file.as_str())) {
+                    slice_calls.push(SliceCall {
+                        slice: long,
+                        p_covid: p,
+                        called: classifier.is_covid(p),
+                        infected,
+                    });
+                }
+            }
+        }
+    }
     let correct = match row.label {
         Label::Covid => Some(verdict == Some(Verdict::Covid)),
         Label::Normal => Some(verdict == Some(Verdict::Normal)),
@@ -210,6 +376,7 @@ pub fn patient_result(row: &Row, scan: Result<&ScanReport, String>, classifier: 
         covid_slices: covid,
         lung_driven_covid_slices: lung,
         correct,
+        slice_calls,
     }
 }
 
@@ -230,8 +397,11 @@ pub fn summarise(labels: &str, patients: Vec<PatientResult>, model: ModelIdentit
         patients.iter().map(|p| p.lung_driven_covid_slices).sum(),
         patients.iter().map(|p| p.covid_slices).sum(),
     );
+    let calls: Vec<&SliceCall> = patients.iter().flat_map(|p| &p.slice_calls).collect();
+    let slices = slice_agreement(&calls);
     ValidationReport {
         labels: labels.to_string(),
+        slices,
         sensitivity: count(Label::Covid),
         specificity: count(Label::Normal),
         undetermined,
@@ -377,6 +547,7 @@ mod tests {
                 Label::Normal => Some(verdict == Some(Verdict::Normal)),
                 Label::Other => None,
             },
+            slice_calls: Vec::new(),
         }
     }
 
@@ -442,5 +613,57 @@ mod tests {
         assert!(site_check(dir.path(), &model, floors)
             .unwrap_err()
             .contains("another model"));
+    }
+
+    #[test]
+    fn slice_agreement_follows_from_the_calls_and_the_reliability_bins_add_up() {
+        let call = |p: f32, infected: bool| SliceCall {
+            slice: "SR_1/IM1.tif".into(),
+            p_covid: p,
+            called: p >= 0.5,
+            infected,
+        };
+        let calls = [
+            call(0.95, true),
+            call(0.91, true),
+            call(0.15, true),
+            call(0.05, false),
+            call(0.62, false),
+            call(1.0, true),
+        ];
+        let refs: Vec<&SliceCall> = calls.iter().collect();
+        let a = slice_agreement(&refs).unwrap();
+        assert_eq!((a.sensitivity.k, a.sensitivity.n), (3, 4));
+        assert_eq!((a.specificity.k, a.specificity.n), (1, 2));
+        assert_eq!(
+            a.reliability.iter().map(|b| b.n).sum::<usize>(),
+            6,
+            "P = 1.0 lands in the last bin"
+        );
+        let top = a.reliability[9];
+        assert_eq!(top.n, 3);
+        assert_eq!(top.observed, Some(1.0));
+        // ECE by hand: bins 0 (0.05, clear), 1 (0.15, infected), 6 (0.62, clear), 9 (0.95, 0.91, 1.0, all
+        // infected: weight 3).
+        let want = (0.05 + (1.0 - 0.15) + 0.62 + 3.0 * (1.0 - (0.95 + 0.91 + 1.0) / 3.0)) / 6.0;
+        assert!((a.ece.unwrap() - want).abs() < 1e-6, "{:?} vs {want}", a.ece);
+        assert!(slice_agreement(&[]).is_none());
+    }
+
+    #[test]
+    fn a_slices_column_reads_each_patients_slice_labels_strictly() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p1.csv"), "file,infected\nIM1.tif,1\nSR_1/IM2.tif,0\n").unwrap();
+        let p = dir.path().join("labels.csv");
+        std::fs::write(&p, "path,label,slices\np1,covid,p1.csv\np2,normal,\n").unwrap();
+        let rows = read_labels(&p).unwrap();
+        assert_eq!(
+            rows[0].slices.as_deref(),
+            Some(&[("IM1.tif".to_string(), true), ("SR_1/IM2.tif".to_string(), false)][..])
+        );
+        assert_eq!(rows[1].slices, None);
+        std::fs::write(dir.path().join("p1.csv"), "file,infected\nIM1.tif,yes\n").unwrap();
+        let e = read_labels(&p).unwrap_err().to_string();
+        assert!(e.contains("p1.csv:2") && e.contains("yes"), "{e}");
     }
 }

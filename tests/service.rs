@@ -820,6 +820,7 @@ fn with_validation_required_no_verdict_is_given_until_the_running_model_has_a_pa
         covid_slices: 0,
         lung_driven_covid_slices: 0,
         correct: Some(true),
+        slice_calls: Vec::new(),
     };
     let patients: Vec<PatientResult> = (0..20)
         .flat_map(|_| {

@@ -34,10 +34,18 @@ fn validate_on_the_shared_patients_reports_figures_that_follow_from_its_verdicts
     link("cap_tiff", "ct16/cap/ctmd_cap001");
     link("p001_dicom", "dicom/covid/ctmd_P001");
     link("normal_thin_dicom", "dicom/normal/ctmd_normal001_thin");
+    // The radiologist's slice labels of the COVID patient (manifest.json), as a site writes them.
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(shared.join("ct16/manifest.json")).unwrap()).unwrap();
+    let mut slices = String::from("file,infected\n");
+    for (file, infected) in manifest["slice_infection"]["ctmd_P001"].as_object().unwrap() {
+        slices.push_str(&format!("{file},{infected}\n"));
+    }
+    std::fs::write(dir.path().join("p001_slices.csv"), slices).unwrap();
     let csv = dir.path().join("labels.csv");
     std::fs::write(
         &csv,
-        "path,label\np001_tiff,covid\nnormal_tiff,normal\ncap_tiff,other\np001_dicom,covid\nnormal_thin_dicom,normal\n",
+        "path,label,slices\np001_tiff,covid,p001_slices.csv\nnormal_tiff,normal,\ncap_tiff,other,\np001_dicom,covid,\nnormal_thin_dicom,normal,\n",
     )
     .unwrap();
     let png = dir.path().join("validation.png");
@@ -113,6 +121,38 @@ fn validate_on_the_shared_patients_reports_figures_that_follow_from_its_verdicts
     for key in ["sensitivity", "specificity", "undetermined", "evidence_in_lungs"] {
         wilson_contains(&v[key]);
     }
+    // Slice-level agreement from the labelled patient's classified slices, and nothing else.
+    let calls = patients[0]["slice_calls"].as_array().unwrap();
+    assert!(
+        !calls.is_empty(),
+        "P001's selected slices carry the radiologist's labels"
+    );
+    assert!(patients[1..].iter().all(|p| p.get("slice_calls").is_none()));
+    let tally = |infected: bool, called: bool| {
+        calls
+            .iter()
+            .filter(|c| c["infected"] == infected && c["called"] == called)
+            .count() as u64
+    };
+    let s = &v["slices"];
+    assert_eq!(s["sensitivity"]["k"].as_u64().unwrap(), tally(true, true));
+    assert_eq!(
+        s["sensitivity"]["n"].as_u64().unwrap(),
+        tally(true, true) + tally(true, false)
+    );
+    assert_eq!(s["specificity"]["k"].as_u64().unwrap(), tally(false, false));
+    assert_eq!(
+        s["specificity"]["n"].as_u64().unwrap(),
+        tally(false, false) + tally(false, true)
+    );
+    let binned: u64 = s["reliability"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["n"].as_u64().unwrap())
+        .sum();
+    assert_eq!(binned, calls.len() as u64);
+    wilson_contains(&s["sensitivity"]);
     // The one-page report a clinician reads.
     let img = image::open(&png).unwrap();
     assert!(

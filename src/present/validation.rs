@@ -67,6 +67,24 @@ pub fn summary(r: &ValidationReport) -> String {
         "evidence in lungs {} of slices called COVID\n",
         pct(&r.evidence_in_lungs)
     ));
+    if let Some(a) = &r.slices {
+        s.push_str(&format!("slices: infected called COVID   {}\n", pct(&a.sensitivity)));
+        s.push_str(&format!("slices: clear not called COVID  {}\n", pct(&a.specificity)));
+        s.push_str("slices: reliability (P(COVID) bin: slices, mean P, share infected)\n");
+        for b in a.reliability.iter().filter(|b| b.n > 0) {
+            s.push_str(&format!(
+                "  {:.1}-{:.1}: {:>4}  {:.2}  {:.2}\n",
+                b.lo,
+                b.hi,
+                b.n,
+                b.mean_p.unwrap_or_default(),
+                b.observed.unwrap_or_default()
+            ));
+        }
+        if let Some(e) = a.ece {
+            s.push_str(&format!("slices: expected calibration error {e:.3}\n"));
+        }
+    }
     s.push_str("an undetermined verdict counts as a miss; `other` patients are in neither figure\n");
     s.push_str(&format!("{}\n", r.notice));
     s
@@ -113,6 +131,60 @@ fn bar(items: &mut Vec<Item>, y: &mut i32, p: &Proportion, judged: bool) {
     *y += 18;
 }
 
+/// The reliability diagram: per bin of P(COVID), a column as high as the share of its slices the
+/// reference labels infected, beside a thin mark at the bin's mean P (where a calibrated model's
+/// column would end); the slice count under each bin.
+fn reliability(items: &mut Vec<Item>, y: &mut i32, a: &crate::validate::SliceAgreement) {
+    const H: i32 = 120;
+    const COL: i32 = 60;
+    let ece = a.ece.map_or("n/a".into(), |e| format!("{e:.3}"));
+    text(
+        items,
+        y,
+        format!("Reliability of P(COVID) per slice (column: share infected; line: mean P; ECE {ece})"),
+        false,
+        INK,
+    );
+    let top = *y;
+    for (i, b) in a.reliability.iter().enumerate() {
+        let x = MARGIN + i as i32 * (COL + 8);
+        items.push(Item::Fill {
+            x,
+            y: top,
+            w: COL as u32,
+            h: H as u32,
+            color: BAR,
+        });
+        if let (Some(o), Some(m)) = (b.observed, b.mean_p) {
+            let h = (o * f64::from(H)).round() as i32;
+            items.push(Item::Fill {
+                x,
+                y: top + H - h,
+                w: COL as u32,
+                h: h.max(1) as u32,
+                color: DIM,
+            });
+            let my = top + H - (m * f64::from(H)).round() as i32;
+            items.push(Item::Fill {
+                x,
+                y: my.clamp(top, top + H - 2),
+                w: COL as u32,
+                h: 2,
+                color: INK,
+            });
+        }
+        items.push(Item::Text {
+            x,
+            y: top + H + 4,
+            text: format!("{:.1}-{:.1} n{}", b.lo, b.hi, b.n),
+            big: false,
+            scale: 1,
+            color: DIM,
+        });
+    }
+    *y = top + H + 4 + LINE + 4;
+}
+
 /// Lay the page out and draw it.
 pub fn render(r: &ValidationReport) -> Canvas {
     let mut items = Vec::new();
@@ -155,6 +227,20 @@ pub fn render(r: &ValidationReport) -> Canvas {
         false,
         DIM,
     );
+    if let Some(a) = &r.slices {
+        y += 8;
+        for (name, p) in [
+            (
+                "Slices: infected slices called COVID (reference slice labels)",
+                &a.sensitivity,
+            ),
+            ("Slices: clear slices not called COVID", &a.specificity),
+        ] {
+            text(&mut items, &mut y, format!("{name}: {}", pct(p)), false, INK);
+            bar(&mut items, &mut y, p, true);
+        }
+        reliability(&mut items, &mut y, a);
+    }
     y += 8;
     for p in &r.patients {
         let verdict = p.verdict.map_or("error".to_string(), |v| v.to_string());
