@@ -15,6 +15,10 @@
 //! from step 1, into the same single result file. Only our own panic hook writes
 //! `<state>/crash`, which the next start journals as `crashed` against the key: outside stops
 //! are never counted against a series.
+//!
+//! Rooms: this file (the service, a tick, one attempt, the appliance loop), `outputs` (what a
+//! finished scan leaves: result, sheet, SR/SC, quarantine copies, the result event),
+//! `housekeeping` (pruning, journal compaction, start-up sweeps).
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -39,6 +43,11 @@ use crate::pipeline::{self, Progress, ScanError};
 use crate::present::display::{Screen, Thumbnail};
 use crate::present::write_atomic;
 use crate::report::{ResultSource, ScanReport, ServiceResult};
+
+mod housekeeping;
+mod outputs;
+
+use housekeeping::{consume_clean_stop, sweep_stale_temporaries, sweep_work};
 
 /// Free bytes available under a path (injected so the disk guard can be tested).
 pub trait FreeSpace {
@@ -286,106 +295,6 @@ impl<F: FreeSpace> Service<F> {
         }
     }
 
-    /// Prune `received/` (what the DICOM receiver stored): a series folder whose content has
-    /// its final result is deleted once that result is older than `retention_days`, and, while
-    /// the state disk is below its floor, oldest result first until it is not. Never a series
-    /// without its result (`Machine::handled`). At most once an hour, or every tick while the
-    /// disk is low, so a look costs nothing more as history grows.
-    fn maybe_prune_received(&mut self, now: Duration) {
-        const EVERY: Duration = Duration::from_secs(3600);
-        let low = self.machine.disk_low();
-        if !low && self.pruned_at.is_some_and(|t| now.saturating_sub(t) < EVERY) {
-            return;
-        }
-        self.pruned_at = Some(now);
-        let Some(id) = self
-            .config
-            .dicom
-            .as_ref()
-            .map(|_| layout::drop_id(&self.layout.received()))
-        else {
-            return;
-        };
-        let root = self.layout.received();
-        let mut done: Vec<(u64, Place)> = self
-            .machine
-            .handled(&id)
-            .into_iter()
-            .filter_map(|p| {
-                let r = self.layout.result_file(&p.drop, &p.patient_os(), &p.series_os());
-                let text = std::fs::read_to_string(r).ok()?;
-                let v: ServiceResult = serde_json::from_str(&text).ok()?;
-                Some((v.source.written_at, p))
-            })
-            .collect();
-        done.sort();
-        let wall = unix_now();
-        let retention = self.config.retention.as_secs();
-        for (at, place) in done {
-            let expired = wall.saturating_sub(at) > retention;
-            let pressed = low
-                && self
-                    .free
-                    .free_bytes(&self.config.state)
-                    .map_or(true, |f| f < self.config.min_free_bytes);
-            if !expired && !pressed {
-                continue;
-            }
-            let series = root.join(place.patient_os()).join(place.series_os());
-            match std::fs::remove_dir_all(&series) {
-                Ok(()) => {
-                    let _ = std::fs::remove_dir(root.join(place.patient_os()));
-                    log::info!(
-                        "received/{}: removed ({}; its result stays)",
-                        place.label(),
-                        if expired {
-                            "older than retention_days"
-                        } else {
-                            "state disk below min_free_mb"
-                        }
-                    );
-                }
-                Err(e) => log::warn!("received/{}: cannot remove: {e}", place.label()),
-            }
-        }
-    }
-
-    /// Compact the journal after the first full look, whenever it holds far more lines than
-    /// replay needs, and (looked for at start and then hourly) when it holds records of places
-    /// gone for longer than `retention_days`, so neither its size nor the replay at restart
-    /// grows with the appliance's history.
-    fn maybe_compact(&mut self, now: Duration) {
-        const EVERY: Duration = Duration::from_secs(3600);
-        let (lines, keep) = self.journal.size();
-        let bloated = if self.compacted {
-            lines > 2 * keep + 1000
-        } else {
-            lines > 2 * keep + 100
-        };
-        // Only when every drop folder was listed: a pulled stick's series are not "gone".
-        let look = self.machine.all_listed() && self.expiry_looked_at.is_none_or(|t| now.saturating_sub(t) >= EVERY);
-        let expired = look && {
-            self.expiry_looked_at = Some(now);
-            self.journal
-                .expired(&self.machine.present(), unix_now(), self.config.retention.as_secs())
-                > 0
-        };
-        self.compacted = true;
-        if !bloated && !expired {
-            return;
-        }
-        match self
-            .journal
-            .compact(&self.machine.present(), unix_now(), self.config.retention.as_secs())
-        {
-            Ok(n) => log::info!("journal compacted: {n} line(s) removed"),
-            Err(e) => {
-                log::error!("journal compaction failed (will retry): {e}");
-                self.expiry_looked_at = None;
-            }
-        }
-    }
-
     fn drop_path(&self, place: &Place) -> PathBuf {
         self.drops
             .iter()
@@ -564,190 +473,6 @@ impl<F: FreeSpace> Service<F> {
             })),
         }
     }
-
-    /// A copy of every unusable file (and a reason beside it) in the quarantine folder of
-    /// this snapshot. The drop folder keeps the original.
-    fn quarantine_copies(
-        &mut self,
-        place: &Place,
-        key: &str,
-        snap: &Snapshot,
-        report: &ScanReport,
-    ) -> Result<(), AttemptError> {
-        let bad: Vec<&FileProblem> = report.series.iter().flat_map(|s| s.unreadable.iter()).collect();
-        if bad.is_empty() {
-            return Ok(());
-        }
-        let qdir = self
-            .layout
-            .quarantine_dir(&place.drop, &place.patient_os(), &place.series_os(), key);
-        let mut events = Vec::new();
-        for p in bad {
-            let safe = layout::safe_name(std::ffi::OsStr::new(&p.file));
-            let copy = snap.files.iter().find(|f| ingest::name_of(f) == p.file);
-            if let Some(src) = copy {
-                copy_into(src, &qdir.join(&safe))?;
-            }
-            let note = format!(
-                "{}/{}: {}{}\n",
-                place.label(),
-                p.file,
-                p.reason,
-                if copy.is_some() {
-                    ""
-                } else {
-                    " (not copied: not a regular file)"
-                }
-            );
-            write_file(&qdir.join(format!("{safe}.reason.txt")), note.as_bytes())?;
-            events.push(Event::Quarantined {
-                series: place.label(),
-                file: p.file.clone(),
-                reason: p.reason.clone(),
-            });
-        }
-        for e in events {
-            self.publish(e);
-        }
-        Ok(())
-    }
-
-    fn write_result(
-        &mut self,
-        path: &Path,
-        root: &Path,
-        place: &Place,
-        snap: &Snapshot,
-        key: &str,
-        scan: ScanReport,
-    ) -> Result<(), AttemptError> {
-        let result = ServiceResult {
-            scan,
-            source: ResultSource {
-                drop: root.display().to_string(),
-                patient: place.patient_os().to_string_lossy().into_owned(),
-                series_folder: place.series_os().to_string_lossy().into_owned(),
-                key: key.to_string(),
-                files: snap.files.len() + snap.refused.len(),
-                ignored: snap
-                    .ignored
-                    .iter()
-                    .map(|r| FileProblem {
-                        file: r.file.clone(),
-                        reason: r.reason.clone(),
-                    })
-                    .collect(),
-                written_at: unix_now(),
-            },
-        };
-        let text = serde_json::to_string_pretty(&result).map_err(|e| AttemptError::Write {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e),
-        })?;
-        write_file(path, format!("{text}\n").as_bytes())
-    }
-
-    /// The per-patient report sheet (`<series>.png`, see `present::sheet`) beside the result.
-    /// The JSON is the result of record: a failure here is logged, not retried.
-    fn write_sheet_beside(&self, result: &Path, report: &ScanReport, snap: &Snapshot) {
-        use crate::present::sheet;
-        let time = sheet::now_text();
-        let input = sheet::SheetInput {
-            report,
-            threshold: self.classifier.card().output.threshold,
-            time: &time,
-        };
-        let mut decoder = SliceDecoder::new();
-        let path = result.with_extension("png");
-        if let Some(dir) = path.parent() {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                log::error!("{}: the report sheet was not written: {e}", path.display());
-                return;
-            }
-        }
-        // The snapshot is flat: a slice's label is its file name there.
-        let written = sheet::write(&path, &input, &mut |si, k| {
-            let label = &report.series.get(si)?.slices.get(k)?.file;
-            let file = snap.files.iter().find(|f| &ingest::name_of(f) == label)?;
-            let s = decoder.decode(file).ok()?;
-            Some(sheet::tile(report, si, k, input.threshold, s.pixels, s.width, s.height))
-        });
-        if let Err(e) = written {
-            log::error!("{}: the report sheet was not written: {e}", path.display());
-        }
-    }
-
-    /// For a DICOM series, the result as DICOM beside the JSON, for the hospital's PACS: an SR
-    /// (`<series>.sr.dcm`) and a Secondary Capture of the result screen (`<series>.sc.dcm`).
-    /// The JSON is the result of record: a failure here is logged, not retried.
-    fn write_dicom_beside(&self, place: &Place, result: &Path, report: &ScanReport, snap: &Snapshot) {
-        use crate::present::sr;
-        if !report.series.iter().any(|s| s.info.is_some()) {
-            return;
-        }
-        let sources = ingest::dicom::sources(&snap.files);
-        let now = sr::now();
-        let path = result.with_extension("sr.dcm");
-        match sr::write(&path, report, &sources, &now) {
-            Ok(()) => self.send_later(&path),
-            Err(e) => log::error!("{}: the DICOM SR was not written: {e}", path.display()),
-        }
-        let event = Event::Result {
-            series: place.label(),
-            patient: report.patient.clone(),
-            verdict: report.verdict,
-            covid_fraction: report.covid_fraction,
-            selected: report.selected_slices,
-            file: result.to_path_buf(),
-            thumbnail: representative_thumbnail(snap, report, self.classifier.card().output.threshold),
-        };
-        let Some(screen) = display_task::screen_for(&event, &self.idle) else {
-            return;
-        };
-        let canvas = crate::present::display::render(&screen, 800, 480);
-        let path = result.with_extension("sc.dcm");
-        let written = sr::build_sc(report, &sources, &canvas, &now).and_then(|bytes| {
-            write_atomic(&path, &bytes).map_err(|source| sr::SrError::Write {
-                path: path.display().to_string(),
-                source,
-            })
-        });
-        match written {
-            Ok(()) => self.send_later(&path),
-            Err(e) => log::error!("{}: the DICOM Secondary Capture was not written: {e}", path.display()),
-        }
-    }
-
-    /// With `[dicom] send_to`, queue a DICOM result for the PACS (`service::sender` sends it).
-    fn send_later(&self, file: &Path) {
-        if self.config.send_to.is_none() {
-            return;
-        }
-        if let Err(e) = super::sender::enqueue(&self.layout.outbox(), file) {
-            log::error!("{}: not queued for the PACS: {e}", file.display());
-        }
-    }
-
-    fn publish_result(&mut self, place: &Place, file: &Path, report: &ScanReport, snap: &Snapshot) {
-        let thumbnail = representative_thumbnail(snap, report, self.classifier.card().output.threshold);
-        self.idle = match &self.idle {
-            Screen::Idle { drop, model, .. } => Screen::Idle {
-                drop: drop.clone(),
-                model: model.clone(),
-                last_result: Some(format!("{}: {}", place.label(), report.verdict)),
-            },
-            other => other.clone(),
-        };
-        self.publish(Event::Result {
-            series: place.label(),
-            patient: report.patient.clone(),
-            verdict: report.verdict,
-            covid_fraction: report.covid_fraction,
-            selected: report.selected_slices,
-            file: file.to_path_buf(),
-            thumbnail,
-        });
-    }
 }
 
 /// The result already at `path` if it is for snapshot `key` (a stop came after the write).
@@ -817,81 +542,6 @@ fn fault_injection(place: &Place) {
 
 #[cfg(not(debug_assertions))]
 fn fault_injection(_: &Place) {}
-
-/// Side of the result screen's thumbnail, before it is scaled to the panel.
-const THUMBNAIL_SIDE: u32 = 128;
-
-/// The selected slice with the highest P(COVID), lung-windowed (None if there is none).
-fn representative_thumbnail(snap: &Snapshot, report: &ScanReport, threshold: f32) -> Option<Thumbnail> {
-    let slice = report
-        .series
-        .iter()
-        .flat_map(|s| s.slices.iter())
-        .filter(|sl| sl.p_covid.is_some())
-        .max_by(|a, b| a.p_covid.partial_cmp(&b.p_covid).unwrap_or(std::cmp::Ordering::Equal))?;
-    let path = snap.files.iter().find(|f| ingest::name_of(f) == slice.file)?;
-    let mut decoder = SliceDecoder::new();
-    let s = decoder.decode(path).ok()?;
-    let t = Thumbnail::from_stored(s.pixels, s.width, s.height, THUMBNAIL_SIDE);
-    // The evidence overlay on the screen too, where the model has it and called the slice COVID.
-    Some(match &slice.evidence {
-        Some(e) if slice.p_covid.is_some_and(|p| p >= threshold) => t.with_evidence(e, s.width, s.height),
-        _ => t,
-    })
-}
-
-/// Remove the snapshot copies an interrupted run left (they are redone from the drop folder).
-fn sweep_work(work: &Path) {
-    let Ok(entries) = std::fs::read_dir(work) else { return };
-    for e in entries.flatten() {
-        let p = e.path();
-        match std::fs::remove_dir_all(&p) {
-            Ok(()) => log::info!("{}: removed the copy of an interrupted run", p.display()),
-            Err(err) => log::error!("{}: cannot remove: {err}", p.display()),
-        }
-    }
-}
-
-/// Remove the temporary files of result writes that a stop interrupted (`.<name>.tmp-…`,
-/// see `present::write_atomic`), anywhere under `results/`; they were never results.
-/// True when the last run stopped cleanly; the marker is removed (durably) either way, so a
-/// kill of this run makes the next start sweep.
-fn consume_clean_stop(layout: &Layout) -> bool {
-    let marker = layout.clean_stop();
-    match std::fs::remove_file(&marker) {
-        Ok(()) => match std::fs::File::open(marker.parent().unwrap_or(Path::new("."))).and_then(|d| d.sync_all()) {
-            Ok(()) => true,
-            // Not durably gone: a power cut could bring it back after an unclean end.
-            Err(e) => {
-                log::warn!(
-                    "{}: cannot sync after removing the clean-stop marker: {e}",
-                    marker.display()
-                );
-                false
-            }
-        },
-        Err(_) => false,
-    }
-}
-
-fn sweep_stale_temporaries(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let p = e.path();
-        let Ok(ft) = e.file_type() else { continue };
-        if ft.is_dir() {
-            sweep_stale_temporaries(&p);
-            continue;
-        }
-        let name = ingest::name_of(&p);
-        if name.starts_with('.') && name.contains(".tmp-") {
-            match std::fs::remove_file(&p) {
-                Ok(()) => log::warn!("{}: removed the temporary file of an interrupted write", p.display()),
-                Err(e) => log::error!("{}: cannot remove stale temporary file: {e}", p.display()),
-            }
-        }
-    }
-}
 
 /// inotify wake-ups for the drop folders: a one-slot channel that gets a message whenever
 /// something under them changes (the watcher must be kept alive). `None`, with the reason
