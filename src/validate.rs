@@ -63,22 +63,35 @@ pub enum ValidateError {
     Csv { path: PathBuf, line: usize, reason: String },
 }
 
-/// Read a slice-labels CSV: header `file,infected`, then one slice a line, infected `0` or `1`.
-fn read_slice_labels(path: &Path) -> Result<Vec<(String, bool)>, ValidateError> {
+/// The lines of a CSV file that carry something (trimmed; blank lines and `#` comments left out)
+/// with their line numbers, and the error maker that names the file and the line.
+#[allow(clippy::type_complexity)]
+fn csv_lines(
+    path: &Path,
+) -> Result<(Vec<(usize, String)>, impl Fn(usize, String) -> ValidateError + '_), ValidateError> {
     let text = std::fs::read_to_string(path).map_err(|source| ValidateError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let err = |line, reason: String| ValidateError::Csv {
+    let lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(n, l)| (n, l.to_string()))
+        .collect();
+    let err = move |line, reason| ValidateError::Csv {
         path: path.to_path_buf(),
         line,
         reason,
     };
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+    Ok((lines, err))
+}
+
+/// Read a slice-labels CSV: header `file,infected`, then one slice a line, infected `0` or `1`.
+fn read_slice_labels(path: &Path) -> Result<Vec<(String, bool)>, ValidateError> {
+    let (lines, err) = csv_lines(path)?;
+    let mut lines = lines.iter().map(|(n, l)| (*n, l.as_str()));
     match lines.next() {
         Some((_, h)) if h.replace(' ', "").eq_ignore_ascii_case("file,infected") => {}
         Some((n, h)) => return Err(err(n, format!("header {h:?}, expected \"file,infected\""))),
@@ -103,21 +116,9 @@ fn read_slice_labels(path: &Path) -> Result<Vec<(String, bool)>, ValidateError> 
 /// a slice-labels CSV relative to this one (a header first; blank lines and `#` comments
 /// skipped).
 pub fn read_labels(csv: &Path) -> Result<Vec<Row>, ValidateError> {
-    let text = std::fs::read_to_string(csv).map_err(|source| ValidateError::Read {
-        path: csv.to_path_buf(),
-        source,
-    })?;
     let base = csv.parent().unwrap_or(Path::new("."));
-    let err = |line, reason: String| ValidateError::Csv {
-        path: csv.to_path_buf(),
-        line,
-        reason,
-    };
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+    let (lines, err) = csv_lines(csv)?;
+    let mut lines = lines.iter().map(|(n, l)| (*n, l.as_str()));
     let with_slices = match lines.next() {
         Some((_, h)) if h.replace(' ', "").eq_ignore_ascii_case("path,label") => false,
         Some((_, h)) if h.replace(' ', "").eq_ignore_ascii_case("path,label,slices") => true,
