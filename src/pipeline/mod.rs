@@ -1,11 +1,13 @@
 //! Drives the pipeline over one folder: ingest → select → classify → decide. Shared by the
 //! CLI and the service so both run exactly the same steps.
 //!
-//! Memory stays bounded: slices are decoded one at a time into one reused buffer. Selection
-//! needs every slice's count before it can keep any, so a scan walks each series twice: once
-//! to count (only counts are kept), once to classify the selected slices. Decoding is a few
-//! milliseconds against a model run of tens to hundreds, so streaming costs little and a
-//! thin series of 500 slices never sits decoded in memory.
+//! Memory stays bounded: each decoding thread holds one slice at a time. Selection needs every
+//! slice's count before it can keep any, so a scan walks each series twice: once to count (only
+//! counts are kept; `selection`, on up to four threads), once to classify the selected slices
+//! (decoded, masked and preprocessed on a preparing thread while the network runs, at most a
+//! few planes ahead). Decoding is a few milliseconds against a model run of tens, so a thin
+//! series of 500 slices never sits decoded in memory. Rooms: `selection`, `placement` (the
+//! evidence map on the slice), this file (the scan and the classification of a series).
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -16,153 +18,13 @@ use crate::classify::Classifier;
 use crate::decide::{self, Verdict};
 use crate::ingest::{self, FileProblem, IngestError, Series, SliceDecoder};
 use crate::lung::{LungFrame, LungInput, LungMasker};
-use crate::report::{
-    ClassifyReport, ImageClass, ScanReport, SelectReport, SeriesScan, SeriesSelection, SliceEvidence, SliceScan,
-    SliceSelection, Timing,
-};
-use crate::select;
+use crate::report::{ClassifyReport, ImageClass, ScanReport, SeriesScan, SeriesSelection, SliceScan, Timing};
 
-/// Run selection on every series under `dir` (a patient or series folder).
-///
-/// A series whose slices cannot all be decoded is reported as rejected, naming every failing
-/// file; the other series are still selected. The error is only for a `dir` that cannot be
-/// read as a patient or series folder at all.
-pub fn select_folder(dir: &Path) -> Result<SelectReport, IngestError> {
-    let mut decoder = SliceDecoder::new();
-    let found = ingest::find(dir)?;
-    Ok(SelectReport {
-        series: found.series.iter().map(|s| select_series(s, &mut decoder)).collect(),
-        ignored: found.ignored,
-    })
-}
+mod placement;
+mod selection;
 
-/// Decode and count every slice of one series, then apply the paper's rule. A series with any
-/// file that cannot be used (refused before decoding, or failing to decode) is rejected,
-/// naming every such file: no selection is made on part of a series.
-pub fn select_series(series: &Series, decoder: &mut SliceDecoder) -> SeriesSelection {
-    let mut out = SeriesSelection {
-        patient: series.patient.clone(),
-        path: series.path.display().to_string(),
-        id: series.id.clone(),
-        info: series.info.clone(),
-        threshold: None,
-        slices: Vec::new(),
-        selected: 0,
-        rejected: None,
-        excluded: None,
-        unreadable: Vec::new(),
-    };
-    if let Some(why) = series.info.as_ref().and_then(|i| i.protocol.as_ref()) {
-        log::warn!(
-            "{}: series {}: outside the model's acquisition contract: {why}",
-            series.path.display(),
-            series.id
-        );
-        out.excluded = Some(format!("outside the model's acquisition contract: {why}"));
-        out.unreadable = series.refused.clone();
-        if !out.unreadable.is_empty() {
-            let list: Vec<String> = out
-                .unreadable
-                .iter()
-                .map(|p| format!("{}: {}", p.file, p.reason))
-                .collect();
-            out.rejected = Some(format!(
-                "{} files unreadable: {}",
-                out.unreadable.len(),
-                list.join("; ")
-            ));
-        }
-        return out;
-    }
-    let mut slices = Vec::with_capacity(series.files.len());
-    let mut problems: Vec<FileProblem> = series.refused.clone();
-    for (path, counted) in series.files.iter().zip(count_all(&series.files, decoder)) {
-        match counted {
-            Ok((dark_pixels, width, height)) => slices.push(SliceSelection {
-                file: series.label(path),
-                dark_pixels,
-                selected: false,
-                width,
-                height,
-            }),
-            Err(e) => {
-                log::error!("{}: {}: {}", series.path.display(), series.label(path), e.reason());
-                problems.push(FileProblem {
-                    file: series.label(path),
-                    reason: e.reason(),
-                });
-            }
-        }
-    }
-    if !problems.is_empty() {
-        problems.sort_by_key(|p| ingest::natural_key(&p.file));
-        let total = series.files.len() + series.refused.len();
-        let list: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.file, p.reason)).collect();
-        out.rejected = Some(format!(
-            "{} of {} files unreadable: {}",
-            problems.len(),
-            total,
-            list.join("; ")
-        ));
-        out.unreadable = problems;
-        return out;
-    }
-    let counts: Vec<u32> = slices.iter().map(|s| s.dark_pixels).collect();
-    let Some(selection) = select::select(&counts) else {
-        out.rejected = Some(format!(
-            "{}: no slice files in this series folder",
-            series.path.display()
-        ));
-        return out;
-    };
-    for (s, keep) in slices.iter_mut().zip(&selection.keep) {
-        s.selected = *keep;
-    }
-    out.threshold = Some(selection.threshold.value());
-    out.selected = selection.selected();
-    out.slices = slices;
-    out
-}
-
-/// Decode every file and count its dark pixels (the selection's only input), on up to four
-/// threads (each with its own decoder), in file order. A slice is held only while it is
-/// counted.
-fn count_all(
-    files: &[std::path::PathBuf],
-    decoder: &mut SliceDecoder,
-) -> Vec<Result<(u32, usize, usize), IngestError>> {
-    let count = |d: &mut SliceDecoder, p: &std::path::PathBuf| {
-        d.decode(p)
-            .map(|s| (select::dark_pixels(s.pixels, s.width), s.width, s.height))
-    };
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4)
-        .min(files.len() / 8)
-        .max(1);
-    if workers == 1 {
-        return files.iter().map(|p| count(decoder, p)).collect();
-    }
-    let chunk = files.len().div_ceil(workers);
-    std::thread::scope(|scope| {
-        let mut chunks = files.chunks(chunk);
-        let first = chunks.next().unwrap_or_default();
-        let others: Vec<_> = chunks
-            .map(|c| {
-                scope.spawn(move || {
-                    let mut d = SliceDecoder::new();
-                    c.iter().map(|p| count(&mut d, p)).collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut out: Vec<_> = first.iter().map(|p| count(decoder, p)).collect();
-        for h in others {
-            // A decoder panic is the series' (see service::crashkey): passed on as is.
-            out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-        }
-        out
-    })
-}
+use placement::Placement;
+pub use selection::{select_folder, select_series};
 
 /// What a scan reports while it runs (for the display and the log); never blocks the scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,89 +245,6 @@ pub fn withhold_verdicts(report: &mut ScanReport, reason: &str) {
     for s in &mut report.series {
         s.verdict = Verdict::Undetermined;
         s.covid_fraction = None;
-    }
-}
-
-/// Where a model input plane lies on its slice, and the slice's lung mask when kept: what
-/// turns a model's evidence map into a [`SliceEvidence`].
-struct Placement {
-    /// `[x0, y0, width, height]` in slice pixels.
-    view: [f64; 4],
-    width: usize,
-    height: usize,
-    mask: Option<Vec<bool>>,
-}
-
-impl Placement {
-    fn whole(width: usize, height: usize) -> Placement {
-        Placement {
-            view: [0.0, 0.0, width as f64, height as f64],
-            width,
-            height,
-            mask: None,
-        }
-    }
-
-    fn framed(lungs: &LungFrame, keep_mask: bool) -> Placement {
-        let view = match lungs.frame {
-            Some(f) => [f.x0 as f64, f.y0 as f64, f.side as f64, f.side as f64],
-            None => [0.0, 0.0, lungs.width as f64, lungs.height as f64],
-        };
-        Placement {
-            view,
-            width: lungs.width,
-            height: lungs.height,
-            mask: keep_mask.then(|| lungs.mask.clone()),
-        }
-    }
-
-    /// Cell `(r, c)`'s centre in slice pixels.
-    fn centre(&self, e: &crate::classify::EvidenceMap, r: usize, c: usize) -> [f64; 2] {
-        let [x0, y0, w, h] = self.view;
-        [
-            x0 + (c as f64 + 0.5) * w / e.cols as f64,
-            y0 + (r as f64 + 0.5) * h / e.rows as f64,
-        ]
-    }
-
-    /// Whether slice pixel `(x, y)` is in the kept lung mask (false without one).
-    fn in_lungs(&self, x: f64, y: f64) -> bool {
-        self.mask.as_ref().is_some_and(|m| {
-            x >= 0.0
-                && y >= 0.0
-                && (x as usize) < self.width
-                && (y as usize) < self.height
-                && m[y as usize * self.width + x as usize]
-        })
-    }
-
-    fn evidence(&self, e: &crate::classify::EvidenceMap) -> SliceEvidence {
-        let mut peak = (0usize, f32::NEG_INFINITY);
-        let (mut pos, mut inside) = (0f64, 0f64);
-        for (k, &v) in e.values.iter().enumerate() {
-            if v > peak.1 {
-                peak = (k, v);
-            }
-            if v > 0.0 {
-                pos += f64::from(v);
-                let [x, y] = self.centre(e, k / e.cols, k % e.cols);
-                if self.in_lungs(x, y) {
-                    inside += f64::from(v);
-                }
-            }
-        }
-        let peak_at = self.centre(e, peak.0 / e.cols, peak.0 % e.cols);
-        SliceEvidence {
-            grid: [e.rows, e.cols],
-            map: e.values.iter().map(|v| (v * 1e4).round() / 1e4).collect(),
-            view: self.view,
-            peak: peak_at,
-            peak_in_lungs: self.mask.as_ref().map(|_| self.in_lungs(peak_at[0], peak_at[1])),
-            in_lungs: match &self.mask {
-                Some(_) if pos > 0.0 => Some((inside / pos) as f32),
-                _ => None,
-            },
-        }
     }
 }
 
