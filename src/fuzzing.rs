@@ -1,6 +1,6 @@
 //! Byte-level entry points of every parser that reads input we do not control: slices from a
 //! drop folder or a USB stick (TIFF, DICOM, 8-bit PNG/JPEG), what a DICOM peer sends, the
-//! service config, the model card and the service's own journal. The fuzz targets in `fuzz/`
+//! service config, the model card, the service's own journal and a site's validation labels. The fuzz targets in `fuzz/`
 //! call these, and `tests/fuzz_corpus.rs` replays the committed corpus through them in every
 //! `cargo test`, so the harnesses cannot rot. Each returns whether the input was accepted; the
 //! bugs they look for are panics, hangs and allocations driven by declared lengths.
@@ -88,4 +88,20 @@ pub fn journal(bytes: &[u8], dir: &Path) -> bool {
     };
     let _ = std::fs::remove_file(&path);
     ok
+}
+
+/// A site's validation labels as `ctsentinel validate` reads them (`validate::read_labels`), in
+/// `dir`: the bytes as the labels CSV, and the same bytes as the slice-labels CSV a fixed labels
+/// file names (`path,label,slices`), so both readers see every input.
+pub fn labels_csv(bytes: &[u8], dir: &Path) -> bool {
+    let (labels, slices, wrapper) = (dir.join("labels.csv"), dir.join("s.csv"), dir.join("wrapper.csv"));
+    let written = std::fs::write(&labels, bytes)
+        .and_then(|()| std::fs::write(&slices, bytes))
+        .and_then(|()| std::fs::write(&wrapper, b"path,label,slices\np,covid,s.csv\n"));
+    if written.is_err() {
+        return false;
+    }
+    let as_labels = crate::validate::read_labels(&labels).is_ok();
+    let as_slices = crate::validate::read_labels(&wrapper).is_ok();
+    as_labels || as_slices
 }

@@ -20,7 +20,7 @@ use common::dicom_gen;
 use common::TiffSpec;
 use ctsentinel::fuzzing;
 
-const TARGETS: [&str; 7] = [
+const TARGETS: [&str; 8] = [
     "slice",
     "dicom_header",
     "image8",
@@ -28,6 +28,7 @@ const TARGETS: [&str; 7] = [
     "service_config",
     "model_card",
     "journal",
+    "labels_csv",
 ];
 
 /// A 370x340 slice (the smallest the lung ROI allows) with some structure, as u16.
@@ -223,6 +224,11 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>, bool)> {
         ],
         "model_card" => vec![("shipped.card.toml".into(), std::fs::read(common::card_path()).unwrap(), true)],
         "journal" => vec![("journal".into(), journal_seed(), true)],
+        "labels_csv" => vec![
+            ("labels.csv".into(), b"path,label\n# site A\np1,covid\n\"p 2\",normal\np3,other\n".to_vec(), true),
+            ("slices.csv".into(), b"file,infected\nSR_1/IM00001.tif,0\nIM00002.tif,1\n".to_vec(), true),
+            ("bad-label.csv".into(), b"path,label\np1,pneumonia\n".to_vec(), false),
+        ],
         other => panic!("no target {other}"),
     }
 }
@@ -239,6 +245,10 @@ fn run(target: &str, bytes: &[u8]) -> bool {
         "journal" => {
             let dir = tempfile::tempdir().unwrap();
             fuzzing::journal(bytes, dir.path())
+        }
+        "labels_csv" => {
+            let dir = tempfile::tempdir().unwrap();
+            fuzzing::labels_csv(bytes, dir.path())
         }
         other => panic!("no target {other}"),
     }
