@@ -824,6 +824,18 @@ pub struct SourceRef {
     pub sop_instance: String,
 }
 
+impl SourceRef {
+    /// The reference to the instance whose header is `h`.
+    pub fn of(h: Header) -> SourceRef {
+        SourceRef {
+            study_uid: h.study_uid,
+            series_uid: h.series_uid,
+            sop_class: h.sop_class,
+            sop_instance: h.sop_instance_uid,
+        }
+    }
+}
+
 /// What a DICOM result rests on: the source instances and the patient/study modules they carry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sources {
@@ -845,12 +857,7 @@ pub fn sources(files: &[PathBuf]) -> Sources {
         if out.refs.is_empty() {
             out.patient = h.patient_study.clone();
         }
-        out.refs.push(SourceRef {
-            study_uid: h.study_uid,
-            series_uid: h.series_uid,
-            sop_class: h.sop_class,
-            sop_instance: h.sop_instance_uid,
-        });
+        out.refs.push(SourceRef::of(h));
     }
     out
 }

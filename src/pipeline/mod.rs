@@ -205,10 +205,13 @@ pub struct Stages {
 }
 
 impl Stages {
-    fn add_preparing(&mut self, p: &Stages) {
-        self.decode += p.decode;
-        self.lung_mask += p.lung_mask;
-        self.preprocess += p.preprocess;
+    /// Add `o`'s time to each stage (the preparing thread's has no network or evidence time).
+    fn add(&mut self, o: &Stages) {
+        self.decode += o.decode;
+        self.lung_mask += o.lung_mask;
+        self.preprocess += o.preprocess;
+        self.network += o.network;
+        self.evidence += o.evidence;
     }
 
     /// As the report states it: milliseconds, one decimal.
@@ -220,16 +223,6 @@ impl Stages {
             preprocess: ms(self.preprocess),
             network: ms(self.network),
             evidence: ms(self.evidence),
-        }
-    }
-
-    fn plus(&self, o: &Stages) -> Stages {
-        Stages {
-            decode: self.decode + o.decode,
-            lung_mask: self.lung_mask + o.lung_mask,
-            preprocess: self.preprocess + o.preprocess,
-            network: self.network + o.network,
-            evidence: self.evidence + o.evidence,
         }
     }
 }
@@ -474,7 +467,7 @@ fn classify_series(
         preparing.join()
     });
     match prepared {
-        Ok(p) => spent.add_preparing(&p),
+        Ok(p) => spent.add(&p),
         // A panic while preparing (a decoder bug) is the service's to count: passed on as is.
         Err(panic) => std::panic::resume_unwind(panic),
     }
@@ -483,7 +476,7 @@ fn classify_series(
             cancelled = stop;
         }
     }
-    *stages = stages.plus(&spent);
+    stages.add(&spent);
     if cancelled {
         return Err(ScanError::Cancelled);
     }

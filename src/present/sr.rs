@@ -410,12 +410,7 @@ pub fn write(path: &Path, report: &ScanReport, sources: &Sources, now: &(String,
 /// The SR at `path`, if one is there and readable.
 fn previous_sr(path: &Path) -> Option<SourceRef> {
     let h = crate::ingest::dicom::read_header(path).ok()?;
-    (h.sop_class == COMPREHENSIVE_SR && !h.sop_instance_uid.is_empty()).then(|| SourceRef {
-        study_uid: h.study_uid,
-        series_uid: h.series_uid,
-        sop_class: h.sop_class,
-        sop_instance: h.sop_instance_uid,
-    })
+    (h.sop_class == COMPREHENSIVE_SR && !h.sop_instance_uid.is_empty()).then(|| SourceRef::of(h))
 }
 
 /// The current UTC date and time as DICOM DA and TM (YYYYMMDD, HHMMSS).
