@@ -170,7 +170,7 @@ def lung_frame(stored: np.ndarray, intercept: float = DEFAULT_INTERCEPT, spacing
     elif lung_area * LUNG_BODY_MAX[1] > body_area * LUNG_BODY_MAX[0]:
         verdict = "lungs_too_large"
     return {
-        "width": w, "height": h, "spacing_mm": s, "mask": mask, "bbox": bbox, "frame": frame,
+        "width": w, "height": h, "spacing_mm": s, "mask": mask, "body": body, "bbox": bbox, "frame": frame,
         "verdict": verdict, "lung_area": lung_area, "body_area": body_area, "body_border": body_border,
         "perimeter": perimeter, "left": left, "right": right, "components": sizes,
     }
@@ -183,12 +183,20 @@ def framed_input(stored: np.ndarray, lf: dict, pre: dict, size: int, intercept: 
     `pre["outside"] = "keep"`: only what lies outside the image is set to air; the tissue
     around the lungs inside the frame is kept. Why: the threshold mask (air < -400 HU) leaves out
     dense subpleural consolidation and ground glass that touches the chest wall -- the typical
-    COVID-19 pattern -- and "air" outside the mask would erase exactly that evidence."""
+    COVID-19 pattern -- and "air" outside the mask would erase exactly that evidence.
+
+    `pre["outside"] = "margin"`: the lungs plus a margin of `pre["margin_mm"]` (default
+    LUNG_MARGIN_MM) around them, within the body, are kept; the rest (the chest wall beyond the
+    margin, the table, anything outside the body) is set to air. Why (issue 33): "keep" leaves the
+    model the body wall and, at the frame's edge, the table to decide on; "air" cuts off the
+    subpleural findings; a margin keeps those and nothing far from the lungs."""
     if lf["frame"] is None:
         raise ValueError("empty lung mask: nothing to frame")
     outside = pre.get("outside", "air")
-    if outside not in ("air", "keep"):
-        raise ValueError(f"preprocessing.outside must be 'air' or 'keep', not {outside!r}")
+    if outside not in ("air", "keep", "margin"):
+        raise ValueError(f"preprocessing.outside must be 'air', 'keep' or 'margin', not {outside!r}")
+    if outside == "margin":
+        keep_all = lung_margin(lf, float(pre.get("margin_mm", LUNG_MARGIN_MM)))
     x0, y0, side = lf["frame"]
     h, w = stored.shape
     v = np.full((side, side), air_stored(intercept), dtype=np.uint16)
@@ -196,9 +204,33 @@ def framed_input(stored: np.ndarray, lf: dict, pre: dict, size: int, intercept: 
     xs, xe = max(x0, 0), min(x0 + side, w)
     if ys < ye and xs < xe:
         src = stored[ys:ye, xs:xe]
-        keep = lf["mask"][ys:ye, xs:xe] if outside == "air" else np.ones_like(src, dtype=bool)
+        if outside == "air":
+            keep = lf["mask"][ys:ye, xs:xe]
+        elif outside == "margin":
+            keep = keep_all[ys:ye, xs:xe]
+        else:
+            keep = np.ones_like(src, dtype=bool)
         v[ys - y0:ye - y0, xs - x0:xe - x0] = np.where(keep, src, v[ys - y0:ye - y0, xs - x0:xe - x0])
     return preprocess.box_resize(preprocess.window(v, pre), size, size)
+
+
+# The margin kept around the lungs by `outside = "margin"`: subpleural consolidation and ground
+# glass lie within the outer 1-2 cm of the lung; 10 mm around a mask that stops at -400 HU keeps
+# a lesion touching the pleura and its edge, but not the ribs' outer half, the muscles or the table.
+LUNG_MARGIN_MM = 10.0
+
+
+def lung_margin(lf: dict, margin_mm: float) -> np.ndarray:
+    """The lung mask dilated by a disc of margin_mm (Euclidean, at the slice's spacing), within
+    the body (pixels not joined to the border by air)."""
+    if not (math.isfinite(margin_mm) and 0.0 <= margin_mm <= 50.0):
+        raise ValueError(f"margin_mm {margin_mm} outside 0..50")
+    mask = lf["mask"]
+    r = margin_mm / lf["spacing_mm"]
+    if r < 1.0 or not mask.any():
+        return mask & lf["body"]
+    dist = ndimage.distance_transform_edt(~mask)
+    return (dist <= r) & lf["body"]
 
 
 def body_mask(stored: np.ndarray, intercept: float = DEFAULT_INTERCEPT) -> np.ndarray:

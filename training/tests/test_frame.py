@@ -29,3 +29,38 @@ def test_phantom_is_framed_and_an_empty_slice_is_refused():
     empty = np.full((128, 128), 24, dtype=np.uint16)  # all air
     plane, verdict = data.framed_plane(empty, PRE, 64, 0.7)
     assert plane is None and verdict != "ok"
+
+
+def test_margin_keeps_the_lungs_and_a_rim_around_them_and_nothing_far_from_them():
+    """outside = "margin" (issue 33): subpleural tissue within margin_mm of the lung mask is kept;
+    tissue farther away and everything outside the body become air."""
+    img = lung.render(lung.chest(), 512, 512, 0.7)
+    lf = lung.lung_frame(img, lung.DEFAULT_INTERCEPT, 0.7)
+    assert lf["verdict"] == "ok"
+    keep = lung.lung_margin(lf, 10.0)
+    mask, body = lf["mask"], lf["body"]
+    assert (keep & ~body).sum() == 0, "nothing outside the body is kept"
+    assert (mask & ~keep).sum() == 0, "the lungs are kept"
+    from scipy import ndimage
+    dist = ndimage.distance_transform_edt(~mask) * 0.7
+    rim = body & (dist > 0) & (dist <= 9.0)
+    far = body & (dist > 11.0)
+    assert rim.sum() > 0 and far.sum() > 0
+    assert keep[rim].all(), "the tissue within the margin is kept"
+    assert not keep[far].any(), "tissue beyond the margin is not"
+    pre = {**PRE, "outside": "margin", "margin_mm": 10.0}
+    plane_margin = lung.framed_input(img, lf, pre, 128)
+    plane_air = lung.framed_input(img, lf, PRE, 128)
+    plane_keep = lung.framed_input(img, lf, {**PRE, "outside": "keep"}, 128)
+    # The margin input lies between the two others: more tissue than lungs-only, less than all.
+    assert plane_air.sum() < plane_margin.sum() < plane_keep.sum()
+
+
+def test_an_unknown_outside_mode_or_margin_is_refused():
+    import pytest
+    img = lung.render(lung.chest(), 512, 512, 0.7)
+    lf = lung.lung_frame(img, lung.DEFAULT_INTERCEPT, 0.7)
+    with pytest.raises(ValueError):
+        lung.framed_input(img, lf, {**PRE, "outside": "table"}, 64)
+    with pytest.raises(ValueError):
+        lung.framed_input(img, lf, {**PRE, "outside": "margin", "margin_mm": float("nan")}, 64)
