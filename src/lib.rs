@@ -13,10 +13,11 @@
 //!
 //! Every layer has its own error type; only the binary turns them into `anyhow` and exit codes.
 //!
-//! `unsafe` is denied everywhere but in four measured places, each fenced with a `// SAFETY:`
+//! `unsafe` is denied everywhere but in five fenced places, each fenced with a `// SAFETY:`
 //! note: `service::heap` (one call into glibc, see its docs for the measurement), the two
 //! AVX2 dispatches of `classify::fastquant` (its quantize loop and `islands::Island::run`: a
-//! `#[target_feature]` function called only after `is_x86_feature_detected!("avx2")`), and
+//! `#[target_feature]` function called only after `is_x86_feature_detected!("avx2")`), `clock`
+//! (one read-only `adjtimex`: is the wall clock synchronised), and
 //! `classify::madd16`, the int8 matrix kernel ctsentinel hands tract on AVX2 CPUs without VNNI
 //! (a tract kernel works on raw panel and tile pointers; 2.1x tract's own kernel there).
 //!
@@ -24,6 +25,7 @@
 #![deny(unsafe_code)]
 
 pub mod classify;
+pub mod clock;
 pub mod decide;
 pub mod dicom_net;
 pub mod fsys;

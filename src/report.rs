@@ -239,6 +239,11 @@ pub struct ResultSource {
     pub ignored: Vec<FileProblem>,
     /// Seconds since the Unix epoch when the result was written.
     pub written_at: u64,
+    /// Whether the kernel considered the wall clock synchronised when `written_at` was taken
+    /// (`crate::clock`); null where it cannot tell. Retention never deletes on a stamp taken
+    /// with an unsynchronised clock.
+    #[serde(default)]
+    pub clock_synchronised: Option<bool>,
 }
 
 /// One check of the power-up self-test (`service::selftest`).

@@ -584,6 +584,57 @@ fn received_series_are_pruned_under_disk_pressure_only_once_they_have_their_resu
     assert!(pending.exists());
 }
 
+/// Set a result's `written_at` and `clock_synchronised` as if it had been written then.
+fn restamp(result: &Path, at: u64, synchronised: bool) {
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(result).unwrap()).unwrap();
+    v["source"]["written_at"] = at.into();
+    v["source"]["clock_synchronised"] = synchronised.into();
+    std::fs::write(result, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn a_received_series_stamped_by_an_unsynchronised_clock_is_not_pruned_by_age() {
+    // A Pi without a clock battery writes results stamped 1970 until NTP steps its clock; the
+    // step must not make every received series "older than retention_days" at once.
+    let rig = Rig::with_drops_and(
+        &["drop"],
+        "retention_days = 1\n\n[dicom]\nlisten = \"127.0.0.1:0\"\nae_title = \"CTSENTINEL\"\nallowed_callers = [\"CT\"]\n",
+    );
+    let recv = rig.state().join("received");
+    for p in ["P1", "P2"] {
+        std::fs::create_dir_all(recv.join(p).join("S1")).unwrap();
+        synthetic_series(&recv.join(p).join("S1"), 3);
+    }
+    let mut svc = rig.service().with_clock_probe(|| Some(false));
+    assert_eq!(svc.tick(secs(0)) + svc.tick(secs(20)), 2);
+    let fresh = json(&received_result(&rig, "P1", "S1"));
+    assert_eq!(
+        fresh["source"]["clock_synchronised"],
+        serde_json::json!(false),
+        "every result says whether its stamp came from a synchronised clock"
+    );
+    restamp(&received_result(&rig, "P1", "S1"), 1_000, false);
+    restamp(&received_result(&rig, "P2", "S1"), 1_000, true);
+    drop(svc);
+    // Pruning is looked at on the first tick after a start. Now unsynchronised: no age is trusted.
+    rig.service().with_clock_probe(|| Some(false)).tick(secs(0));
+    assert!(
+        recv.join("P2/S1").exists(),
+        "no age is trusted while the clock is unsynchronised"
+    );
+    // Now synchronised: the synchronised stamp older than retention is pruned, the other kept.
+    rig.service().with_clock_probe(|| Some(true)).tick(secs(0));
+    assert!(
+        recv.join("P1/S1").exists(),
+        "an unsynchronised stamp never decides a deletion"
+    );
+    assert!(
+        !recv.join("P2/S1").exists(),
+        "a synchronised stamp older than retention is pruned"
+    );
+    assert!(received_result(&rig, "P2", "S1").exists(), "the result stays");
+}
+
 #[test]
 fn an_unwritable_result_folder_is_retried_with_backoff_never_set_aside() {
     let rig = Rig::new();

@@ -151,9 +151,7 @@ impl<F: Fs> Inbox<F> {
     pub fn begin(&self, peer: &str) -> Session {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let t = crate::clock::unix_nanos();
         let id = format!("{}-{t:x}-{n}", std::process::id());
         lock(&self.open).insert(id.clone());
         log::debug!("DICOM: session {id} for {peer}");

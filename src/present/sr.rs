@@ -415,11 +415,7 @@ fn previous_sr(path: &Path) -> Option<SourceRef> {
 
 /// The current UTC date and time as DICOM DA and TM (YYYYMMDD, HHMMSS).
 pub fn now() -> (String, String) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    da_tm(secs)
+    da_tm(crate::clock::unix_secs())
 }
 
 /// Unix seconds to (YYYYMMDD, HHMMSS), UTC (days to civil date: H. Hinnant's algorithm).

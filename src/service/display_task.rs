@@ -98,10 +98,11 @@ pub fn screen_for(e: &Event, idle: &Screen) -> Option<Screen> {
 }
 
 fn humantime_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = crate::clock::unix_secs();
+    if crate::clock::synchronised() == Some(false) {
+        // A board without a clock battery before NTP: a time that may be years off is no time.
+        return "clock not set".into();
+    }
     format!("{:02}:{:02} UTC", (secs / 3600) % 24, (secs / 60) % 60)
 }
 

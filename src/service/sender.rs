@@ -58,17 +58,18 @@ pub enum SendError {
 }
 
 /// Queue `file` for sending: a hard link (or, across file systems, a copy renamed into place)
-/// under `outbox`, named so that the outbox sorts oldest first; the folder is fsynced.
+/// under `outbox`, named so that the outbox sorts oldest first; the folder is fsynced. The name's
+/// stamp is the wall clock in microseconds, but always above every stamp already queued: a
+/// clock stepped back (a board without a clock battery meeting NTP) never sends a new file
+/// before an older one, nor lets two files share a name.
 pub fn enqueue(outbox: &Path, file: &Path) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(outbox)?;
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "result.dcm".into());
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros())
-        .unwrap_or(0);
+    let last = pending(outbox).iter().filter_map(|p| stamp_of(p)).max();
+    let stamp = crate::clock::unix_micros().max(last.map_or(0, |s| s + 1));
     let dest = outbox.join(format!("{stamp:020}-{name}"));
     if std::fs::hard_link(file, &dest).is_err() {
         let tmp = outbox.join(format!(".{stamp:020}-{name}.part"));
@@ -78,6 +79,15 @@ pub fn enqueue(outbox: &Path, file: &Path) -> std::io::Result<PathBuf> {
     }
     std::fs::File::open(outbox)?.sync_all()?;
     Ok(dest)
+}
+
+/// The stamp an [`enqueue`]d file's name starts with.
+fn stamp_of(p: &Path) -> Option<u128> {
+    let n = p.file_name()?.to_str()?;
+    n.get(..20)
+        .filter(|_| n.as_bytes().get(20) == Some(&b'-'))?
+        .parse()
+        .ok()
 }
 
 /// The files waiting in `outbox`, oldest first (temporaries and the refused folder left out).
@@ -426,5 +436,24 @@ mod tests {
         // The queued file is not swept: still queued, or (it is not DICOM) set aside as refused.
         let refused = outbox.join("refused").join(queued.file_name().unwrap());
         assert!(queued.exists() || refused.exists(), "a queued file is never lost");
+    }
+
+    #[test]
+    fn a_clock_stepped_back_never_queues_a_new_file_before_an_older_one_nor_over_it() {
+        let t = tempfile::tempdir().unwrap();
+        let outbox = t.path().join("outbox");
+        std::fs::create_dir_all(&outbox).unwrap();
+        // Queued while the clock read the year 2100 (a board without a clock battery whose
+        // saved time was wrong), before NTP stepped it back to now.
+        let year_2100_us: u128 = 4_102_444_800_000_000;
+        let older = outbox.join(format!("{year_2100_us:020}-a.sr.dcm"));
+        std::fs::write(&older, b"first").unwrap();
+        let result = t.path().join("a.sr.dcm");
+        std::fs::write(&result, b"second").unwrap();
+        let first = enqueue(&outbox, &result).unwrap();
+        let second = enqueue(&outbox, &result).unwrap();
+        assert_eq!(pending(&outbox), [older.clone(), first.clone(), second.clone()]);
+        assert_eq!(std::fs::read(&older).unwrap(), b"first", "not overwritten");
+        assert_eq!(stamp_of(&first), Some(year_2100_us + 1));
     }
 }

@@ -25,7 +25,7 @@ impl<F: FreeSpace> Service<F> {
             return;
         };
         let root = self.layout.received();
-        let mut done: Vec<(u64, Place)> = self
+        let mut done: Vec<(u64, Option<bool>, Place)> = self
             .machine
             .handled(&id)
             .into_iter()
@@ -33,14 +33,17 @@ impl<F: FreeSpace> Service<F> {
                 let r = self.layout.result_file(&p.drop, &p.patient_os(), &p.series_os());
                 let text = std::fs::read_to_string(r).ok()?;
                 let v: ServiceResult = serde_json::from_str(&text).ok()?;
-                Some((v.source.written_at, p))
+                Some((v.source.written_at, v.source.clock_synchronised, p))
             })
             .collect();
         done.sort();
         let wall = unix_now();
+        let now_synchronised = (self.clock_synchronised)();
         let retention = self.config.retention.as_secs();
-        for (at, place) in done {
-            let expired = wall.saturating_sub(at) > retention;
+        for (at, stamp_synchronised, place) in done {
+            // A stamp taken before NTP set a clock-less board's time says nothing about age.
+            let expired = crate::clock::age_is_trusted(stamp_synchronised, now_synchronised)
+                && wall.saturating_sub(at) > retention;
             let pressed = low
                 && self
                     .free

@@ -25,7 +25,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use heapless::Deque;
 
@@ -104,10 +104,7 @@ enum AttemptError {
 pub const EVENT_QUEUE: usize = 64;
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::clock::unix_secs()
 }
 
 /// The service: the journal, the machine and the classifier, driven by [`Service::tick`].
@@ -131,6 +128,8 @@ pub struct Service<F: FreeSpace> {
     pruned_at: Option<Duration>,
     /// When the journal was last looked at for expired records (see `maybe_compact`).
     expiry_looked_at: Option<Duration>,
+    /// Whether the wall clock is synchronised now (`crate::clock::synchronised`; replaced in tests).
+    clock_synchronised: fn() -> Option<bool>,
 }
 
 impl<F: FreeSpace> Service<F> {
@@ -201,7 +200,15 @@ impl<F: FreeSpace> Service<F> {
             dicomdirs,
             pruned_at: None,
             expiry_looked_at: None,
+            clock_synchronised: crate::clock::synchronised,
         })
+    }
+
+    /// Ask `probe` instead of the kernel whether the wall clock is synchronised (tests: both
+    /// answers on any host).
+    pub fn with_clock_probe(mut self, probe: fn() -> Option<bool>) -> Self {
+        self.clock_synchronised = probe;
+        self
     }
 
     /// Take the events published since the last call (oldest first; at most [`EVENT_QUEUE`]).

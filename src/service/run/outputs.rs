@@ -78,6 +78,7 @@ impl<F: FreeSpace> Service<F> {
                     })
                     .collect(),
                 written_at: unix_now(),
+                clock_synchronised: (self.clock_synchronised)(),
             },
         };
         let text = serde_json::to_string_pretty(&result).map_err(|e| AttemptError::Write {
@@ -91,7 +92,11 @@ impl<F: FreeSpace> Service<F> {
     /// The JSON is the result of record: a failure here is logged, not retried.
     pub(super) fn write_sheet_beside(&self, result: &Path, report: &ScanReport, snap: &Snapshot) {
         use crate::present::sheet;
-        let time = sheet::now_text();
+        let time = format!(
+            "{}{}",
+            sheet::now_text(),
+            crate::clock::note((self.clock_synchronised)())
+        );
         let input = sheet::SheetInput {
             report,
             threshold: self.classifier.card().output.threshold,
