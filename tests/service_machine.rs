@@ -1,6 +1,7 @@
 //! The service's state machine driven through random event orders and crash points, with the
-//! real journal on a temp file and a model executor that follows the same order of effects as
-//! `service::run` (snapshot → recovered? → processing → result → done). Checks the promises:
+//! real journal on a temp file and a model executor (snapshot → recovered? → processing →
+//! result → done). Fast, so it runs many orders, panics and failures; the real executor, killed
+//! before each of the effects the machine orders, is tested in `tests/service_executor.rs`. Checks the promises:
 //! exactly one result computation per snapshot, none lost, none on a series that was not
 //! stable, outside stops never counted against a series, own panics counted and set aside.
 

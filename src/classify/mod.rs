@@ -118,6 +118,8 @@ impl PlaneMaker {
     }
 }
 
+/// A loaded model. Cloning shares the optimised plan (an `Arc`) and the thread pool: cheap.
+#[derive(Clone)]
 pub struct Classifier {
     card: ModelCard,
     plan: Arc<TypedSimplePlan>,

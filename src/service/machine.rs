@@ -192,6 +192,69 @@ pub enum Plan {
     Abandoned,
 }
 
+/// One durable effect of handling a snapshot. The machine decides which effects a [`Plan`]
+/// has and in which order ([`Plan::effects`]); the executor (`service::run`) performs them in
+/// exactly that order and decides nothing. The order is what makes a kill or power cut at any
+/// point safe: a result is computed at most once per snapshot once written, never lost, and a
+/// result of record (the JSON) always had its sheet and DICOM results attempted
+/// (`tests/service_executor.rs` kills the real executor before every effect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// If the result file already holds this snapshot's result (written before a kill), take
+    /// it and go on with [`Plan::RECOVERED`] instead of the rest.
+    Recover,
+    /// Journal `processing` (a crash from here to `JournalDone` counts against the series).
+    JournalProcessing,
+    /// Run the pipeline (selection, network, decision): the report.
+    Compute,
+    /// Keep copies of the files the report says could not be read.
+    QuarantineUnreadable,
+    /// Keep copies of every file of a series set aside, with the reason.
+    QuarantineAll,
+    /// The report sheet beside the result.
+    Sheet,
+    /// The DICOM SR / SC beside the result, and their place in the PACS outbox.
+    Dicom,
+    /// The result of record (JSON), atomically.
+    Result,
+    /// Journal `done`.
+    JournalDone,
+    /// Journal `set_aside`.
+    JournalSetAside,
+    /// Tell the machine the snapshot has its result.
+    Finish,
+}
+
+impl Plan {
+    /// A `Process` whose result was found already written ([`Effect::Recover`]).
+    pub const RECOVERED: &'static [Effect] = &[Effect::JournalDone, Effect::Finish];
+
+    /// The effects of this plan, in the order they must happen.
+    pub fn effects(self) -> &'static [Effect] {
+        use Effect::*;
+        match self {
+            // Same bytes under a new stat signature: remember the signature, nothing else.
+            Plan::AlreadyDone => &[JournalDone],
+            // Sheet and DICOM before the JSON: a kill before the JSON redoes them (recomputing
+            // the report), one after it finds them done (`Recover`). The journal's `done` after
+            // the JSON: a `done` with no result would lose the result for good.
+            Plan::Process => &[
+                Recover,
+                JournalProcessing,
+                Compute,
+                QuarantineUnreadable,
+                Sheet,
+                Dicom,
+                Result,
+                JournalDone,
+                Finish,
+            ],
+            Plan::SetAside { .. } => &[QuarantineAll, Result, JournalSetAside, Finish],
+            Plan::Abandoned => &[Result, JournalDone, Finish],
+        }
+    }
+}
+
 /// The key under which an abandoned (incomplete push) snapshot's result is recorded.
 pub fn abandoned_key(key: &str) -> String {
     format!("{key}+push-incomplete")

@@ -4,12 +4,15 @@
 //! drive it step by step; [`run`] is the appliance's loop around it (real clock, inotify
 //! wake-ups, SIGTERM/SIGINT).
 //!
-//! Order of effects for one snapshot (each step durable before the next):
+//! Order of effects for one snapshot (each step durable before the next; the machine gives the
+//! order as data, `machine::Effect` and `Plan::effects`, and [`Service`] performs it):
 //! 1. copy the series into `<state>/work/<key>/` (key = SHA-256 over place, names, contents);
 //! 2. if `<state>/results/…/<series>.json` already holds this key (we were stopped after
 //!    writing it), journal `done` and stop here — the result is never computed twice;
-//! 3. journal `processing`; scan the copy; put copies of unusable files in quarantine;
+//! 3. journal `processing`; scan the copy; put copies of unusable files in quarantine; write the
+//!    sheet and the DICOM results beside the result;
 //! 4. write the result atomically; journal `done`; remove the copy.
+//!
 //! A stop anywhere (kill -9, power cut, SIGTERM) leaves at worst a `processing` line and a
 //! copy: on restart the copy is swept and the series, still in the drop folder, is done again
 //! from step 1, into the same single result file. Only our own panic hook writes
@@ -36,7 +39,7 @@ use super::dropfs::{self, DropError, Snapshot};
 use super::event::Event;
 use super::journal::{Journal, JournalError, Record, State};
 use super::layout::{self, Layout};
-use super::machine::{Machine, Place, Plan, Settings};
+use super::machine::{Effect, Machine, Place, Plan, Settings};
 use crate::classify::Classifier;
 use crate::ingest::{self, FileProblem, SliceDecoder};
 use crate::pipeline::{self, Progress, ScanError};
@@ -98,6 +101,9 @@ enum AttemptError {
     },
     #[error("stopped")]
     Stopped,
+    /// A test's simulated kill before this effect (`Service::with_kill_hook`).
+    #[error("killed before {0:?} (test)")]
+    Killed(Effect),
 }
 
 /// Capacity of the queue of events kept for [`Service::drain_events`] (oldest dropped).
@@ -130,6 +136,20 @@ pub struct Service<F: FreeSpace> {
     expiry_looked_at: Option<Duration>,
     /// Whether the wall clock is synchronised now (`crate::clock::synchronised`; replaced in tests).
     clock_synchronised: fn() -> Option<bool>,
+    /// Asked before each effect; true: stop there as a kill would (tests only; never in `run`).
+    kill_before: KillHook,
+    /// A simulated kill happened: this service is dead, every tick returns at once.
+    killed: bool,
+}
+
+/// See [`Service::with_kill_hook`].
+type KillHook = Box<dyn FnMut(Effect, &Place) -> bool>;
+
+/// The report an effect after `Compute` (or a plan that brings its own) works on.
+fn computed(report: &Option<ScanReport>) -> &ScanReport {
+    report
+        .as_ref()
+        .expect("the machine orders Compute (or a plan's own report) before any effect that uses it")
 }
 
 impl<F: FreeSpace> Service<F> {
@@ -201,7 +221,18 @@ impl<F: FreeSpace> Service<F> {
             pruned_at: None,
             expiry_looked_at: None,
             clock_synchronised: crate::clock::synchronised,
+            kill_before: Box::new(|_, _| false),
+            killed: false,
         })
+    }
+
+    /// Ask `hook` before every effect of every snapshot; when it answers true, the service stops
+    /// right there as a kill -9 would (nothing after it happens, no clean stop is recorded) and
+    /// is dead from then on: a test then starts a new one on the same state folder. For the
+    /// crash property test (`tests/service_executor.rs`); the appliance never sets one.
+    pub fn with_kill_hook(mut self, hook: impl FnMut(Effect, &Place) -> bool + 'static) -> Self {
+        self.kill_before = Box::new(hook);
+        self
     }
 
     /// Ask `probe` instead of the kernel whether the wall clock is synchronised (tests: both
@@ -240,6 +271,9 @@ impl<F: FreeSpace> Service<F> {
     /// that became ready is processed, until a stop is asked for. Returns how many snapshots
     /// got their result in this tick.
     pub fn tick(&mut self, now: Duration) -> usize {
+        if self.killed {
+            return 0;
+        }
         for i in 0..self.drops.len() {
             let (path, id) = self.drops[i].clone();
             match dropfs::list_guarded(&path, &id, &self.dicomdirs) {
@@ -269,6 +303,11 @@ impl<F: FreeSpace> Service<F> {
                 Ok(true) => done += 1,
                 Ok(false) => {}
                 Err(AttemptError::Stopped) => break,
+                Err(AttemptError::Killed(effect)) => {
+                    log::warn!("{place}: killed before {effect:?} (test)");
+                    self.killed = true;
+                    return done;
+                }
                 Err(AttemptError::Drop(e @ (DropError::Changed { .. } | DropError::Gone { .. }))) => {
                     log::info!("{e}");
                     self.machine.changed(now, &place);
@@ -327,25 +366,27 @@ impl<F: FreeSpace> Service<F> {
         let root = self.drop_path(place);
         let snap = dropfs::snapshot_guarded(&root, place, stat, &self.layout.work(), &self.dicomdirs)?;
         let outcome = self.with_snapshot(place, stat, &root, &snap);
+        if matches!(outcome, Err(AttemptError::Killed(_))) {
+            return outcome; // as a kill leaves it: the next start sweeps the copy
+        }
         if let Err(e) = std::fs::remove_dir_all(&snap.dir) {
             log::warn!("{}: cannot remove the snapshot copy: {e}", snap.dir.display());
         }
         outcome
     }
 
+    /// Perform the effects the machine gives for this snapshot, in its order (see
+    /// [`Effect`]): this function decides nothing about what happens or when.
     fn with_snapshot(&mut self, place: &Place, stat: &str, root: &Path, snap: &Snapshot) -> Result<bool, AttemptError> {
         let key = snap.key.as_str();
         let result_path = self
             .layout
             .result_file(&place.drop, &place.patient_os(), &place.series_os());
-        match self.machine.snapshotted(place, stat, key) {
-            Plan::AlreadyDone => {
-                // Same bytes under a new stat signature (touched, copied again): remember the
-                // new signature so a restart does not read it again.
-                self.journal.append(&self.record(place, stat, key, State::Done))?;
-                log::debug!("{place}: unchanged content, already has its result");
-                Ok(false)
-            }
+        let plan = self.machine.snapshotted(place, stat, key);
+        // What the effects work on: the key the result is recorded under, and the report.
+        let mut aside_reason = String::new();
+        let (result_key, mut report) = match plan {
+            Plan::AlreadyDone | Plan::Process => (key.to_string(), None),
             Plan::SetAside { crashes } => {
                 let reason = format!(
                     "processing this series ended the service {crashes} times (a fault in ctsentinel: \
@@ -354,74 +395,109 @@ impl<F: FreeSpace> Service<F> {
                 self.publish(Event::Fault {
                     reason: format!("{}: {reason}", place.label()),
                 });
-                let qdir = self
-                    .layout
-                    .quarantine_dir(&place.drop, &place.patient_os(), &place.series_os(), key);
-                for f in &snap.files {
-                    let dest = qdir.join(layout::safe_name(f.file_name().unwrap_or_default()));
-                    copy_into(f, &dest)?;
-                }
-                write_file(&qdir.join("reason.txt"), format!("{reason}\n").as_bytes())?;
-                let report = pipeline::undetermined_report(&place.label(), reason, &self.classifier);
-                self.write_result(&result_path, root, place, snap, key, report)?;
-                self.journal.append(&self.record(place, stat, key, State::SetAside))?;
-                self.machine.finished(place, stat, key);
-                Ok(true)
+                aside_reason.clone_from(&reason);
+                (
+                    key.to_string(),
+                    Some(pipeline::undetermined_report(&place.label(), reason, &self.classifier)),
+                )
             }
             Plan::Abandoned => {
-                let key = &crate::service::machine::abandoned_key(key);
                 let reason = "incomplete: the scanner's DICOM push of this series was aborted (no A-RELEASE) and \
                               not sent again within resend_wait_s; send the series again"
                     .to_string();
-                let report = pipeline::undetermined_report(&place.label(), reason, &self.classifier);
-                self.write_result(&result_path, root, place, snap, key, report.clone())?;
-                self.journal.append(&self.record(place, stat, key, State::Done))?;
-                self.machine.finished(place, stat, key);
-                log::warn!("RESULT {}: {} — {}", place.label(), report.verdict, crate::NOTICE);
-                self.publish_result(place, &result_path, &report, snap);
-                Ok(true)
+                (
+                    crate::service::machine::abandoned_key(key),
+                    Some(pipeline::undetermined_report(&place.label(), reason, &self.classifier)),
+                )
             }
-            Plan::Process => {
-                if let Some(done) = recovered(&result_path, key) {
-                    self.journal.append(&self.record(place, stat, key, State::Done))?;
-                    self.machine.finished(place, stat, key);
-                    log::info!(
-                        "{}: result already written before the last stop; not computed again",
-                        place.label()
-                    );
-                    self.publish_result(place, &result_path, &done.scan, snap);
-                    return Ok(true);
+        };
+        let mut effects = plan.effects().iter();
+        let mut marker = None;
+        let mut recovered_from_disk = false;
+        while let Some(&effect) = effects.next() {
+            if (self.kill_before)(effect, place) {
+                return Err(AttemptError::Killed(effect));
+            }
+            match effect {
+                Effect::Recover => {
+                    if let Some(done) = recovered(&result_path, key) {
+                        log::info!(
+                            "{}: result already written before the last stop; not computed again",
+                            place.label()
+                        );
+                        report = Some(done.scan);
+                        recovered_from_disk = true;
+                        effects = Plan::RECOVERED.iter();
+                    }
                 }
-                self.journal.append(&self.record(place, stat, key, State::Processing))?;
-                let marker = InProgress::new(self.layout.crash_marker(), key, &place.label(), Scope::AnyThread);
-                self.publish(Event::Processing { series: place.label() });
-                fault_injection(place);
-                let report = self.scan(place, root, snap)?;
-                self.quarantine_copies(place, key, snap, &report)?;
-                // The sheet first: a result of record (the JSON) always had its sheet attempted.
-                // So are the DICOM results (and their place in the PACS outbox): a kill before
-                // the JSON redoes them, one after it finds them done.
-                self.write_sheet_beside(&result_path, &report, snap);
-                self.write_dicom_beside(place, &result_path, &report, snap);
-                self.write_result(&result_path, root, place, snap, key, report.clone())?;
-                self.journal.append(&self.record(place, stat, key, State::Done))?;
-                drop(marker);
-                self.machine.finished(place, stat, key);
-                log::info!(
-                    "RESULT {}: {} (covid fraction {}, {} selected slices) model {} {} sha256 {} — {}",
-                    place.label(),
-                    report.verdict,
-                    report.covid_fraction.map_or("n/a".into(), |f| format!("{f:.3}")),
-                    report.selected_slices,
-                    report.model.name,
-                    report.model.version,
-                    report.model.sha256,
-                    crate::NOTICE
-                );
-                self.publish_result(place, &result_path, &report, snap);
-                Ok(true)
+                Effect::JournalProcessing => {
+                    self.journal.append(&self.record(place, stat, key, State::Processing))?;
+                }
+                Effect::Compute => {
+                    marker = Some(InProgress::new(
+                        self.layout.crash_marker(),
+                        key,
+                        &place.label(),
+                        Scope::AnyThread,
+                    ));
+                    self.publish(Event::Processing { series: place.label() });
+                    fault_injection(place);
+                    report = Some(self.scan(place, root, snap)?);
+                }
+                Effect::QuarantineUnreadable => {
+                    self.quarantine_copies(place, key, snap, computed(&report))?;
+                }
+                Effect::QuarantineAll => {
+                    let qdir = self
+                        .layout
+                        .quarantine_dir(&place.drop, &place.patient_os(), &place.series_os(), key);
+                    for f in &snap.files {
+                        let dest = qdir.join(layout::safe_name(f.file_name().unwrap_or_default()));
+                        copy_into(f, &dest)?;
+                    }
+                    write_file(&qdir.join("reason.txt"), format!("{aside_reason}\n").as_bytes())?;
+                }
+                Effect::Sheet => self.write_sheet_beside(&result_path, computed(&report), snap),
+                Effect::Dicom => self.write_dicom_beside(place, &result_path, computed(&report), snap),
+                Effect::Result => {
+                    self.write_result(&result_path, root, place, snap, &result_key, computed(&report).clone())?;
+                }
+                Effect::JournalDone => {
+                    self.journal
+                        .append(&self.record(place, stat, &result_key, State::Done))?;
+                    marker = None;
+                }
+                Effect::JournalSetAside => {
+                    self.journal
+                        .append(&self.record(place, stat, &result_key, State::SetAside))?;
+                }
+                Effect::Finish => self.machine.finished(place, stat, &result_key),
             }
         }
+        drop(marker);
+        let Some(report) = report else {
+            log::debug!("{place}: unchanged content, already has its result");
+            return Ok(false);
+        };
+        match plan {
+            Plan::Process if !recovered_from_disk => log::info!(
+                "RESULT {}: {} (covid fraction {}, {} selected slices) model {} {} sha256 {} — {}",
+                place.label(),
+                report.verdict,
+                report.covid_fraction.map_or("n/a".into(), |f| format!("{f:.3}")),
+                report.selected_slices,
+                report.model.name,
+                report.model.version,
+                report.model.sha256,
+                crate::NOTICE
+            ),
+            Plan::Abandoned => log::warn!("RESULT {}: {} — {}", place.label(), report.verdict, crate::NOTICE),
+            _ => {}
+        }
+        if !matches!(plan, Plan::SetAside { .. }) {
+            self.publish_result(place, &result_path, &report, snap);
+        }
+        Ok(true)
     }
 
     fn scan(&mut self, place: &Place, root: &Path, snap: &Snapshot) -> Result<ScanReport, AttemptError> {
