@@ -818,8 +818,20 @@ fn after_a_kill_stale_temporaries_in_results_are_swept_and_a_clean_stop_lets_the
     std::fs::create_dir_all(&results).unwrap();
     let stale = results.join(".series.json.tmp-77-0");
     std::fs::write(&stale, b"half").unwrap();
+    // The same anywhere the service writes atomically: quarantine and the state folder itself
+    // (the journal's compaction); a quarantined file that merely looks odd is kept.
+    let quarantine = rig.state().join("quarantine/x/p/s/k");
+    std::fs::create_dir_all(&quarantine).unwrap();
+    let stale_q = quarantine.join(".reason.txt.tmp-77-1");
+    std::fs::write(&stale_q, b"half").unwrap();
+    let kept_q = quarantine.join("IM1.tif");
+    std::fs::write(&kept_q, b"a copy").unwrap();
+    let stale_root = rig.state().join(".journal.tmp-77-2");
+    std::fs::write(&stale_root, b"half").unwrap();
     let svc = rig.service(); // no clean-stop marker: the state of an unclean end
     assert!(!stale.exists(), "swept at a start after an unclean end");
+    assert!(!stale_q.exists() && !stale_root.exists(), "in quarantine and the state folder too");
+    assert!(kept_q.exists(), "nothing else is touched");
     // A clean stop (the appliance loop left on SIGTERM) records itself ...
     ctsentinel::service::run::run(svc, Arc::new(AtomicBool::new(true)));
     assert!(rig.state().join("clean-stop").exists());

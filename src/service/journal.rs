@@ -263,16 +263,7 @@ impl Journal {
         for (_, r) in &keep {
             text.push_str(&line_of(r).map_err(err(&self.path))?);
         }
-        let tmp = self.path.with_extension("compact-tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
-            std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
-        };
-        write().map_err(err(&self.path))?;
+        crate::present::write_atomic(&self.path, text.as_bytes()).map_err(err(&self.path))?;
         let removed = self.lines - keep.len();
         self.file = std::fs::OpenOptions::new()
             .append(true)

@@ -120,8 +120,6 @@ pub(super) fn sweep_work(work: &Path) {
     }
 }
 
-/// Remove the temporary files of result writes that a stop interrupted (`.<name>.tmp-…`,
-/// see `present::write_atomic`), anywhere under `results/`; they were never results.
 /// True when the last run stopped cleanly; the marker is removed (durably) either way, so a
 /// kill of this run makes the next start sweep.
 pub(super) fn consume_clean_stop(layout: &Layout) -> bool {
@@ -142,13 +140,26 @@ pub(super) fn consume_clean_stop(layout: &Layout) -> bool {
     }
 }
 
-pub(super) fn sweep_stale_temporaries(dir: &Path) {
+/// Remove the temporary files of atomic writes that a stop interrupted (`.<name>.tmp-…`, see
+/// `present::write_atomic`; never a result, a quarantine copy or a marker) wherever the service
+/// itself writes them: anywhere under `results/` and `quarantine/`, and in the state folder
+/// itself (the journal's compaction, the clean-stop marker). Not `received/` or `outbox/`:
+/// the DICOM receiver and the sender own those and sweep their own (`.part`) temporaries.
+pub(super) fn sweep_stale_temporaries(layout: &Layout) {
+    sweep_temporaries_in(&layout.results(), true);
+    sweep_temporaries_in(&layout.quarantine(), true);
+    sweep_temporaries_in(&layout.state, false);
+}
+
+fn sweep_temporaries_in(dir: &Path, recurse: bool) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let p = e.path();
         let Ok(ft) = e.file_type() else { continue };
         if ft.is_dir() {
-            sweep_stale_temporaries(&p);
+            if recurse {
+                sweep_temporaries_in(&p, true);
+            }
             continue;
         }
         let name = ingest::name_of(&p);

@@ -171,7 +171,7 @@ impl<F: FreeSpace> Service<F> {
         // After a clean stop no write was interrupted: the sweep of every result folder is
         // only needed after a kill, crash or power cut (no marker).
         if !consume_clean_stop(&layout) {
-            sweep_stale_temporaries(&layout.results());
+            sweep_stale_temporaries(&layout);
         }
         let mut journal = Journal::open(&layout.journal())?;
         record_crash(&layout, &mut journal)?;
