@@ -41,7 +41,12 @@ def seed_all(seed: int):
 def augment(x: torch.Tensor, aug: dict, gen: torch.Generator, pad: float = 0.0) -> torch.Tensor:
     """Random affine (rotation, zoom, shift, shear, horizontal flip), window jitter and optional
     Gaussian noise (aug["noise"], std in [0, 1] units), per image. `pad` is the value that
-    enters from outside the image (air for lung-framed input)."""
+    enters from outside the image (air for lung-framed input).
+
+    Optional, for what differs between scanners and reconstructions (issue 33: the 16-bit series
+    are thin and noisier than the 8-bit sources): `blur_max_px` blurs each image with a Gaussian
+    of sigma drawn in [0, blur_max_px] px (thicker slices, softer kernels), `noise_max` adds
+    Gaussian noise of a std drawn per image in [0, noise_max] (instead of the fixed `noise`)."""
     b = x.shape[0]
     dev = x.device
     u = lambda lo, hi: torch.rand(b, generator=gen, device=dev) * (hi - lo) + lo
@@ -62,9 +67,27 @@ def augment(x: torch.Tensor, aug: dict, gen: torch.Generator, pad: float = 0.0) 
     c = u(1 - aug["contrast"], 1 + aug["contrast"]).view(b, 1, 1, 1)
     d = u(-aug["brightness"], aug["brightness"]).view(b, 1, 1, 1)
     x = (x - 0.5) * c + 0.5 + d
-    if aug.get("noise", 0.0) > 0:
+    if aug.get("blur_max_px", 0.0) > 0:
+        x = gaussian_blur(x, u(0.0, aug["blur_max_px"]))
+    if aug.get("noise_max", 0.0) > 0:
+        x = x + torch.randn(x.shape, generator=gen, device=dev) * u(0.0, aug["noise_max"]).view(b, 1, 1, 1)
+    elif aug.get("noise", 0.0) > 0:
         x = x + torch.randn(x.shape, generator=gen, device=dev) * aug["noise"]
     return x.clamp(0.0, 1.0)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 3) -> torch.Tensor:
+    """Separable Gaussian blur of each image (b, 1, h, w) with its own sigma (px; 0 leaves the
+    image as it is), borders replicated."""
+    b = x.shape[0]
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    s = sigma.clamp_min(1e-3).view(b, 1)
+    k = torch.exp(-0.5 * (t.view(1, -1) / s) ** 2)
+    k = k / k.sum(dim=1, keepdim=True)  # sigma -> 0: a delta
+    y = F.pad(x.transpose(0, 1), (radius, radius, radius, radius), mode="replicate")  # (1, b, h+2r, w+2r)
+    y = F.conv2d(y, k.view(b, 1, 1, -1), groups=b)
+    y = F.conv2d(y, k.view(b, 1, -1, 1), groups=b)
+    return y.transpose(0, 1)
 
 
 @torch.no_grad()

@@ -64,3 +64,15 @@ def test_an_unknown_outside_mode_or_margin_is_refused():
         lung.framed_input(img, lf, {**PRE, "outside": "table"}, 64)
     with pytest.raises(ValueError):
         lung.framed_input(img, lf, {**PRE, "outside": "margin", "margin_mm": float("nan")}, 64)
+
+
+def test_gaussian_blur_keeps_a_flat_image_and_spreads_an_impulse_per_image_sigma():
+    import torch
+    from training.train import gaussian_blur
+    x = torch.zeros(2, 1, 15, 15)
+    x[:, 0, 7, 7] = 1.0
+    y = gaussian_blur(x, torch.tensor([0.0, 1.0]))
+    assert torch.allclose(y[0], x[0], atol=1e-6), "sigma 0 leaves the image as it is"
+    assert abs(float(y[1].sum()) - 1.0) < 1e-5 and float(y[1, 0, 7, 7]) < 0.2 and float(y[1, 0, 7, 8]) > 0.05
+    flat = torch.full((1, 1, 9, 9), 0.4)
+    assert torch.allclose(gaussian_blur(flat, torch.tensor([1.5])), flat, atol=1e-6)
