@@ -830,7 +830,10 @@ fn after_a_kill_stale_temporaries_in_results_are_swept_and_a_clean_stop_lets_the
     std::fs::write(&stale_root, b"half").unwrap();
     let svc = rig.service(); // no clean-stop marker: the state of an unclean end
     assert!(!stale.exists(), "swept at a start after an unclean end");
-    assert!(!stale_q.exists() && !stale_root.exists(), "in quarantine and the state folder too");
+    assert!(
+        !stale_q.exists() && !stale_root.exists(),
+        "in quarantine and the state folder too"
+    );
     assert!(kept_q.exists(), "nothing else is touched");
     // A clean stop (the appliance loop left on SIGTERM) records itself ...
     ctsentinel::service::run::run(svc, Arc::new(AtomicBool::new(true)));

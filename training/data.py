@@ -346,3 +346,23 @@ def load_pack(path: Path) -> dict:
     codec = str(z["patient_codec"]) if "patient_codec" in z.files else "jpeg"
     return {"images": imgs, "label": z["label"], "source": z["source"], "split": z["split"], "name": z["name"],
             "patient_codec": codec}
+
+
+def halves(names: np.ndarray, src: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+    """0/1 half per held-out slice, by patient-like groups (MosMed: the slice; others: blocks of
+    50 consecutive files, data.split_train8's unit), balanced within each source x label."""
+    groups = np.array([f"{s}/{l}/{n}" if s == "mosmed" else f"{s}/{l}/{data.index_of(n) // 50}"
+                       for n, s, l in zip(names, src, y)])
+    rng = np.random.default_rng(seed)
+    half = np.zeros(len(names), dtype=int)
+    for key in sorted(set(f"{s}/{l}" for s, l in zip(src, y))):
+        gs = sorted(set(g for g in groups if g.startswith(key + "/")))
+        gs = [gs[i] for i in rng.permutation(len(gs))]
+        # greedy: add each group to the half with fewer slices so far
+        count = [0, 0]
+        for g in gs:
+            m = groups == g
+            h = int(count[1] < count[0])
+            half[m] = h
+            count[h] += int(m.sum())
+    return half

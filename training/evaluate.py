@@ -119,11 +119,10 @@ def temperature(y: np.ndarray, p_int8: np.ndarray, names: np.ndarray, src: np.nd
     The card's temperature is fitted on all of them; the ECE it buys is reported two-fold
     (held-out halves by patient-like groups: fit on one half, measured on the other), so the
     figure is not measured on the slices it was fitted on."""
-    from .oos_eval import halves
     pc = np.clip(p_int8.astype(np.float64), 1e-7, 1 - 1e-7)
     z = np.log(pc) - np.log1p(-pc)
     t_all = metrics.fit_temperature(y, z)
-    half = halves(names, src, y, seed)
+    half = data.halves(names, src, y, seed)
     t_h = [metrics.fit_temperature(y[half == h], z[half == h]) for h in (0, 1)]
     p_oof = np.empty(len(z))
     for h in (0, 1):
@@ -335,8 +334,7 @@ def report(ev: dict, cfg: dict, sanity: dict | None = None) -> str:
     L += ["", "## Effective windows estimated for the 8-bit sources (HU of 8-bit 0 and 255)", ""]
     L += [f"- {s}: {w[0]} .. {w[1]} HU" for s, w in ev["source_windows_hu"].items()]
     if sanity is not None and sanity["model"]["sha256"] == ev["model"]["int8_sha256"]:
-        from .evidence_sanity import section
-        L += [""] + section(sanity)
+        L += [""] + evidence_section(sanity)
     elif sanity is not None:
         L += ["", "## Evidence maps", "", "The sanity figures on file are for another model file "
               "(SHA-256 differs); rerun `python -m training.evidence_sanity`.", ""]
@@ -428,6 +426,43 @@ def card(ev: dict, cfg: dict, files: dict) -> str:
             out += ["", f"[{name}]"]
         out += [f"{k} = {_toml_value(v)}" for k, v in kv.items()]
     return "\n".join(out) + "\n"
+
+
+def evidence_section(ev: dict) -> list[str]:
+    """The model report's evidence section, from `training/evidence_sanity.py`'s figures."""
+    def pct(d):
+        return "n/a" if d["share"] is None else f"{100 * d['share']:.0f}% ({round(d['share'] * d['n'])} of {d['n']})"
+    loc, ref, rnd = ev["localisation"], ev["float_reference"], ev["randomised"]
+    t = loc["tract_int8_peak_in_lungs_infected_called"]
+    verdict = ("meets" if t["share"] is not None and t["share"] >= 0.9 else "**fails**")
+    return [
+        "## Evidence maps: sanity (issue 16)", "",
+        f"Measured by `{ev['command']}` on {ev['patient']} (radiologist slice labels; this patient was "
+        "**training data** of this model, so the figures say how the model decides on slices it knows, "
+        "not how it would on a new patient).", "",
+        f"- Evidence peak inside the lung mask, selected slices the radiologist marked infected and the "
+        f"model calls COVID (tract int8, the appliance's own output): {pct(t)}. Target >= 90%: {verdict}.",
+        f"- The same over every slice called COVID: {pct(loc['tract_int8_peak_in_lungs_all_called'])}; "
+        f"mean share of the positive evidence inside the lungs: "
+        f"{loc['tract_int8_mean_positive_share_in_lungs_infected_called'] or float('nan'):.2f}.",
+        "- Where the peaks are (centre of the peak cell, slice pixels x, y of 512 x 512): " + ", ".join(
+            f"({p['x']:.0f}, {p['y']:.0f}) {p['slices']}x" for p in loc["tract_int8_peaks_infected_called"]) + ".",
+        f"- fp32 reference (ONNX Runtime, same evidence graph, Python lung mask): peak inside the lungs "
+        f"{pct(loc['fp32_peak_in_lungs_infected_called'])}; Pearson r of tract's int8 map with the fp32 map "
+        f"{ref['pearson_tract_int8_vs_fp32_mean']:.3f} mean, {ref['pearson_tract_int8_vs_fp32_min']:.3f} lowest; "
+        f"same peak cell {pct(ref['same_peak_cell'])}.",
+        f"- Randomised weights (Adebayo et al. 2018; seed {ev['seed']}): Spearman rank correlation with the "
+        f"trained map {rnd['random_top']['spearman_with_trained_mean']:.2f} (heads and final layer randomised), "
+        f"{rnd['random_all']['spearman_with_trained_mean']:.2f} (every weight randomised); near 0 means the map "
+        "depends on the learned weights, as it must.",
+        "",
+        "A peak outside the lungs means the model's strongest reason for COVID on that slice lies elsewhere in "
+        "the image (body wall, spine, the scanner table): a shortcut, not a finding.", "",
+        "What the map is: the exact split of the logit difference over the 16 x 16 cells of the pyramid's "
+        "finest level (`training/evidence.py`); the heads are flatten -> dense, so a cell's value is what the "
+        "model's weights for that position make of the features there, which need not be where a radiologist "
+        "sees the finding.", "",
+    ]
 
 
 if __name__ == "__main__":

@@ -175,42 +175,5 @@ def main(argv=None):
     print(json.dumps({k: v for k, v in out.items() if k != "slices"}, indent=1))
 
 
-def section(ev: dict) -> list[str]:
-    """The model report's evidence section (rendered by training/evaluate.py)."""
-    def pct(d):
-        return "n/a" if d["share"] is None else f"{100 * d['share']:.0f}% ({round(d['share'] * d['n'])} of {d['n']})"
-    loc, ref, rnd = ev["localisation"], ev["float_reference"], ev["randomised"]
-    t = loc["tract_int8_peak_in_lungs_infected_called"]
-    verdict = ("meets" if t["share"] is not None and t["share"] >= 0.9 else "**fails**")
-    return [
-        "## Evidence maps: sanity (issue 16)", "",
-        f"Measured by `{ev['command']}` on {ev['patient']} (radiologist slice labels; this patient was "
-        "**training data** of this model, so the figures say how the model decides on slices it knows, "
-        "not how it would on a new patient).", "",
-        f"- Evidence peak inside the lung mask, selected slices the radiologist marked infected and the "
-        f"model calls COVID (tract int8, the appliance's own output): {pct(t)}. Target >= 90%: {verdict}.",
-        f"- The same over every slice called COVID: {pct(loc['tract_int8_peak_in_lungs_all_called'])}; "
-        f"mean share of the positive evidence inside the lungs: "
-        f"{loc['tract_int8_mean_positive_share_in_lungs_infected_called'] or float('nan'):.2f}.",
-        "- Where the peaks are (centre of the peak cell, slice pixels x, y of 512 x 512): " + ", ".join(
-            f"({p['x']:.0f}, {p['y']:.0f}) {p['slices']}x" for p in loc["tract_int8_peaks_infected_called"]) + ".",
-        f"- fp32 reference (ONNX Runtime, same evidence graph, Python lung mask): peak inside the lungs "
-        f"{pct(loc['fp32_peak_in_lungs_infected_called'])}; Pearson r of tract's int8 map with the fp32 map "
-        f"{ref['pearson_tract_int8_vs_fp32_mean']:.3f} mean, {ref['pearson_tract_int8_vs_fp32_min']:.3f} lowest; "
-        f"same peak cell {pct(ref['same_peak_cell'])}.",
-        f"- Randomised weights (Adebayo et al. 2018; seed {ev['seed']}): Spearman rank correlation with the "
-        f"trained map {rnd['random_top']['spearman_with_trained_mean']:.2f} (heads and final layer randomised), "
-        f"{rnd['random_all']['spearman_with_trained_mean']:.2f} (every weight randomised); near 0 means the map "
-        "depends on the learned weights, as it must.",
-        "",
-        "A peak outside the lungs means the model's strongest reason for COVID on that slice lies elsewhere in "
-        "the image (body wall, spine, the scanner table): a shortcut, not a finding.", "",
-        "What the map is: the exact split of the logit difference over the 16 x 16 cells of the pyramid's "
-        "finest level (`training/evidence.py`); the heads are flatten -> dense, so a cell's value is what the "
-        "model's weights for that position make of the features there, which need not be where a radiologist "
-        "sees the finding.", "",
-    ]
-
-
 if __name__ == "__main__":
     main()

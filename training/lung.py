@@ -372,7 +372,7 @@ def _main(argv: list[str]) -> int:
         if lf["frame"] is not None:
             framed_input(img, lf, pre, a.size).astype("<f4").tofile(a.out / f"{k}.input")
             framed_input(img, lf, {**pre, "outside": "keep"}, a.size).astype("<f4").tofile(a.out / f"{k}.keep")
-        summary.append({"file": path, **{key: v for key, v in lf.items() if key != "mask"}})
+        summary.append({"file": path, **{key: v for key, v in lf.items() if key not in ("mask", "body")}})
     print(json.dumps(summary))
     return 0
 

@@ -103,26 +103,6 @@ def bootstrap_auc(y: np.ndarray, preds: dict, n_boot: int, seed: int, pairs: lis
     return out
 
 
-def halves(names: np.ndarray, src: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
-    """0/1 half per held-out slice, by patient-like groups (MosMed: the slice; others: blocks of
-    50 consecutive files, data.split_train8's unit), balanced within each source x label."""
-    groups = np.array([f"{s}/{l}/{n}" if s == "mosmed" else f"{s}/{l}/{data.index_of(n) // 50}"
-                       for n, s, l in zip(names, src, y)])
-    rng = np.random.default_rng(seed)
-    half = np.zeros(len(names), dtype=int)
-    for key in sorted(set(f"{s}/{l}" for s, l in zip(src, y))):
-        gs = sorted(set(g for g in groups if g.startswith(key + "/")))
-        gs = [gs[i] for i in rng.permutation(len(gs))]
-        # greedy: add each group to the half with fewer slices so far
-        count = [0, 0]
-        for g in gs:
-            m = groups == g
-            h = int(count[1] < count[0])
-            half[m] = h
-            count[h] += int(m.sum())
-    return half
-
-
 # --- selection ---
 def ref_select_tiff(ref_python: str, dirs: list[Path]) -> dict[str, dict[str, bool]]:
     out = subprocess.run([ref_python, SELECT_REF, *map(str, dirs)], check=True, capture_output=True, text=True).stdout
@@ -386,7 +366,7 @@ def main(argv=None):
     t = time.time()
     z = lg_h[:, 1] - lg_h[:, 0]
     t_all_fit = fit_temperature(y_h, z)
-    half = halves(names, src_h, y_h, a.seed)
+    half = data.halves(names, src_h, y_h, a.seed)
     t_h = [fit_temperature(y_h[half == h], z[half == h]) for h in (0, 1)]
     p_oof = np.empty(len(z))
     for h in (0, 1):

@@ -93,7 +93,7 @@ pub fn screen_for(e: &Event, idle: &Screen) -> Option<Screen> {
         Event::Incomplete { series, reason } => Screen::Fault {
             reason: format!("{series} incomplete: {reason}"),
         },
-        Event::DiskOk => idle.clone(),
+        Event::DiskOk | Event::DropReadable { .. } => idle.clone(),
     })
 }
 

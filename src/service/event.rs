@@ -57,6 +57,10 @@ pub enum Event {
         floor_bytes: u64,
     },
     DiskOk,
+    /// A drop folder that could not be listed can be again (its `Retry` is over).
+    DropReadable {
+        drop: String,
+    },
     /// Something failed that will be retried (a drop folder gone, the state folder not
     /// writable): work goes on with the next series.
     Retry {
@@ -87,6 +91,7 @@ impl Event {
             } => log::error!("disk low: {free_bytes} bytes free, floor {floor_bytes}: not starting new series"),
             Event::Incomplete { series, reason } => log::warn!("{series}: incomplete, not processed: {reason}"),
             Event::Progress { .. } => log::debug!("{self:?}"),
+            Event::DropReadable { drop } => log::info!("drop folder {drop} readable again"),
             Event::Result { .. } => {}
             other => log::info!("{other:?}"),
         }

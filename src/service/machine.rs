@@ -355,7 +355,7 @@ impl Machine {
     pub fn listed(&mut self, now: Duration, drop: &str, listing: &DropListing) -> Vec<Event> {
         let mut events = Vec::new();
         if self.failing.remove(drop).is_some() {
-            log::info!("drop folder {drop} readable again");
+            events.push(Event::DropReadable { drop: drop.to_string() });
         }
         // Refused entries: once while present.
         let now_refused: HashSet<(String, String)> = listing.refused.iter().cloned().collect();
@@ -607,5 +607,18 @@ mod tests {
             assert_eq!(decode_name(&enc).into_vec(), raw, "{enc}");
         }
         assert_eq!(encode_name(OsStr::new("SR_1")), "SR_1");
+    }
+
+    #[test]
+    fn a_drop_folder_that_failed_and_lists_again_says_so_once_for_the_screen_to_clear() {
+        let mut m = Machine::new(Settings::new(Duration::from_secs(10)), Replay::default());
+        let fail = m.listing_failed("usb", "No such device");
+        assert!(matches!(fail, Some(Event::Retry { .. })));
+        assert!(m.listing_failed("usb", "No such device").is_none(), "once per reason");
+        let events = m.listed(Duration::from_secs(1), "usb", &DropListing::default());
+        assert_eq!(events, vec![Event::DropReadable { drop: "usb".into() }]);
+        assert!(m
+            .listed(Duration::from_secs(2), "usb", &DropListing::default())
+            .is_empty());
     }
 }

@@ -101,104 +101,11 @@ pub enum Item {
     },
 }
 
-/// A lung-windowed grayscale picture of a slice (the result screen's representative slice).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Thumbnail {
-    pub side: u32,
-    pub gray: Vec<u8>,
-    /// Evidence overlay, one value per pixel (0 = none, 255 = the slice's strongest evidence
-    /// towards COVID); empty when there is none. Drawn as an orange tint over the gray where it
-    /// is at least [`HEAT_FLOOR`], outlined in white so the region reads without colour too
-    /// (a monochrome panel, a black-and-white print of the report).
-    pub heat: Vec<u8>,
-}
+pub use backend::{save_png, Backend, DisplayError, Framebuffer};
+pub use thumbnail::{Thumbnail, EVIDENCE_LEGEND, HEAT_FLOOR};
 
-/// Evidence below this share of the slice's strongest is not tinted (the map's weak cells
-/// would otherwise tint the whole lung field).
-pub const HEAT_FLOOR: u8 = 96;
-
-/// The evidence region's outline: white, the brightest a panel shows, so the region reads in
-/// black-and-white terms as well as by its orange tint.
-const OUTLINE: Rgb565 = Rgb565::WHITE;
-
-/// The result screen's legend line when its thumbnail carries evidence.
-pub const EVIDENCE_LEGEND: &str = "Outlined: COVID evidence";
-
-/// Lung window for the thumbnail: -1350..+150 HU (center -600, width 1500).
-const THUMB_WINDOW: (f32, f32) = (-600.0, 1500.0);
-
-impl Thumbnail {
-    /// From a slice's stored values (HU + 1024), lung-windowed, box-resized to `side`.
-    pub fn from_stored(pixels: &[u16], width: usize, height: usize, side: u32) -> Thumbnail {
-        let pre = crate::classify::Preprocessing::HuWindow {
-            center: THUMB_WINDOW.0,
-            width: THUMB_WINDOW.1,
-            stored_intercept: -1024.0,
-            frame: crate::classify::preprocess::Frame::Whole,
-            outside: crate::classify::preprocess::Outside::Air,
-            eight_bit: None,
-        };
-        let mut plane = Vec::new();
-        pre.window_stored(pixels, &mut plane);
-        let small = crate::classify::preprocess::box_resize(&plane, height, width, side as usize, side as usize);
-        Thumbnail {
-            side,
-            heat: Vec::new(),
-            gray: small
-                .iter()
-                .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
-                .collect(),
-        }
-    }
-
-    /// The evidence of `e` (placed on a `width` x `height` slice) as this thumbnail's overlay:
-    /// positive evidence only, scaled to the slice's strongest cell.
-    pub fn with_evidence(mut self, e: &crate::report::SliceEvidence, width: usize, height: usize) -> Thumbnail {
-        let top = e.map.iter().copied().fold(0f32, f32::max);
-        if top <= 0.0 {
-            return self;
-        }
-        let n = self.side as usize;
-        self.heat = (0..n * n)
-            .map(|k| {
-                let (tx, ty) = (k % n, k / n);
-                let x = (tx as f64 + 0.5) * width as f64 / n as f64;
-                let y = (ty as f64 + 0.5) * height as f64 / n as f64;
-                let v = e.at(x, y).unwrap_or(0.0).max(0.0) / top;
-                (v * 255.0).round().clamp(0.0, 255.0) as u8
-            })
-            .collect();
-        self
-    }
-
-    fn at(&self, x: u32, y: u32, side: u32) -> Rgb565 {
-        // Nearest neighbour from the thumbnail's own size to the drawn square.
-        let (tx, ty) = (x * self.side / side.max(1), y * self.side / side.max(1));
-        let n = self.side as usize;
-        let (tx, ty) = (tx as usize, ty as usize);
-        let i = ty * n + tx;
-        let g = u32::from(self.gray[i]);
-        let hot = |k: usize| self.heat.get(k).is_some_and(|&h| h >= HEAT_FLOOR);
-        // A tinted pixel with an untinted 4-neighbour (or on the picture's edge) is outline.
-        let edge = || {
-            tx == 0 || ty == 0 || tx + 1 == n || ty + 1 == n || !(hot(i - 1) && hot(i + 1) && hot(i - n) && hot(i + n))
-        };
-        match self.heat.get(i) {
-            Some(_) if hot(i) && edge() => OUTLINE,
-            Some(&h) if h >= HEAT_FLOOR => {
-                // Orange (255, 128, 0) over the gray, up to 60 % at the strongest evidence.
-                let a = u32::from(h) * 60 / 100;
-                let mix = |c: u32| ((g * (255 - a) + c * a) / 255) as u8;
-                let (r, gg, b) = (mix(255), mix(128), mix(0));
-                Rgb565::new(r >> 3, gg >> 2, b >> 3)
-            }
-            _ => {
-                let g = g as u8;
-                Rgb565::new(g >> 3, g >> 2, g >> 3)
-            }
-        }
-    }
-}
+mod backend;
+mod thumbnail;
 
 impl Item {
     /// Right edge in pixels (for the overflow checks).
@@ -534,136 +441,6 @@ pub fn render(screen: &Screen, width: u32, height: u32) -> Canvas {
     c
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DisplayError {
-    #[error("{path}: {reason}")]
-    Device { path: PathBuf, reason: String },
-}
-
-/// Where a rendered canvas goes.
-pub enum Backend {
-    None,
-    /// Writes `<dir>/screen.png` (atomically) on every update; headless boxes and tests.
-    Png {
-        dir: PathBuf,
-    },
-    Framebuffer(Framebuffer),
-    /// An SPI TFT panel on the box.
-    Spi(Box<super::spi_panel::LinuxPanel>),
-}
-
-impl Backend {
-    pub fn show(&mut self, canvas: &Canvas) -> Result<(), DisplayError> {
-        match self {
-            Backend::None => Ok(()),
-            Backend::Png { dir } => save_png(canvas, &dir.join("screen.png")),
-            Backend::Framebuffer(fb) => fb.show(canvas),
-            Backend::Spi(panel) => panel.show(canvas).map_err(|reason| DisplayError::Device {
-                path: "spi".into(),
-                reason,
-            }),
-        }
-    }
-}
-
-/// Write a canvas as a PNG file, atomically.
-pub fn save_png(canvas: &Canvas, path: &Path) -> Result<(), DisplayError> {
-    let err = |reason: String| DisplayError::Device {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut bytes = Vec::new();
-    image::RgbImage::from_raw(canvas.width, canvas.height, canvas.rgb8())
-        .ok_or_else(|| err("canvas size mismatch".into()))?
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| err(e.to_string()))?;
-    super::write_atomic(path, &bytes).map_err(|e| err(e.to_string()))
-}
-
-/// A Linux framebuffer (`/dev/fbN`), pixel format and geometry read from sysfs
-/// (`/sys/class/graphics/fbN/{bits_per_pixel,virtual_size,stride}`): 16 bpp RGB565 or
-/// 32 bpp XRGB8888. No X server needed.
-pub struct Framebuffer {
-    device: PathBuf,
-    pub bits_per_pixel: u32,
-    pub width: u32,
-    pub height: u32,
-    pub stride: u32,
-}
-
-impl Framebuffer {
-    /// Open `device` with its sysfs folder (e.g. `/dev/fb0` and `/sys/class/graphics/fb0`).
-    pub fn open(device: &Path, sysfs: &Path) -> Result<Framebuffer, DisplayError> {
-        let err = |reason: String| DisplayError::Device {
-            path: device.to_path_buf(),
-            reason,
-        };
-        let read = |name: &str| {
-            std::fs::read_to_string(sysfs.join(name))
-                .map(|s| s.trim().to_string())
-                .map_err(|e| err(format!("{}: {e}", sysfs.join(name).display())))
-        };
-        let bits_per_pixel: u32 = read("bits_per_pixel")?
-            .parse()
-            .map_err(|e| err(format!("bits_per_pixel: {e}")))?;
-        let size = read("virtual_size")?;
-        let (w, h) = size
-            .split_once(',')
-            .ok_or_else(|| err(format!("virtual_size {size:?}")))?;
-        let width: u32 = w.parse().map_err(|e| err(format!("virtual_size: {e}")))?;
-        let height: u32 = h.parse().map_err(|e| err(format!("virtual_size: {e}")))?;
-        let stride: u32 = read("stride")?.parse().map_err(|e| err(format!("stride: {e}")))?;
-        if !matches!(bits_per_pixel, 16 | 32) {
-            return Err(err(format!(
-                "{bits_per_pixel} bits per pixel is not supported (RGB565 or XRGB8888)"
-            )));
-        }
-        if stride < width * bits_per_pixel / 8 {
-            return Err(err(format!("stride {stride} is shorter than a row of {width} pixels")));
-        }
-        Ok(Framebuffer {
-            device: device.to_path_buf(),
-            bits_per_pixel,
-            width,
-            height,
-            stride,
-        })
-    }
-
-    /// Copy the canvas to the top-left of the framebuffer in its pixel format.
-    pub fn show(&mut self, canvas: &Canvas) -> Result<(), DisplayError> {
-        use std::io::{Seek, SeekFrom, Write};
-        let err = |reason: String| DisplayError::Device {
-            path: self.device.clone(),
-            reason,
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.device)
-            .map_err(|e| err(e.to_string()))?;
-        let (w, h) = (canvas.width.min(self.width), canvas.height.min(self.height));
-        let mut row = Vec::with_capacity((w * 4) as usize);
-        for y in 0..h {
-            row.clear();
-            for x in 0..w {
-                let p = canvas.pixels[(y * canvas.width + x) as usize];
-                if self.bits_per_pixel == 16 {
-                    row.extend_from_slice(&p.into_storage().to_le_bytes());
-                } else {
-                    let r = (p.r() << 3) | (p.r() >> 2);
-                    let g = (p.g() << 2) | (p.g() >> 4);
-                    let b = (p.b() << 3) | (p.b() >> 2);
-                    row.extend_from_slice(&[b, g, r, 0]);
-                }
-            }
-            f.seek(SeekFrom::Start(y as u64 * self.stride as u64))
-                .map_err(|e| err(e.to_string()))?;
-            f.write_all(&row).map_err(|e| err(e.to_string()))?;
-        }
-        Ok(())
-    }
-}
-
 /// Every screen with sample data (for `display-demo` and the golden tests).
 pub fn sample_screens() -> Vec<Screen> {
     vec![
@@ -726,6 +503,7 @@ pub fn sample_screens() -> Vec<Screen> {
 
 #[cfg(test)]
 mod tests {
+    use super::thumbnail::OUTLINE;
     use super::*;
 
     #[test]
