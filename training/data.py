@@ -351,7 +351,7 @@ def load_pack(path: Path) -> dict:
 def halves(names: np.ndarray, src: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     """0/1 half per held-out slice, by patient-like groups (MosMed: the slice; others: blocks of
     50 consecutive files, data.split_train8's unit), balanced within each source x label."""
-    groups = np.array([f"{s}/{l}/{n}" if s == "mosmed" else f"{s}/{l}/{data.index_of(n) // 50}"
+    groups = np.array([f"{s}/{l}/{n}" if s == "mosmed" else f"{s}/{l}/{index_of(n) // 50}"
                        for n, s, l in zip(names, src, y)])
     rng = np.random.default_rng(seed)
     half = np.zeros(len(names), dtype=int)

@@ -61,3 +61,17 @@ def test_source_label_balance_equalises_groups_with_cap():
     assert w[180:182].max() == WEIGHT_CAP[1], "tiny group capped"
     wc = sample_weights(src, lab, idx, "class")
     assert abs(wc[lab == 1].sum() - wc[lab == 0].sum()) < 1e-3
+
+
+def test_halves_keep_each_patient_like_group_whole_and_balance_every_source_and_label():
+    """data.halves (the two-fold calibration split of evaluate.py and oos_eval.py): a MosMed slice
+    or a block of 50 consecutive files of another source never straddles the halves."""
+    import numpy as np
+    from training import data
+    names = np.array([f"ucsd/covid/img{i}.png" for i in range(200)] + [f"mosmed/study_{i}.png" for i in range(40)])
+    src = np.array(["ucsd"] * 200 + ["mosmed"] * 40)
+    y = np.array([1] * 200 + [0] * 40)
+    half = data.halves(names, src, y, seed=7)
+    for b in range(4):
+        assert len(set(half[b * 50:(b + 1) * 50])) == 1, "a block of 50 stays in one half"
+    assert (half[:200] == 0).sum() == 100 and (half[200:] == 0).sum() == 20, "balanced per source x label"
