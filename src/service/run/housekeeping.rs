@@ -37,7 +37,7 @@ impl<F: FreeSpace> Service<F> {
             })
             .collect();
         done.sort();
-        let wall = unix_now();
+        let wall = crate::clock::unix_secs();
         let now_synchronised = (self.clock_synchronised)();
         let retention = self.config.retention.as_secs();
         for (at, stamp_synchronised, place) in done {
@@ -87,18 +87,21 @@ impl<F: FreeSpace> Service<F> {
         let look = self.machine.all_listed() && self.expiry_looked_at.is_none_or(|t| now.saturating_sub(t) >= EVERY);
         let expired = look && {
             self.expiry_looked_at = Some(now);
-            self.journal
-                .expired(&self.machine.present(), unix_now(), self.config.retention.as_secs())
-                > 0
+            self.journal.expired(
+                &self.machine.present(),
+                crate::clock::unix_secs(),
+                self.config.retention.as_secs(),
+            ) > 0
         };
         self.compacted = true;
         if !bloated && !expired {
             return;
         }
-        match self
-            .journal
-            .compact(&self.machine.present(), unix_now(), self.config.retention.as_secs())
-        {
+        match self.journal.compact(
+            &self.machine.present(),
+            crate::clock::unix_secs(),
+            self.config.retention.as_secs(),
+        ) {
             Ok(n) => log::info!("journal compacted: {n} line(s) removed"),
             Err(e) => {
                 log::error!("journal compaction failed (will retry): {e}");

@@ -111,10 +111,6 @@ enum AttemptError {
 /// Capacity of the queue of events kept for [`Service::drain_events`] (oldest dropped).
 pub const EVENT_QUEUE: usize = 64;
 
-fn unix_now() -> u64 {
-    crate::clock::unix_secs()
-}
-
 /// The service: the journal, the machine and the classifier, driven by [`Service::tick`].
 pub struct Service<F: FreeSpace> {
     config: Config,
@@ -356,7 +352,7 @@ impl<F: FreeSpace> Service<F> {
             key: key.to_string(),
             series: place.label(),
             state,
-            at: unix_now(),
+            at: crate::clock::unix_secs(),
             place: Some(place.clone()),
             stat: Some(stat.to_string()),
         }
@@ -606,7 +602,7 @@ fn record_crash(layout: &Layout, journal: &mut Journal) -> Result<(), ServiceErr
             key,
             series,
             state: State::Crashed,
-            at: unix_now(),
+            at: crate::clock::unix_secs(),
             place: None,
             stat: None,
         })?;

@@ -77,7 +77,7 @@ impl<F: FreeSpace> Service<F> {
                         reason: r.reason.clone(),
                     })
                     .collect(),
-                written_at: unix_now(),
+                written_at: crate::clock::unix_secs(),
                 clock_synchronised: (self.clock_synchronised)(),
             },
         };
