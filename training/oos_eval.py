@@ -72,6 +72,33 @@ def model_logits(model, planes: np.ndarray, batch: int = 32) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 2))
 
 
+def evidence_peaks(model, planes: np.ndarray, batch: int = 32) -> list[tuple[float, float]] | None:
+    """Per plane, the evidence map's peak cell centre as a fraction (x, y) of the plane (the first
+    maximum in raster order, as `pipeline::placement` takes it), from the model's own map
+    (`with_evidence`, exact for a pooled linear head); None when the model has no map."""
+    import torch
+    if not hasattr(model, "with_evidence"):
+        return None
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(planes), batch):
+            x = torch.from_numpy(np.ascontiguousarray(planes[i:i + batch], dtype=np.float32)).unsqueeze(1)
+            _, ev = model.with_evidence(x)
+            n, h, w = ev.shape
+            flat = ev.reshape(n, h * w).argmax(dim=1).tolist()
+            out += [((k % w + 0.5) / w, (k // w + 0.5) / h) for k in flat]
+    return out
+
+
+def peak_in_lungs(lf: dict, peak: tuple[float, float]) -> bool:
+    """The appliance's `peak_in_lungs` (`pipeline::placement::Placement::in_lungs`): the peak
+    cell's centre, placed on the slice through the lung frame, lies in the lung mask."""
+    x0, y0, side = lf["frame"]
+    x, y = x0 + peak[0] * side, y0 + peak[1] * side
+    h, w = lf["mask"].shape
+    return 0 <= x < w and 0 <= y < h and bool(lf["mask"][int(y), int(x)])
+
+
 def p_of(logits: np.ndarray, t: float = 1.0) -> np.ndarray:
     z = (logits[:, 1] - logits[:, 0]) / t
     return 1.0 / (1.0 + np.exp(-z))
@@ -162,7 +189,7 @@ def patient_series(root: Path, ref_python: str, cfg: dict, model, round_trip, lo
 
 
 def _classify_series(label, patient, ser, kind, slices, pre, size, model, round_trip, in_manifest, pack_prefix) -> dict:
-    planes, planes_jpeg, idx = [], [], []
+    planes, planes_jpeg, idx, frames = [], [], [], []
     framed = pre.get("frame", "none") == "lung"
     for i, s in enumerate(slices):
         if not framed:
@@ -185,6 +212,11 @@ def _classify_series(label, patient, ser, kind, slices, pre, size, model, round_
             planes.append(pl)
             planes_jpeg.append(round_trip(pl))
             idx.append(i)
+            frames.append(lf)
+    peaks = evidence_peaks(model, np.stack(planes)) if planes and framed else None
+    if peaks is not None:
+        for k, i in enumerate(idx):
+            slices[i]["peak_in_lungs"] = peak_in_lungs(frames[k], peaks[k])
     lg = model_logits(model, np.stack(planes)) if planes else np.zeros((0, 2))
     lgj = model_logits(model, np.stack(planes_jpeg)) if planes else np.zeros((0, 2))
     for k, i in enumerate(idx):
@@ -198,10 +230,14 @@ def _classify_series(label, patient, ser, kind, slices, pre, size, model, round_
            "slices": len(slices), "selected": len(sel), "dropped_implausible": sum(dropped.values()),
            "dropped_by_verdict": dict(sorted(dropped.items())), "classified": len(cls),
            "covid": sum(s["p"] >= 0.5 for s in cls), "covid_jpeg": sum(s["p_jpeg"] >= 0.5 for s in cls),
+           # COVID calls whose evidence peak lies in the lungs (None: the model has no evidence map)
+           "covid_lung_driven": (sum(s["p"] >= 0.5 and s["peak_in_lungs"] for s in cls)
+                                 if all("peak_in_lungs" in s for s in cls) and peaks is not None else None),
            "implausible_all_slices": dict(sorted(Counter(s["lung_verdict"] for s in slices if s["lung_verdict"] != "ok").items())),
            "mean_p_classified": float(np.mean([s["p"] for s in cls])) if cls else None,
            "slices_detail": [{k: s[k] for k in ("file", "selected", "lung_verdict", "radiologist")}
-                             | {"p": s.get("p"), "p_jpeg": s.get("p_jpeg"), "pack_name": pack_prefix + s["file"]}
+                             | {"p": s.get("p"), "p_jpeg": s.get("p_jpeg"), "peak_in_lungs": s.get("peak_in_lungs"),
+                                "pack_name": pack_prefix + s["file"]}
                              for s in slices]}
     row["summary"] = (f"{row['slices']} slices, {row['selected']} selected, {row['dropped_implausible']} dropped "
                       f"{row['dropped_by_verdict']}, {row['covid']}/{row['classified']} COVID")
@@ -214,10 +250,12 @@ def pool_patients(series: list[dict]) -> list[dict]:
         key = (s["patient"], s["kind"])
         a = out.setdefault(key, {"patient": s["patient"], "truth": s["label"], "kind": s["kind"], "series": [],
                                  "slices": 0, "selected": 0, "dropped_implausible": 0, "dropped_by_verdict": Counter(),
-                                 "classified": 0, "covid": 0, "covid_jpeg": 0})
+                                 "classified": 0, "covid": 0, "covid_jpeg": 0, "covid_lung_driven": 0})
         a["series"].append(s["series"])
         for k in ("slices", "selected", "dropped_implausible", "classified", "covid", "covid_jpeg"):
             a[k] += s[k]
+        a["covid_lung_driven"] = (None if a["covid_lung_driven"] is None or s["covid_lung_driven"] is None
+                                  else a["covid_lung_driven"] + s["covid_lung_driven"])
         a["dropped_by_verdict"].update(s["dropped_by_verdict"])
     rows = []
     for a in out.values():
@@ -226,6 +264,11 @@ def pool_patients(series: list[dict]) -> list[dict]:
         a["verdict_jpeg"], a["covid_fraction_jpeg"] = decide(a["classified"], a["covid_jpeg"])
         want = "covid" if a["truth"] == "covid" else "normal"
         a["correct"] = a["verdict"] == want
+        # The appliance's evidence gate (decide::evidence_gate): with any COVID-called slice, fewer
+        # than 90% of them lung-driven makes the verdict undetermined.
+        a["verdict_gated"] = (None if a["covid_lung_driven"] is None
+                              else "undetermined" if a["covid"] and a["covid_lung_driven"] < 0.9 * a["covid"]
+                              else a["verdict"])
         rows.append(a)
     return rows
 
@@ -478,9 +521,12 @@ def report_md(r: dict) -> str:
           "appliance's rule) and leave the denominator; the verdict is the 10% rule on the rest. "
           f"P from float {view} planes (as the appliance would feed them); *{codec}* = the same planes through the "
           f"pack's {codec} round trip (what train.py's ct16_predictions.csv saw).", "",
+          "*Lung-driven*: COVID-called slices whose evidence peak lies in the lung mask (the appliance's "
+          "`peak_in_lungs`, from the model's own map; n/a: the model has no map); *gated*: the verdict after the "
+          "appliance's evidence gate (undetermined when fewer than 90% of the COVID calls are lung-driven).", "",
           "| patient | out-of-sample? | truth | series | selected | dropped (implausible) | classified | COVID slices | "
-          f"COVID fraction | verdict | right? | verdict ({codec}) |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          f"COVID fraction | verdict | right? | lung-driven | gated | verdict ({codec}) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in r["patients"]:
         drop = f"{p['dropped_implausible']}" + (f" ({', '.join(f'{k} {v}' for k, v in p['dropped_by_verdict'].items())})"
                                                 if p["dropped_by_verdict"] else "")
@@ -488,6 +534,8 @@ def report_md(r: dict) -> str:
         oos = "yes" if p.get("out_of_sample", True) else "**no (trained on)**"
         L.append(f"| {name} | {oos} | {p['truth']} | {' + '.join(p['series'])} | {p['selected']} | {drop} | {p['classified']} | "
                  f"{p['covid']} | {_f(p['covid_fraction'])} | **{p['verdict']}** | {'yes' if p['correct'] else 'NO'} | "
+                 f"{'n/a' if p['covid_lung_driven'] is None else str(p['covid_lung_driven']) + ' of ' + str(p['covid'])} | "
+                 f"{p['verdict_gated'] or 'n/a'} | "
                  f"{p['verdict_jpeg']} ({_f(p['covid_fraction_jpeg'])}) |")
     L += ["", "Per series:", "", "| patient | series | in manifest / pack | slices | selected | dropped | classified | COVID | mean P (classified) | implausible among all slices |",
           "|---|---|---|---|---|---|---|---|---|---|"]

@@ -75,3 +75,28 @@ def test_strip_gives_back_the_original_graph_and_other_graphs_are_refused(fpn64)
                       output_names=[export.OUTPUT], opset_version=13, dynamo=False)
     with pytest.raises(ValueError):
         evidence.add_fpn_evidence(onnx.load_from_string(buf.getvalue()))
+
+
+def test_oos_eval_places_the_evidence_peak_on_the_slice_as_the_appliance_does():
+    """oos_eval.evidence_peaks / peak_in_lungs (issue 33: the lung-driven share of a candidate's
+    COVID calls): the first maximum's cell centre, through the lung frame, in the lung mask."""
+    import numpy as np
+    import torch
+    from training import oos_eval
+
+    class Fake(torch.nn.Module):
+        def with_evidence(self, x):
+            ev = torch.zeros(x.shape[0], 4, 4)
+            ev[:, 1, 2] = 1.0  # peak: row 1, column 2
+            return torch.softmax(torch.zeros(x.shape[0], 2), dim=1), ev
+
+    peaks = oos_eval.evidence_peaks(Fake(), np.zeros((3, 8, 8), dtype=np.float32))
+    assert peaks == [(0.625, 0.375)] * 3
+    mask = np.zeros((100, 100), dtype=bool)
+    lf = {"frame": [10, 20, 40], "mask": mask}
+    # cell centre on the slice: x = 10 + 0.625 * 40 = 35, y = 20 + 0.375 * 40 = 35
+    assert not oos_eval.peak_in_lungs(lf, peaks[0])
+    mask[35, 35] = True
+    assert oos_eval.peak_in_lungs(lf, peaks[0])
+    assert not oos_eval.peak_in_lungs({"frame": [90, 90, 40], "mask": mask}, peaks[0]), "off the slice"
+    assert oos_eval.evidence_peaks(torch.nn.Identity(), np.zeros((1, 8, 8), dtype=np.float32)) is None
