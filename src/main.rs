@@ -143,6 +143,16 @@ impl ModelArgs {
         Classifier::load(&path, self.options())
             .with_context(|| format!("cannot load the model from {}", path.display()))
     }
+
+    /// [`ModelArgs::load`] on a thread of its own, so the caller can read and select slices
+    /// meanwhile (loading and optimising the model is single-threaded and takes a sizeable part
+    /// of a short scan: `bench/scan_thin.sh`).
+    fn load_in_background(&self) -> std::thread::JoinHandle<anyhow::Result<Classifier>> {
+        let (path, options) = (self.path(), self.options());
+        std::thread::spawn(move || {
+            Classifier::load(&path, options).with_context(|| format!("cannot load the model from {}", path.display()))
+        })
+    }
 }
 
 fn default_models() -> PathBuf {
@@ -351,17 +361,39 @@ fn run(
             report: sheet,
             model,
         } => {
-            let mut classifier = model.load().map_err(Failure::Internal)?;
-            let found = ctsentinel::ingest::find(&dir)
+            // The model loads while the folder is read and its slices selected (the selection
+            // needs no model); a model that cannot be loaded is still the error reported first.
+            let loading = model.load_in_background();
+            let mut progress = |p: pipeline::Progress<'_>| {
+                log::debug!("{p:?}");
+                std::ops::ControlFlow::Continue(())
+            };
+            let found = ctsentinel::ingest::find(&dir);
+            let selected = found
+                .as_ref()
+                .ok()
+                .map(|f| pipeline::select_all(&f.series, &mut progress));
+            let mut classifier = loading
+                .join()
+                .map_err(|_| Failure::Internal(anyhow::anyhow!("the model loader panicked")))?
+                .map_err(Failure::Internal)?;
+            let found = found
                 .with_context(|| format!("cannot scan {}", dir.display()))
                 .map_err(Failure::Input)?;
-            let report =
-                pipeline::scan_discovery(&found, &ctsentinel::ingest::name_of(&dir), &mut classifier, &mut |p| {
-                    log::debug!("{p:?}");
-                    std::ops::ControlFlow::Continue(())
+            let mut report = selected
+                .expect("selected whenever the folder was read")
+                .and_then(|sel| {
+                    pipeline::classify_selected(
+                        &found.series,
+                        sel,
+                        &ctsentinel::ingest::name_of(&dir),
+                        &mut classifier,
+                        &mut progress,
+                    )
                 })
                 .with_context(|| format!("cannot scan {}", dir.display()))
                 .map_err(Failure::Input)?;
+            report.ignored = found.ignored.clone();
             if let Some(sr) = &sr {
                 let files: Vec<PathBuf> = found.series.iter().flat_map(|s| s.files.iter().cloned()).collect();
                 let sources = ctsentinel::ingest::dicom::sources(&files);

@@ -86,21 +86,37 @@ pub fn scan_series(
     classifier: &mut Classifier,
     progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
 ) -> Result<ScanReport, ScanError> {
-    let start = Instant::now();
+    let selected = select_all(series, progress)?;
+    classify_selected(series, selected, patient, classifier, progress)
+}
+
+/// The first half of a scan, [`select_all`]'s result: every series' selection, before any
+/// model is needed.
+pub struct Selected {
+    selections: Vec<SeriesSelection>,
+    decoder: SliceDecoder,
+    timing: Timing,
+    started: Instant,
+}
+
+/// The first half of [`scan_series`]: the paper's selection over every series. It needs no
+/// model, so a caller that has yet to load one can load it meanwhile (`ctsentinel scan` does:
+/// the model's load and the selection then share the machine instead of following each other).
+pub fn select_all(
+    series: &[Series],
+    progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
+) -> Result<Selected, ScanError> {
+    let started = Instant::now();
     let mut decoder = SliceDecoder::new();
-    let fraction = classifier.card().decision.patient_covid_fraction;
     let mut timing = Timing::default();
-    let mut stages = Stages::default();
-    let mut out = Vec::with_capacity(series.len());
-    let mut patients: Vec<&str> = series.iter().map(|s| s.patient.as_str()).collect();
-    patients.sort_unstable();
-    patients.dedup();
+    let patients = patients_of(series).len();
+    let mut selections = Vec::with_capacity(series.len());
     for s in series {
         let t = Instant::now();
         let mut sel = select_series(s, &mut decoder);
-        if patients.len() > 1 && sel.excluded.is_none() {
+        if patients > 1 && sel.excluded.is_none() {
             // Never pool two patients' slices: no series of such a folder is classified.
-            sel.excluded = Some(format!("one of {} patients' series in one folder", patients.len()));
+            sel.excluded = Some(format!("one of {patients} patients' series in one folder"));
         }
         timing.select += t.elapsed().as_millis() as u64;
         let step = progress(Progress::Selected {
@@ -111,6 +127,48 @@ pub fn scan_series(
         if step.is_break() {
             return Err(ScanError::Cancelled);
         }
+        selections.push(sel);
+    }
+    Ok(Selected {
+        selections,
+        decoder,
+        timing,
+        started,
+    })
+}
+
+fn patients_of(series: &[Series]) -> Vec<&str> {
+    let mut patients: Vec<&str> = series.iter().map(|s| s.patient.as_str()).collect();
+    patients.sort_unstable();
+    patients.dedup();
+    patients
+}
+
+/// The second half of [`scan_series`]: classify what [`select_all`] selected in `series` (the
+/// same series, in the same order) and decide.
+pub fn classify_selected(
+    series: &[Series],
+    selected: Selected,
+    patient: &str,
+    classifier: &mut Classifier,
+    progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
+) -> Result<ScanReport, ScanError> {
+    let Selected {
+        selections,
+        mut decoder,
+        mut timing,
+        started: start,
+    } = selected;
+    debug_assert_eq!(
+        selections.len(),
+        series.len(),
+        "classify_selected: the series select_all was given"
+    );
+    let fraction = classifier.card().decision.patient_covid_fraction;
+    let mut stages = Stages::default();
+    let mut out = Vec::with_capacity(series.len());
+    let patients = patients_of(series);
+    for (s, sel) in series.iter().zip(selections) {
         let t = Instant::now();
         out.push(classify_series(
             s,
