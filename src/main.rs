@@ -2,7 +2,7 @@
 //! command. Exit codes: 0 success, 2 input errors (unreadable or rejected input), 1 internal
 //! failure.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -139,9 +139,7 @@ impl ModelArgs {
     }
 
     fn load(&self) -> anyhow::Result<Classifier> {
-        let path = self.path();
-        Classifier::load(&path, self.options())
-            .with_context(|| format!("cannot load the model from {}", path.display()))
+        load_model(&self.path(), self.options())
     }
 
     /// [`ModelArgs::load`] on a thread of its own, so the caller can read and select slices
@@ -149,10 +147,12 @@ impl ModelArgs {
     /// of a short scan: `bench/scan_thin.sh`).
     fn load_in_background(&self) -> std::thread::JoinHandle<anyhow::Result<Classifier>> {
         let (path, options) = (self.path(), self.options());
-        std::thread::spawn(move || {
-            Classifier::load(&path, options).with_context(|| format!("cannot load the model from {}", path.display()))
-        })
+        std::thread::spawn(move || load_model(&path, options))
     }
+}
+
+fn load_model(path: &Path, options: classify::Options) -> anyhow::Result<Classifier> {
+    Classifier::load(path, options).with_context(|| format!("cannot load the model from {}", path.display()))
 }
 
 fn default_models() -> PathBuf {
@@ -380,11 +380,11 @@ fn run(
             let found = found
                 .with_context(|| format!("cannot scan {}", dir.display()))
                 .map_err(Failure::Input)?;
-            let mut report = selected
+            let report = selected
                 .expect("selected whenever the folder was read")
                 .and_then(|sel| {
-                    pipeline::classify_selected(
-                        &found.series,
+                    pipeline::classify_discovery(
+                        &found,
                         sel,
                         &ctsentinel::ingest::name_of(&dir),
                         &mut classifier,
@@ -393,7 +393,6 @@ fn run(
                 })
                 .with_context(|| format!("cannot scan {}", dir.display()))
                 .map_err(Failure::Input)?;
-            report.ignored = found.ignored.clone();
             if let Some(sr) = &sr {
                 let files: Vec<PathBuf> = found.series.iter().flat_map(|s| s.files.iter().cloned()).collect();
                 let sources = ctsentinel::ingest::dicom::sources(&files);

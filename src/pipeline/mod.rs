@@ -73,7 +73,19 @@ pub fn scan_discovery(
     classifier: &mut Classifier,
     progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
 ) -> Result<ScanReport, ScanError> {
-    let mut report = scan_series(&found.series, patient, classifier, progress)?;
+    let selected = select_all(&found.series, progress)?;
+    classify_discovery(found, selected, patient, classifier, progress)
+}
+
+/// [`classify_selected`] over a folder already discovered: its ignored files go in the report.
+pub fn classify_discovery(
+    found: &ingest::Discovery,
+    selected: Selected,
+    patient: &str,
+    classifier: &mut Classifier,
+    progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
+) -> Result<ScanReport, ScanError> {
+    let mut report = classify_selected(&found.series, selected, patient, classifier, progress)?;
     report.ignored = found.ignored.clone();
     Ok(report)
 }
