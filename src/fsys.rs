@@ -8,6 +8,8 @@
 //! purpose: a file's bytes are durable only after its fsync, and a directory entry (a new file,
 //! a link, a removal, a new folder) only after its parent folder's fsync; nothing else is.
 //! The DICOM inbox runs on it (`dicom_net::inbox`); the service's own writers can follow.
+//! [`write_atomic`] is the one atomic, durable file writer every other module uses (results,
+//! sheets, SR/SC, the journal's compaction, markers, validation records).
 
 use std::io;
 use std::path::Path;
@@ -106,6 +108,44 @@ impl Fs for RealFs {
             .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect()
     }
+}
+
+/// Write `bytes` to `path` atomically and durably: a temporary file in the same folder, fsync,
+/// rename over the target, fsync the folder. A reader (or a power cut) sees the old file or the
+/// new one, never half of one.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("no file name"))?;
+    // Short enough for any name (NAME_MAX is 255 bytes), unique within this process; a stale
+    // temporary of an earlier process with the same pid is overwritten, not an error.
+    let mut stem = name.to_string_lossy().into_owned();
+    while stem.len() > 100 {
+        stem.pop();
+    }
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{stem}.tmp-{}-{seq}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// A simulated file system for crash tests (see the module docs).
@@ -361,5 +401,32 @@ pub mod sim {
             fs.crash();
             assert!(fs.list(root).unwrap().is_empty());
         }
+    }
+}
+
+#[cfg(test)]
+mod write_atomic_tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_the_whole_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        write_atomic(&p, b"first version, longer").unwrap();
+        write_atomic(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn write_atomic_into_a_missing_folder_fails_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("missing/r.json");
+        assert!(write_atomic(&p, b"x").is_err());
+        assert!(!p.exists());
     }
 }

@@ -426,7 +426,7 @@ fn run(
             }
             let text = to_json(&report)?;
             if let Some(out) = &out {
-                present::write_atomic(out, format!("{text}\n").as_bytes())
+                ctsentinel::fsys::write_atomic(out, format!("{text}\n").as_bytes())
                     .with_context(|| format!("cannot write {}", out.display()))
                     .map_err(Failure::Internal)?;
             }

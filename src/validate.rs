@@ -437,7 +437,7 @@ pub fn write_record(dir: &Path, report: &ValidationReport) -> std::io::Result<Pa
     std::fs::create_dir_all(dir)?;
     let path = record_path(dir, &report.model);
     let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
-    crate::present::write_atomic(&path, format!("{text}\n").as_bytes())?;
+    crate::fsys::write_atomic(&path, format!("{text}\n").as_bytes())?;
     Ok(path)
 }
 

@@ -401,7 +401,7 @@ pub fn build_sc(
 pub fn write(path: &Path, report: &ScanReport, sources: &Sources, now: &(String, String)) -> Result<(), SrError> {
     let replaces = previous_sr(path);
     let bytes = build(report, sources, replaces.as_ref(), now)?;
-    super::write_atomic(path, &bytes).map_err(|source| SrError::Write {
+    crate::fsys::write_atomic(path, &bytes).map_err(|source| SrError::Write {
         path: path.display().to_string(),
         source,
     })

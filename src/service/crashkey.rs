@@ -20,7 +20,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::present::write_atomic;
+use crate::fsys::write_atomic;
 
 /// Threads that never work for a series: the DICOM receiver's, the sender's, the display's.
 pub(crate) const NOT_A_SERIES_THREAD: &[&str] = &["dicom-listener", "dicom-assoc", "dicom-send", "display"];

@@ -263,7 +263,7 @@ impl Journal {
         for (_, r) in &keep {
             text.push_str(&line_of(r).map_err(err(&self.path))?);
         }
-        crate::present::write_atomic(&self.path, text.as_bytes()).map_err(err(&self.path))?;
+        crate::fsys::write_atomic(&self.path, text.as_bytes()).map_err(err(&self.path))?;
         let removed = self.lines - keep.len();
         self.file = std::fs::OpenOptions::new()
             .append(true)

@@ -139,7 +139,7 @@ pub fn run_configured_keeping(
         let results = config.layout().results();
         std::fs::create_dir_all(&results).map_err(|e| format!("{}: {e}", results.display()))?;
         let probe = config.state.join(".selftest-write");
-        crate::present::write_atomic(&probe, b"ok").map_err(|e| format!("{}: {e}", config.state.display()))?;
+        crate::fsys::write_atomic(&probe, b"ok").map_err(|e| format!("{}: {e}", config.state.display()))?;
         std::fs::remove_file(&probe).map_err(|e| format!("{}: {e}", probe.display()))?;
         Ok(format!("{} writable", config.state.display()))
     }));

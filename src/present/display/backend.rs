@@ -46,7 +46,7 @@ pub fn save_png(canvas: &Canvas, path: &Path) -> Result<(), DisplayError> {
         .ok_or_else(|| err("canvas size mismatch".into()))?
         .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
         .map_err(|e| err(e.to_string()))?;
-    crate::present::write_atomic(path, &bytes).map_err(|e| err(e.to_string()))
+    crate::fsys::write_atomic(path, &bytes).map_err(|e| err(e.to_string()))
 }
 
 /// A Linux framebuffer (`/dev/fbN`), pixel format and geometry read from sysfs

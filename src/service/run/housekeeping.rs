@@ -144,7 +144,7 @@ pub(super) fn consume_clean_stop(layout: &Layout) -> bool {
 }
 
 /// Remove the temporary files of atomic writes that a stop interrupted (`.<name>.tmp-…`, see
-/// `present::write_atomic`; never a result, a quarantine copy or a marker) wherever the service
+/// `fsys::write_atomic`; never a result, a quarantine copy or a marker) wherever the service
 /// itself writes them: anywhere under `results/` and `quarantine/`, and in the state folder
 /// itself (the journal's compaction, the clean-stop marker). Not `received/` or `outbox/`:
 /// the DICOM receiver and the sender own those and sweep their own (`.part`) temporaries.

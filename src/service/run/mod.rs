@@ -41,10 +41,10 @@ use super::journal::{Journal, JournalError, Record, State};
 use super::layout::{self, Layout};
 use super::machine::{Effect, Machine, Place, Plan, Settings};
 use crate::classify::Classifier;
+use crate::fsys::write_atomic;
 use crate::ingest::{self, FileProblem, SliceDecoder};
 use crate::pipeline::{self, Progress, ScanError};
 use crate::present::display::{Screen, Thumbnail};
-use crate::present::write_atomic;
 use crate::report::{ResultSource, ScanReport, ServiceResult};
 
 mod appliance;
