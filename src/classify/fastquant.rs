@@ -162,7 +162,7 @@ pub fn install(model: &mut TypedModel) -> TractResult<Installed> {
 /// run in float because tract sees the ReLU as a binary op and stops its own lookup-table fusion
 /// there) maps a byte to a byte: one 256-entry table computes it, reading and writing one byte
 /// per value instead of a float pass each way. The table is computed with the same arithmetic
-/// as the three ops (tract's dequantization formula, `f32::max`, [`quantize`]), so outputs are
+/// as the three ops (tract's dequantization formula, `f32::max`, `quantize`), so outputs are
 /// unchanged. Only chains whose every link has a single consumer are fused. Returns how many.
 pub fn fuse_relu_requantize(model: &mut TypedModel) -> TractResult<usize> {
     use tract_onnx::tract_core::ops::binary::OptBinByScalar;

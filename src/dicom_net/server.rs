@@ -7,7 +7,7 @@
 //! association slot once its AE titles passed, so idle or hostile connections cannot lock the
 //! scanner out (each is closed at the PDU deadline, ARTIM). Beyond the connection cap a
 //! connection is answered with an A-ASSOCIATE-RJ (transient, local limit exceeded), never a
-//! bare close. Every thread wakes at least every [`POLL`] to see a shutdown, so dropping the
+//! bare close. Every thread wakes at least every `POLL` to see a shutdown, so dropping the
 //! [`Receiver`] returns within that (an instance being fsynced finishes first).
 
 use std::io::{Read, Write};

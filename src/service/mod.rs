@@ -4,7 +4,7 @@
 //!
 //! - [`machine`]: the decisions, with no I/O (stability, ledger, exactly-once, crash counts,
 //!   backoff), property-tested through every event order and crash point;
-//! - [`run`]: the executor that carries them out, and the appliance loop;
+//! - [`run`](mod@run): the executor that carries them out, and the appliance loop;
 //! - [`dropfs`]: reading drop folders without following links or writing to them;
 //! - [`journal`]: the append-only, checksummed, compacted record of what was done;
 //! - [`layout`]: every path of the state folder, and safe names for anything;

@@ -95,7 +95,7 @@ pub mod contract {
 }
 
 /// True when `path` starts like a DICOM file: Part 10 (`DICM` after the 128-byte preamble),
-/// `DICM` without the preamble, or a bare data set (see [`super::part10::sniff`]).
+/// `DICM` without the preamble, or a bare data set (see `part10::sniff`).
 pub fn is_dicom_file(path: &Path) -> bool {
     let mut head = Vec::with_capacity(132);
     std::fs::metadata(path).is_ok_and(|m| m.is_file())
@@ -220,7 +220,7 @@ pub fn read_header(path: &Path) -> Result<Header, DecodeError> {
     header_of(&bytes)
 }
 
-/// The SOP class a file's meta group names (see [`super::part10::meta_sop_class`]).
+/// The SOP class a file's meta group names (see `part10::meta_sop_class`).
 pub fn meta_sop_class_of(path: &Path) -> Option<String> {
     let mut bytes = Vec::new();
     File::open(path)

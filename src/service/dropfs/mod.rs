@@ -16,7 +16,7 @@
 //! - a USB export's DICOMDIR (at the drop root or in a patient folder) is read the same way and
 //!   its list of files compared with the folders: a series folder missing a file the DICOMDIR
 //!   lists is incomplete (a copy still running, or a stick pulled mid-copy) and is not processed
-//!   until the file is there ([`Index`]).
+//!   until the file is there (`dicomdir::Index`).
 //!
 //! The drop root itself is opened normally (the administrator configured it; it may be a
 //! mount point or a link to one).

@@ -18,7 +18,7 @@ use crate::ingest;
 use crate::service::machine::Place;
 
 /// Look at a drop folder: `<drop>/<patient>/<series>/`, where `<series>` may be nested (a USB
-/// export's `DICOM/ST000/SE000/`: patient `DICOM`, series `ST000/SE000`; see [`walk_series`]).
+/// export's `DICOM/ST000/SE000/`: patient `DICOM`, series `ST000/SE000`; see `walk_series`).
 /// Nothing is read but folder entries and DICOMDIRs.
 pub fn list(root: &Path, drop_id: &str) -> Result<DropListing, DropError> {
     list_guarded(root, drop_id, &DicomdirGuard::default())
