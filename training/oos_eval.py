@@ -232,7 +232,7 @@ def _classify_series(label, patient, ser, kind, slices, pre, size, model, round_
            "covid": sum(s["p"] >= 0.5 for s in cls), "covid_jpeg": sum(s["p_jpeg"] >= 0.5 for s in cls),
            # COVID calls whose evidence peak lies in the lungs (None: the model has no evidence map)
            "covid_lung_driven": (sum(s["p"] >= 0.5 and s["peak_in_lungs"] for s in cls)
-                                 if all("peak_in_lungs" in s for s in cls) and peaks is not None else None),
+                                 if framed and hasattr(model, "with_evidence") else None),
            "implausible_all_slices": dict(sorted(Counter(s["lung_verdict"] for s in slices if s["lung_verdict"] != "ok").items())),
            "mean_p_classified": float(np.mean([s["p"] for s in cls])) if cls else None,
            "slices_detail": [{k: s[k] for k in ("file", "selected", "lung_verdict", "radiologist")}
