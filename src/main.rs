@@ -93,6 +93,15 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Set the results page's password (`[web]`): read from standard input, kept as an argon2id
+    /// hash in the state folder; the running service reads it at its next start.
+    SetPassword {
+        #[arg(long)]
+        config: PathBuf,
+        /// Folder of board profiles (as for `watch`).
+        #[arg(long)]
+        boards: Option<PathBuf>,
+    },
     /// Run the appliance: self-test, then watch the drop folders and process each series once.
     Watch {
         #[arg(long)]
@@ -303,10 +312,32 @@ fn watch(
         ),
         None => None,
     };
-    let service = run::Service::new(cfg, classifier, run::StatVfs, display, stop.clone())
+    // The results page starts after the self-test too; it shows the report the box started with.
+    let web = match &cfg.web {
+        Some(w) => Some(
+            ctsentinel::service::web::WebServer::start(
+                w,
+                ctsentinel::service::web::Site {
+                    state: cfg.state.clone(),
+                    model: classifier.identity(),
+                    threshold: classifier.card().output.threshold,
+                    selftest: report.clone(),
+                    display: Some(display.clone()),
+                },
+            )
+            .with_context(|| format!("starting the results page on {}", w.listen))
+            .map_err(Failure::Internal)?,
+        ),
+        None => None,
+    };
+    let mut service = run::Service::new(cfg, classifier, run::StatVfs, display, stop.clone())
         .context("starting the service")
         .map_err(Failure::Internal)?;
+    if let Some(w) = &web {
+        service = service.with_web_fingerprint(&w.fingerprint);
+    }
     run::run(service, stop);
+    drop(web);
     drop(receiver);
     drop(sender);
     Ok(ExitCode::SUCCESS)
@@ -500,6 +531,24 @@ fn run(
                 None => ctsentinel::service::config::Config::load(&config, boards.as_deref()),
             };
             watch(cfg.context("invalid configuration").map_err(Failure::Input)?, stop)
+        }
+        Command::SetPassword { config, boards } => {
+            let cfg = ctsentinel::service::config::Config::load(&config, boards.as_deref())
+                .context("invalid configuration")
+                .map_err(Failure::Input)?;
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")
+                .map_err(Failure::Input)?;
+            let path = ctsentinel::service::web::set_password(&cfg.state, &line)
+                .context("the password was not set")
+                .map_err(Failure::Input)?;
+            emit(&format!(
+                "password set ({}); restart the service for the page to use it\n",
+                path.display()
+            ));
+            Ok(ExitCode::SUCCESS)
         }
         Command::DisplayDemo { backend, out } => {
             use ctsentinel::present::display;

@@ -76,6 +76,7 @@ fn long_screens() -> Vec<Screen> {
             drop: format!("/mnt/{long}/{long}"),
             model: model.into(),
             last_result: Some(long.into()),
+            web: Some(long.into()),
         },
         Screen::Fault {
             reason: format!("{long} {long} {long} {long} {long}"),

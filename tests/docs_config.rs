@@ -9,7 +9,7 @@
 //! on the page is a key table: its first header cell is `key` (the configuration) or
 //! `profile key` (a board profile).
 //!
-//! What the test relies on: `RawConfig`, `RawDicom`, `RawValidation` (src/service/config.rs),
+//! What the test relies on: `RawConfig`, `RawDicom`, `RawValidation`, `RawWeb` (src/service/config.rs),
 //! `Board` and `DisplayProfile` (src/present/mod.rs) are `#[serde(deny_unknown_fields)]`, so
 //! - a key the code does not know is refused by `Config::load` / `load_board`: a misspelled or
 //!   removed-from-the-code key in the docs fails the "each documented key loads" check;
@@ -263,6 +263,10 @@ struct Rig {
     dicom: Doc,
     /// The same with the site validation gate on, so that the floors reach the `Config`.
     gated: Doc,
+    /// The same with the results page on (`web.listen`), so that `[web]` values are checked;
+    /// and with its certificate and key set, which go together.
+    web: Doc,
+    web_tls: Doc,
     /// A minimal valid board profile (with SPI wiring, so every backend is accepted).
     board: Doc,
 }
@@ -283,6 +287,10 @@ impl Rig {
             .with("dicom.listen", "\"127.0.0.1:11112\"")
             .with("dicom.allowed_callers", "[\"CT_SCANNER\"]");
         let gated = config.with("validation.require", "true");
+        let web = config.with("web.listen", "\"127.0.0.1:8443\"");
+        let web_tls = web
+            .with("web.cert", "\"/etc/ctsentinel/c.pem\"")
+            .with("web.key", "\"/etc/ctsentinel/k.pem\"");
         let mut board = Doc::default();
         board
             .set("name", "\"docs-board\"")
@@ -299,6 +307,8 @@ impl Rig {
             config,
             dicom,
             gated,
+            web,
+            web_tls,
             board,
         }
     }
@@ -309,6 +319,8 @@ impl Rig {
             Kind::Board => &self.board,
             Kind::Config if key.starts_with("dicom.") => &self.dicom,
             Kind::Config if key.starts_with("validation.") && key != "validation.require" => &self.gated,
+            Kind::Config if key == "web.cert" || key == "web.key" => &self.web_tls,
+            Kind::Config if key.starts_with("web.") && key != "web.listen" => &self.web,
             Kind::Config => &self.config,
         }
     }

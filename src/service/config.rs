@@ -47,6 +47,82 @@ struct RawConfig {
     /// The site-validation gate (see `crate::validate`).
     #[serde(default)]
     validation: Option<RawValidation>,
+    /// The results page (`service::web`); absent (or without `listen`): no page.
+    #[serde(default)]
+    web: Option<RawWeb>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    listen: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default = "default_session_hours")]
+    session_hours: f64,
+    #[serde(default = "default_signin_per_minute")]
+    signin_per_minute: usize,
+}
+
+fn default_session_hours() -> f64 {
+    12.0
+}
+fn default_signin_per_minute() -> usize {
+    5
+}
+
+/// The validated `[web]` table: where the results page listens and how it signs people in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebConfig {
+    pub listen: std::net::SocketAddr,
+    /// The operator's certificate and key (PEM); `None`: a self-signed pair made on the first
+    /// start in `<state>/web/tls`.
+    pub cert: Option<(PathBuf, PathBuf)>,
+    /// How long a sign-in lasts.
+    pub session: Duration,
+    /// Sign-in attempts allowed per address in a minute.
+    pub signin_per_minute: usize,
+}
+
+fn web_config(path: &Path, raw: Option<&RawWeb>) -> Result<Option<WebConfig>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let Some(w) = raw else { return Ok(None) };
+    let Some(listen) = &w.listen else { return Ok(None) };
+    let listen = listen.parse::<std::net::SocketAddr>().map_err(|_| {
+        invalid(format!(
+            "[web] listen = {listen:?} is not an address such as \"0.0.0.0:8443\""
+        ))
+    })?;
+    let cert = match (&w.cert, &w.key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "[web] cert and key go together: set both, or neither for a self-signed certificate".into(),
+            ))
+        }
+    };
+    if !(w.session_hours.is_finite() && (0.1..=168.0).contains(&w.session_hours)) {
+        return Err(invalid(format!(
+            "[web] session_hours = {} must lie in 0.1..=168",
+            w.session_hours
+        )));
+    }
+    if !(1..=60).contains(&w.signin_per_minute) {
+        return Err(invalid(format!(
+            "[web] signin_per_minute = {} must lie in 1..=60",
+            w.signin_per_minute
+        )));
+    }
+    Ok(Some(WebConfig {
+        listen,
+        cert,
+        session: Duration::from_secs_f64(w.session_hours * 3600.0),
+        signin_per_minute: w.signin_per_minute,
+    }))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -302,6 +378,8 @@ pub struct Config {
     /// `[validation] require = true`: no verdict until the running model has a site
     /// validation record in `<state>/validation` meeting these floors (`crate::validate`).
     pub validation: Option<crate::validate::Floors>,
+    /// The results page, when `[web] listen` is set.
+    pub web: Option<WebConfig>,
 }
 
 const BACKENDS: [&str; 4] = ["none", "png", "framebuffer", "spi"];
@@ -399,6 +477,7 @@ impl Config {
         }
         let send_to = send_config(path, raw.dicom.as_ref())?;
         let dicom = dicom_config(path, raw.dicom.clone())?;
+        let web = web_config(path, raw.web.as_ref())?;
         let mut drop = raw.drop.clone();
         if dicom.is_some() {
             // Received instances land here and are processed like a drop folder's series.
@@ -437,6 +516,7 @@ impl Config {
             dicom,
             send_to,
             validation,
+            web,
         })
     }
 }

@@ -149,6 +149,8 @@ struct Slot {
 #[derive(Default)]
 struct SlotState {
     pending: Option<(u64, Screen)>,
+    /// The last screen offered, shown or not (what the results page reports as "now").
+    latest: Option<Screen>,
     offered: u64,
     shown: u64,
 }
@@ -171,6 +173,7 @@ impl Display {
     pub fn show(&self, screen: Screen) {
         let mut st = lock(&self.slot.state);
         st.offered += 1;
+        st.latest = Some(screen.clone());
         st.pending = Some((st.offered, screen));
         self.slot.changed.notify_all();
     }
@@ -178,6 +181,11 @@ impl Display {
     /// The screen waiting to be shown, if the thread has not taken it yet (for tests).
     pub fn pending(&self) -> Option<Screen> {
         lock(&self.slot.state).pending.as_ref().map(|(_, s)| s.clone())
+    }
+
+    /// The last screen offered (the results page's "now").
+    pub fn current(&self) -> Option<Screen> {
+        lock(&self.slot.state).latest.clone()
     }
 
     /// Wait until the last offered screen was shown, at most `timeout`; true if it was.

@@ -10,6 +10,7 @@
 //! - [`layout`]: every path of the state folder, and safe names for anything;
 //! - [`sender`]: the outbox that sends DICOM results to a PACS, at least once (receiving is
 //!   `crate::dicom_net`, whose inbox the service watches like a drop folder);
+//! - [`web`]: the read-only results page on the clinic's LAN (TLS, signed in), off by default;
 //! - [`config`], [`display_task`], [`event`], [`selftest`] (run before any verdict is shown,
 //!   and by `ctsentinel selftest`), [`heap`] (housekeeping a months-long process needs).
 
@@ -25,5 +26,6 @@ pub mod machine;
 pub mod run;
 pub mod selftest;
 pub mod sender;
+pub mod web;
 
 pub use run::{run, Service};

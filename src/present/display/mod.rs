@@ -32,6 +32,9 @@ pub enum Screen {
         drop: String,
         model: String,
         last_result: Option<String>,
+        /// The results page's certificate, as the operator compares it with the browser's
+        /// (`service::web`): the first 8 bytes of its SHA-256; `None` without a page.
+        web: Option<String>,
     },
     Receiving {
         patient: String,
@@ -208,6 +211,7 @@ pub fn layout(screen: &Screen, w: u32, h: u32) -> Vec<Item> {
             drop,
             model,
             last_result,
+            web,
         } => {
             line(&mut items, &mut y, format!("Drop: {drop}"));
             line(&mut items, &mut y, format!("Model: {model}"));
@@ -216,6 +220,9 @@ pub fn layout(screen: &Screen, w: u32, h: u32) -> Vec<Item> {
                 &mut y,
                 format!("Last result: {}", last_result.as_deref().unwrap_or("none yet")),
             );
+            if let Some(w) = web {
+                line(&mut items, &mut y, format!("Web cert: {w}"));
+            }
         }
         Screen::Receiving { patient, files } => {
             line(&mut items, &mut y, format!("Patient: {patient}"));
@@ -452,6 +459,7 @@ pub fn sample_screens() -> Vec<Screen> {
             drop: "/srv/ctsentinel/drop".into(),
             model: "ctsentinel-fpn256 1.0.0".into(),
             last_result: Some("2026-11-28 10:42".into()),
+            web: None,
         },
         Screen::Receiving {
             patient: "ctmd_P001".into(),

@@ -200,6 +200,7 @@ impl<F: FreeSpace> Service<F> {
                 .join(", "),
             model: format!("{} {}", model.name, model.version),
             last_result: None,
+            web: None,
         };
         display.show(idle.clone());
         Ok(Service {
@@ -230,6 +231,16 @@ impl<F: FreeSpace> Service<F> {
     /// crash property test (`tests/service_executor.rs`); the appliance never sets one.
     pub fn with_kill_hook(mut self, hook: impl FnMut(Effect, &Place) -> bool + 'static) -> Self {
         self.kill_before = Box::new(hook);
+        self
+    }
+
+    /// The idle screen also shows the results page's certificate (`fingerprint`: colon-separated
+    /// hex, as browsers show it; the screen takes its first 8 bytes).
+    pub fn with_web_fingerprint(mut self, fingerprint: &str) -> Self {
+        if let Screen::Idle { web, .. } = &mut self.idle {
+            *web = Some(fingerprint.split(':').take(8).collect::<Vec<_>>().join(":"));
+        }
+        self.display.show(self.idle.clone());
         self
     }
 

@@ -176,10 +176,11 @@ impl<F: FreeSpace> Service<F> {
     pub(super) fn publish_result(&mut self, place: &Place, file: &Path, report: &ScanReport, snap: &Snapshot) {
         let thumbnail = representative_thumbnail(snap, report, self.classifier.card().output.threshold);
         self.idle = match &self.idle {
-            Screen::Idle { drop, model, .. } => Screen::Idle {
+            Screen::Idle { drop, model, web, .. } => Screen::Idle {
                 drop: drop.clone(),
                 model: model.clone(),
                 last_result: Some(format!("{}: {}", place.label(), report.verdict)),
+                web: web.clone(),
             },
             other => other.clone(),
         };

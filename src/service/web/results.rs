@@ -1,0 +1,235 @@
+//! The results the page shows: an index of `<state>/results/<drop>/<patient>/<series>.json`.
+//!
+//! Why an index, and why opaque ids: a URL never names a file. Each result gets an id (the first
+//! 20 hex digits of the SHA-256 of its path under `results/`) and a request's id is looked up in
+//! the index the service's own listing built, so no text from a URL (`../`, encoded slashes,
+//! NUL, a long name) ever reaches the file system. The listing follows no links and reads only
+//! regular `*.json` files exactly three folders down (never the writers' `.…tmp` files). A
+//! summary per result is kept while the file's size and modification time stay the same, so a
+//! page polled every second re-reads only the folder entries, not every result.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::classify::sha256_hex;
+use crate::classify::ModelIdentity;
+use crate::decide::Verdict;
+use crate::report::ServiceResult;
+
+/// What the list shows of one result.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub id: String,
+    pub json: PathBuf,
+    pub written_at: u64,
+    pub clock_synchronised: Option<bool>,
+    pub patient: String,
+    pub series: String,
+    pub verdict: Verdict,
+    pub reason: Option<String>,
+    pub selected: usize,
+    pub covid: usize,
+    pub covid_fraction: Option<f64>,
+    pub model: ModelIdentity,
+}
+
+impl Summary {
+    /// The report sheet beside the result (`<series>.png`), when it was written.
+    pub fn sheet(&self) -> Option<PathBuf> {
+        let p = self.json.with_extension("png");
+        std::fs::symlink_metadata(&p).ok().filter(|m| m.is_file()).map(|_| p)
+    }
+}
+
+/// A result file that could not be read as one: listed with its problem, never hidden.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub id: String,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Listed {
+    Result(Arc<Summary>),
+    Unreadable(Unreadable),
+}
+
+pub struct Index {
+    root: PathBuf,
+    cache: Mutex<HashMap<PathBuf, (SystemTime, u64, Listed)>>,
+}
+
+/// The id of the result at `rel` (its path under `results/`).
+pub fn id_of(rel: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    sha256_hex(rel.as_os_str().as_bytes())[..20].to_string()
+}
+
+/// Whether `s` has the shape of an id (checked before any lookup).
+pub fn is_id(s: &str) -> bool {
+    s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Index {
+    pub fn new(results: &Path) -> Index {
+        Index {
+            root: results.to_path_buf(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Every result, newest first (unreadable ones last).
+    pub fn list(&self) -> Vec<Listed> {
+        let files = self.files();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fresh = HashMap::with_capacity(files.len());
+        let mut out = Vec::with_capacity(files.len());
+        for (rel, modified, len) in files {
+            let listed = match cache.remove(&rel) {
+                Some((m, l, listed)) if m == modified && l == len => listed,
+                _ => self.summarise(&rel),
+            };
+            out.push(listed.clone());
+            fresh.insert(rel, (modified, len, listed));
+        }
+        *cache = fresh;
+        out.sort_by(|a, b| match (a, b) {
+            (Listed::Result(x), Listed::Result(y)) => y.written_at.cmp(&x.written_at).then(x.id.cmp(&y.id)),
+            (Listed::Result(_), Listed::Unreadable(_)) => std::cmp::Ordering::Less,
+            (Listed::Unreadable(_), Listed::Result(_)) => std::cmp::Ordering::Greater,
+            (Listed::Unreadable(x), Listed::Unreadable(y)) => x.id.cmp(&y.id),
+        });
+        out
+    }
+
+    /// The result with this id, if the listing has it.
+    pub fn find(&self, id: &str) -> Option<Arc<Summary>> {
+        if !is_id(id) {
+            return None;
+        }
+        self.list().into_iter().find_map(|l| match l {
+            Listed::Result(s) if s.id == id => Some(s),
+            _ => None,
+        })
+    }
+
+    /// The whole result of a listed summary, read again (the index keeps only summaries).
+    pub fn load(&self, s: &Summary) -> Result<ServiceResult, String> {
+        read(&s.json)
+    }
+
+    fn summarise(&self, rel: &Path) -> Listed {
+        let id = id_of(rel);
+        let json = self.root.join(rel);
+        match read(&json) {
+            Ok(r) => Listed::Result(Arc::new(Summary {
+                id,
+                json,
+                written_at: r.source.written_at,
+                clock_synchronised: r.source.clock_synchronised,
+                patient: r.source.patient.clone(),
+                series: r.source.series_folder.clone(),
+                verdict: r.scan.verdict,
+                reason: r.scan.reason.clone(),
+                selected: r.scan.selected_slices,
+                covid: r.scan.covid_slices,
+                covid_fraction: r.scan.covid_fraction,
+                model: r.scan.model.clone(),
+            })),
+            Err(problem) => Listed::Unreadable(Unreadable { id, problem }),
+        }
+    }
+
+    /// `(path under results/, modified, length)` of every regular `*.json` three folders down.
+    fn files(&self) -> Vec<(PathBuf, SystemTime, u64)> {
+        let mut out = Vec::new();
+        for drop in dirs(&self.root) {
+            for patient in dirs(&self.root.join(&drop)) {
+                let folder = self.root.join(&drop).join(&patient);
+                let Ok(rd) = std::fs::read_dir(&folder) else { continue };
+                for e in rd.flatten() {
+                    let name = e.file_name();
+                    let n = name.to_string_lossy();
+                    if n.starts_with('.') || !n.ends_with(".json") {
+                        continue;
+                    }
+                    // DirEntry::metadata does not follow a link.
+                    let Ok(m) = e.metadata() else { continue };
+                    if !m.is_file() {
+                        continue;
+                    }
+                    let modified = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    out.push((Path::new(&drop).join(&patient).join(&name), modified, m.len()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Sub-folders (not links) of `dir`, by name.
+fn dirs(dir: &Path) -> Vec<std::ffi::OsString> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .filter(|n| !n.to_string_lossy().starts_with('.'))
+        .collect()
+}
+
+/// Results larger than this are not read (a result of a 2,000-slice series is ~3 MB).
+const MAX_RESULT_BYTES: u64 = 64 << 20;
+
+fn read(path: &Path) -> Result<ServiceResult, String> {
+    let m = std::fs::symlink_metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !m.is_file() {
+        return Err("not a regular file".into());
+    }
+    if m.len() > MAX_RESULT_BYTES {
+        return Err(format!("{} bytes: larger than any result", m.len()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("not a result: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_twenty_lowercase_hex_digits_and_nothing_else_is_looked_up() {
+        let id = id_of(Path::new("d-1/p/SR_1.json"));
+        assert!(is_id(&id), "{id}");
+        for bad in [
+            "../../etc/passwd",
+            "",
+            &id.to_uppercase(),
+            &format!("{id}0"),
+            "..%2f..%2fjournal",
+        ] {
+            assert!(!is_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_regular_json_files_three_folders_down_are_listed_and_a_broken_one_is_shown_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let p = root.join("d-1/p");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("SR_1.json"), "{ not json").unwrap();
+        std::fs::write(p.join(".SR_1.json.tmp-1-0"), "{}").unwrap();
+        std::fs::write(root.join("d-1/top.json"), "{}").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", p.join("link.json")).unwrap();
+        let listed = Index::new(root).list();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        match &listed[0] {
+            Listed::Unreadable(u) => assert!(u.problem.starts_with("not a result"), "{}", u.problem),
+            other => panic!("{other:?}"),
+        }
+    }
+}
