@@ -313,23 +313,20 @@ fn watch(
         None => None,
     };
     // The results page starts after the self-test too; it shows the report the box started with.
-    let web = match &cfg.web {
-        Some(w) => Some(
-            ctsentinel::service::web::WebServer::start(
-                w,
-                ctsentinel::service::web::Site {
-                    state: cfg.state.clone(),
-                    model: classifier.identity(),
-                    threshold: classifier.card().output.threshold,
-                    selftest: report.clone(),
-                    display: Some(display.clone()),
-                },
-            )
-            .with_context(|| format!("starting the results page on {}", w.listen))
-            .map_err(Failure::Internal)?,
-        ),
-        None => None,
-    };
+    // A page that cannot start (port taken, unreadable certificate) is logged and left off: the
+    // bedside verdicts do not depend on it.
+    let web = cfg.web.as_ref().and_then(|w| {
+        let site = ctsentinel::service::web::Site {
+            state: cfg.state.clone(),
+            model: classifier.identity(),
+            threshold: classifier.card().output.threshold,
+            selftest: report.clone(),
+            display: Some(display.clone()),
+        };
+        ctsentinel::service::web::WebServer::start(w, site)
+            .map_err(|e| log::error!("the results page on {} did not start: {e}", w.listen))
+            .ok()
+    });
     let mut service = run::Service::new(cfg, classifier, run::StatVfs, display, stop.clone())
         .context("starting the service")
         .map_err(Failure::Internal)?;
@@ -341,6 +338,26 @@ fn watch(
     drop(receiver);
     drop(sender);
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line from standard input; at a terminal, asked for on standard error and not echoed.
+fn read_password() -> std::io::Result<String> {
+    use rustix::termios::{isatty, tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if !isatty(&stdin) {
+        stdin.read_line(&mut line)?;
+        return Ok(line);
+    }
+    let before = tcgetattr(&stdin)?;
+    let mut quiet = before.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    eprint!("Password for the results page (not shown): ");
+    tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
+    let read = stdin.read_line(&mut line);
+    tcsetattr(&stdin, OptionalActions::Now, &before)?;
+    eprintln!();
+    read.map(|_| line)
 }
 
 /// Write to stdout; a reader that went away (`| head`) ends the output quietly instead of
@@ -536,9 +553,7 @@ fn run(
             let cfg = ctsentinel::service::config::Config::load(&config, boards.as_deref())
                 .context("invalid configuration")
                 .map_err(Failure::Input)?;
-            let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
+            let line = read_password()
                 .context("reading the password from standard input")
                 .map_err(Failure::Input)?;
             let path = ctsentinel::service::web::set_password(&cfg.state, &line)

@@ -188,6 +188,11 @@ fn a_clinician_signs_in_and_sees_the_verdict_and_the_report_sheet_in_a_real_brow
         assert_eq!(seen[format!("{width}_list_verdict")], words, "{seen}");
         assert_eq!(seen[format!("{width}_list_verdict_key")], result.scan.verdict.as_str());
         assert_eq!(seen[format!("{width}_result_verdict")], words);
+        let model = seen[format!("{width}_model")].as_str().unwrap_or("");
+        assert!(
+            model.contains(&result.scan.model.sha256),
+            "the model's identity shown: {model}"
+        );
     }
     eprintln!("browser saw: {seen}; screenshots in {}", out.display());
     let screen = state.join("display/screen.png");

@@ -16,6 +16,7 @@
 //! <state>/display/screen.png                        headless display backend
 //! <state>/received/<patient>~<study>/<series>_<uid>.dcm   instances received by C-STORE (dicom_net::inbox)
 //! <state>/outbox/<time>-<series>.{sr,sc}.dcm        DICOM results waiting for the PACS
+//! <state>/web/{password,id-key,tls/}               the results page's secrets (service::web), 0700
 //! ```
 //! Quarantine is a sibling of `results/`, not inside it, so a patient folder named
 //! `quarantine` is just a patient.

@@ -119,7 +119,7 @@ def main() -> None:
                 ".slice(-4).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))"
             )
             check(page_w <= w + 1, f"{name}: no sideways scrolling ({page_w} px wide in a {w} px window; widest: {wide})")
-            seen[f"{name}_model_sha256"] = "SHA-256" in b.page_source
+            seen[f"{name}_model"] = b.find_element(By.ID, "model").text
             check("research use only, not a diagnosis" in b.page_source, f"{name}: notice on the result page")
             full = max(h, b.execute_script("return document.documentElement.scrollHeight"))
             b.execute_cdp_cmd(

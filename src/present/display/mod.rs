@@ -33,7 +33,8 @@ pub enum Screen {
         model: String,
         last_result: Option<String>,
         /// The results page's certificate, as the operator compares it with the browser's
-        /// (`service::web`): the first 8 bytes of its SHA-256; `None` without a page.
+        /// (`service::web`): the first 16 bytes of its SHA-256, colon-separated, shown on two
+        /// lines of 8; `None` without a page.
         web: Option<String>,
     },
     Receiving {
@@ -221,7 +222,11 @@ pub fn layout(screen: &Screen, w: u32, h: u32) -> Vec<Item> {
                 format!("Last result: {}", last_result.as_deref().unwrap_or("none yet")),
             );
             if let Some(w) = web {
-                line(&mut items, &mut y, format!("Web cert: {w}"));
+                let pairs: Vec<&str> = w.split(':').collect();
+                for (i, chunk) in pairs.chunks(8).enumerate() {
+                    let head = if i == 0 { "Web cert:" } else { "         " };
+                    line(&mut items, &mut y, format!("{head} {}", chunk.join(":")));
+                }
             }
         }
         Screen::Receiving { patient, files } => {

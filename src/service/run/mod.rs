@@ -235,10 +235,10 @@ impl<F: FreeSpace> Service<F> {
     }
 
     /// The idle screen also shows the results page's certificate (`fingerprint`: colon-separated
-    /// hex, as browsers show it; the screen takes its first 8 bytes).
+    /// hex, as browsers show it; the screen takes its first 16 bytes, 128 bits).
     pub fn with_web_fingerprint(mut self, fingerprint: &str) -> Self {
         if let Screen::Idle { web, .. } = &mut self.idle {
-            *web = Some(fingerprint.split(':').take(8).collect::<Vec<_>>().join(":"));
+            *web = Some(fingerprint.split(':').take(16).collect::<Vec<_>>().join(":"));
         }
         self.display.show(self.idle.clone());
         self

@@ -129,7 +129,7 @@ pub fn set_password(state: &Path, password: &str) -> Result<PathBuf, PasswordErr
         source,
     };
     create_private_dir(&web_dir(state)).map_err(io)?;
-    crate::fsys::write_atomic(&path, format!("{hash}\n").as_bytes()).map_err(io)?;
+    crate::fsys::write_atomic_private(&path, format!("{hash}\n").as_bytes()).map_err(io)?;
     Ok(path)
 }
 
@@ -240,43 +240,80 @@ pub enum Session {
     None,
 }
 
-/// Sign-in attempts per address in a sliding minute.
+/// Sign-in attempts per address in a sliding minute, and for the whole box.
+///
+/// An IPv6 client is counted by its /64 (one host can take any address of its subnet), an
+/// IPv4-mapped IPv6 address as the IPv4 address. The box-wide budget bounds the argon2 work a
+/// flood from many addresses can cause (each check costs tens of milliseconds of one core): past
+/// it, every sign-in waits for the minute to pass, which a clinician under attack sees as "try
+/// again in N s" rather than a slower scanner.
 pub struct AttemptLimit {
     per_minute: usize,
-    seen: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    seen: Mutex<Attempts>,
+}
+
+#[derive(Default)]
+struct Attempts {
+    by_address: HashMap<IpAddr, VecDeque<Instant>>,
+    all: VecDeque<Instant>,
 }
 
 /// Addresses remembered at most (a flood of addresses cannot grow the table without bound).
 const MAX_ADDRESSES: usize = 4096;
+/// Password checks the whole box makes in a minute at most.
+pub const BOX_PER_MINUTE: usize = 30;
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Whom an attempt is counted against: the IPv4 address, or the IPv6 /64.
+pub fn client_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Drop the instants that left the window; the wait until a slot frees when `limit` are left.
+fn window(q: &mut VecDeque<Instant>, now: Instant, limit: usize) -> Result<(), Duration> {
+    while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+        q.pop_front();
+    }
+    match q.front() {
+        Some(oldest) if q.len() >= limit => Err(WINDOW.saturating_sub(now.duration_since(*oldest))),
+        _ => Ok(()),
+    }
+}
 
 impl AttemptLimit {
     pub fn new(per_minute: usize) -> AttemptLimit {
         AttemptLimit {
             per_minute,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Attempts::default()),
         }
     }
 
     /// Count an attempt from `addr` at `now`: `Ok` when it may go ahead, else how long until
     /// the oldest attempt of the minute leaves the window.
     pub fn attempt(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
-        const WINDOW: Duration = Duration::from_secs(60);
+        let key = client_key(addr);
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_ADDRESSES && !seen.contains_key(&addr) {
-            seen.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
-            if seen.len() >= MAX_ADDRESSES {
+        let Attempts { by_address, all } = &mut *seen;
+        if by_address.len() >= MAX_ADDRESSES && !by_address.contains_key(&key) {
+            by_address.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
+            if by_address.len() >= MAX_ADDRESSES {
                 return Err(WINDOW);
             }
         }
-        let q = seen.entry(addr).or_default();
-        while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
-            q.pop_front();
-        }
-        if q.len() >= self.per_minute {
-            let oldest = *q.front().expect("per_minute >= 1, so the queue is not empty");
-            return Err(WINDOW.saturating_sub(now.duration_since(oldest)));
-        }
+        let q = by_address.entry(key).or_default();
+        window(q, now, self.per_minute)?;
+        window(all, now, BOX_PER_MINUTE)?;
         q.push_back(now);
+        all.push_back(now);
         Ok(())
     }
 }
@@ -351,5 +388,35 @@ mod tests {
         assert!(limit.attempt(b, clock.now()).is_ok(), "another address is not limited");
         clock.advance(Duration::from_secs(55));
         assert!(limit.attempt(a, clock.now()).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_host_is_counted_by_its_64_and_a_mapped_ipv4_as_ipv4() {
+        let clock = ManualClock::default();
+        let limit = AttemptLimit::new(2);
+        for a in ["2001:db8:1:2::1", "2001:db8:1:2::ffff"] {
+            assert!(limit.attempt(a.parse().unwrap(), clock.now()).is_ok());
+        }
+        assert!(limit
+            .attempt("2001:db8:1:2:abcd::7".parse().unwrap(), clock.now())
+            .is_err());
+        assert!(limit.attempt("2001:db8:1:3::1".parse().unwrap(), clock.now()).is_ok());
+        assert_eq!(
+            client_key("::ffff:10.0.0.7".parse().unwrap()),
+            "10.0.0.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn the_whole_box_checks_at_most_box_per_minute_passwords_whatever_the_addresses() {
+        let clock = ManualClock::default();
+        let limit = AttemptLimit::new(5);
+        for i in 0..BOX_PER_MINUTE {
+            let a = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8));
+            assert!(limit.attempt(a, clock.now()).is_ok(), "{i}");
+        }
+        assert!(limit.attempt("10.9.9.9".parse().unwrap(), clock.now()).is_err());
+        clock.advance(Duration::from_secs(60));
+        assert!(limit.attempt("10.9.9.9".parse().unwrap(), clock.now()).is_ok());
     }
 }

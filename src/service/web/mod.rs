@@ -8,10 +8,13 @@
 //! - **Read-only**: it reads `<state>/results` (through [`results::Index`]), the self-test report
 //!   the service started with, the site-validation record and the display's current screen
 //!   (progress). It writes nothing a verdict depends on; the service never waits for it.
-//! - **Its own thread and runtime**: a single-threaded tokio runtime on the `web` thread (argon2
-//!   checks on its blocking pool), so a flood of requests competes with a scan for at most one
-//!   core, never for the service's locks. At most [`MAX_CONNECTIONS`] at once; each TLS
-//!   handshake and request header has 10 s, each connection [`CONNECTION_LIFETIME`].
+//! - **Its own thread and runtime**: a single-threaded tokio runtime on the `web` thread; file
+//!   reads, page rendering and the argon2 checks (one at a time, at most
+//!   [`auth::BOX_PER_MINUTE`] a minute) run on its blocking pool of [`BLOCKING_THREADS`], so
+//!   the runtime never stalls on the disk and a flood of requests competes with a scan for a
+//!   bounded share of the cores, never for the service's locks. At most [`MAX_CONNECTIONS`] at
+//!   once, [`MAX_PER_CLIENT`] from one address; each TLS handshake, request header and request
+//!   body has 10 s, each connection [`CONNECTION_LIFETIME`].
 //! - **TLS only** ([`tls`]), **signed in** ([`auth`]), **URLs never reach the file system**
 //!   ([`results`]), **no identifiers in the log** ([`routes`]).
 
@@ -35,6 +38,12 @@ pub use auth::{set_password, Clock, ManualClock, PasswordError, SystemClock};
 
 /// Connections served at once; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections from one address (IPv4, or IPv6 /64) at once; more are closed at once.
+pub const MAX_PER_CLIENT: usize = 8;
+/// Threads for file reads, rendering and argon2.
+pub const BLOCKING_THREADS: usize = 2;
+/// A request body (the sign-in form) must arrive within this.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection is closed after this long, kept alive or not (the browser opens another).
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +62,8 @@ pub enum WebError {
     },
     #[error("starting the web thread: {0}")]
     Thread(std::io::Error),
+    #[error("the results page's id key in the state folder: {0}")]
+    IdKey(std::io::Error),
 }
 
 /// What the page shows about the appliance, handed over by the service at start.
@@ -69,12 +80,22 @@ pub struct Site {
 /// The page's shared state.
 pub struct App {
     pub site: Site,
+    /// One argon2 check at a time (each takes tens of ms of a core; see `auth::AttemptLimit`).
+    pub argon2: tokio::sync::Semaphore,
     pub index: results::Index,
     pub password: auth::Password,
     pub sessions: auth::Sessions,
     pub attempts: auth::AttemptLimit,
     pub clock: Arc<dyn Clock>,
     pub fingerprint: String,
+    /// How many refused sign-ins were logged in the current minute (`routes::log_refusal`).
+    pub refusals: std::sync::Mutex<Refusals>,
+}
+
+pub struct Refusals {
+    pub since: std::time::Instant,
+    pub logged: usize,
+    pub skipped: usize,
 }
 
 impl App {
@@ -82,11 +103,18 @@ impl App {
     pub fn new(cfg: &WebConfig, site: Site, fingerprint: String, clock: Arc<dyn Clock>) -> Result<App, WebError> {
         let password = auth::Password::load(&site.state)?;
         let results = crate::service::layout::Layout::new(&site.state).results();
+        let key = results::id_key(&site.state).map_err(WebError::IdKey)?;
         Ok(App {
-            index: results::Index::new(&results),
+            argon2: tokio::sync::Semaphore::new(1),
+            index: results::Index::new(&results, key),
             password,
             sessions: auth::Sessions::new(cfg.session),
             attempts: auth::AttemptLimit::new(cfg.signin_per_minute),
+            refusals: std::sync::Mutex::new(Refusals {
+                since: clock.now(),
+                logged: 0,
+                skipped: 0,
+            }),
             clock,
             fingerprint,
             site,
@@ -180,7 +208,7 @@ impl WebServer {
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_io()
                     .enable_time()
-                    .max_blocking_threads(2)
+                    .max_blocking_threads(BLOCKING_THREADS)
                     .build()
                 {
                     Ok(rt) => rt,
@@ -229,6 +257,7 @@ async fn serve(
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let per_client: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Arc::default();
     loop {
         let permit = tokio::select! {
             _ = &mut stopped => break,
@@ -246,14 +275,20 @@ async fn serve(
                 }
             },
         };
+        let Some(client) = ClientSlot::take(&per_client, peer.ip()) else {
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let svc = router.clone().layer(axum::Extension(routes::ClientAddr(peer.ip())));
         tokio::spawn(async move {
             let _permit = permit;
+            let _client = client;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    log::info!("web: {} TLS handshake failed: {e}", peer.ip());
+                    // Debug only: anyone on the LAN can make these (a scanner probing the port).
+                    log::debug!("web: {} TLS handshake failed: {e}", peer.ip());
                     return;
                 }
                 Err(_) => return,
@@ -264,5 +299,42 @@ async fn serve(
                 .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(svc));
             let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
         });
+    }
+}
+
+/// One of [`MAX_PER_CLIENT`] connection slots of an address, given back when dropped.
+struct ClientSlot {
+    table: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    key: std::net::IpAddr,
+}
+
+impl ClientSlot {
+    fn take(
+        table: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        addr: std::net::IpAddr,
+    ) -> Option<ClientSlot> {
+        let key = auth::client_key(addr);
+        let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+        let n = t.entry(key).or_insert(0);
+        if *n >= MAX_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            table: table.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = t.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.key);
+            }
+        }
     }
 }

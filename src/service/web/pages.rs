@@ -283,7 +283,7 @@ pub fn result(s: &Summary, r: &ServiceResult, b: &BoxState, sheet: bool) -> Mark
                     dt { "Rule" } dd { (scan.rule) }
                     dt { "Written" } dd { (time_text(r.source.written_at, r.source.clock_synchronised)) }
                     dt { "Drop folder" } dd { (r.source.drop) " / " (r.source.patient) " / " (r.source.series_folder) }
-                    dt { "Model" } dd { (scan.model.name) " " (scan.model.version) ", SHA-256 " code { (scan.model.sha256) } }
+                    dt { "Model" } dd #model { (scan.model.name) " " (scan.model.version) ", SHA-256 " code { (scan.model.sha256) } }
                 }
             }
             h2 { "Series and selection" }

@@ -1,12 +1,15 @@
 //! The results the page shows: an index of `<state>/results/<drop>/<patient>/<series>.json`.
 //!
 //! Why an index, and why opaque ids: a URL never names a file. Each result gets an id (the first
-//! 20 hex digits of the SHA-256 of its path under `results/`) and a request's id is looked up in
-//! the index the service's own listing built, so no text from a URL (`../`, encoded slashes,
-//! NUL, a long name) ever reaches the file system. The listing follows no links and reads only
-//! regular `*.json` files exactly three folders down (never the writers' `.…tmp` files). A
-//! summary per result is kept while the file's size and modification time stay the same, so a
-//! page polled every second re-reads only the folder entries, not every result.
+//! 20 hex digits of the SHA-256 of a secret key of this box and its path under `results/`: a
+//! shared link or a browser history does not let anyone test guesses of a patient's folder name
+//! against it) and a request's id is looked up in the index the service's own listing built, so
+//! no text from a URL (`../`, encoded slashes, NUL, a long name) ever reaches the file system.
+//! The listing follows no links and reads only regular `*.json` files exactly three folders down
+//! (never the writers' `.…tmp` files), opened with `O_NOFOLLOW`. A summary per result is kept
+//! while the file's inode, size and modification time stay the same (the writers replace a
+//! result by renaming, which always changes the inode), so a page polled every second re-reads
+//! only the folder entries, not every result.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +44,11 @@ impl Summary {
         let p = self.json.with_extension("png");
         std::fs::symlink_metadata(&p).ok().filter(|m| m.is_file()).map(|_| p)
     }
+
+    /// The report sheet's bytes (a link in its place is not followed).
+    pub fn read_sheet(&self) -> Option<Vec<u8>> {
+        read_regular(&self.json.with_extension("png"), MAX_RESULT_BYTES).ok()
+    }
 }
 
 /// A result file that could not be read as one: listed with its problem, never hidden.
@@ -58,13 +66,35 @@ pub enum Listed {
 
 pub struct Index {
     root: PathBuf,
-    cache: Mutex<HashMap<PathBuf, (SystemTime, u64, Listed)>>,
+    key: [u8; 32],
+    cache: Mutex<HashMap<PathBuf, (Stamp, Listed)>>,
 }
 
-/// The id of the result at `rel` (its path under `results/`).
-pub fn id_of(rel: &Path) -> String {
+/// What tells a result file changed: inode, modification time, length.
+type Stamp = (u64, SystemTime, u64);
+
+/// The id of the result at `rel` (its path under `results/`) on a box whose id key is `key`.
+pub fn id_of(key: &[u8; 32], rel: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    sha256_hex(rel.as_os_str().as_bytes())[..20].to_string()
+    let mut bytes = key.to_vec();
+    bytes.extend_from_slice(rel.as_os_str().as_bytes());
+    sha256_hex(&bytes)[..20].to_string()
+}
+
+/// The box's id key, `<state>/web/id-key` (32 random bytes, mode 0600), made on first use.
+pub fn id_key(state: &Path) -> std::io::Result<[u8; 32]> {
+    let path = super::auth::web_dir(state).join("id-key");
+    match std::fs::read(&path) {
+        Ok(b) if b.len() == 32 => return Ok(b.try_into().expect("32 bytes")),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
+    super::auth::create_private_dir(&super::auth::web_dir(state))?;
+    crate::fsys::write_atomic_private(&path, &key)?;
+    Ok(key)
 }
 
 /// Whether `s` has the shape of an id (checked before any lookup).
@@ -73,9 +103,10 @@ pub fn is_id(s: &str) -> bool {
 }
 
 impl Index {
-    pub fn new(results: &Path) -> Index {
+    pub fn new(results: &Path, key: [u8; 32]) -> Index {
         Index {
             root: results.to_path_buf(),
+            key,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -86,13 +117,13 @@ impl Index {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let mut fresh = HashMap::with_capacity(files.len());
         let mut out = Vec::with_capacity(files.len());
-        for (rel, modified, len) in files {
+        for (rel, stamp) in files {
             let listed = match cache.remove(&rel) {
-                Some((m, l, listed)) if m == modified && l == len => listed,
+                Some((s, listed)) if s == stamp => listed,
                 _ => self.summarise(&rel),
             };
             out.push(listed.clone());
-            fresh.insert(rel, (modified, len, listed));
+            fresh.insert(rel, (stamp, listed));
         }
         *cache = fresh;
         out.sort_by(|a, b| match (a, b) {
@@ -121,7 +152,7 @@ impl Index {
     }
 
     fn summarise(&self, rel: &Path) -> Listed {
-        let id = id_of(rel);
+        let id = id_of(&self.key, rel);
         let json = self.root.join(rel);
         match read(&json) {
             Ok(r) => Listed::Result(Arc::new(Summary {
@@ -142,8 +173,9 @@ impl Index {
         }
     }
 
-    /// `(path under results/, modified, length)` of every regular `*.json` three folders down.
-    fn files(&self) -> Vec<(PathBuf, SystemTime, u64)> {
+    /// `(path under results/, stamp)` of every regular `*.json` three folders down.
+    fn files(&self) -> Vec<(PathBuf, Stamp)> {
+        use std::os::unix::fs::MetadataExt as _;
         let mut out = Vec::new();
         for drop in dirs(&self.root) {
             for patient in dirs(&self.root.join(&drop)) {
@@ -161,7 +193,10 @@ impl Index {
                         continue;
                     }
                     let modified = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                    out.push((Path::new(&drop).join(&patient).join(&name), modified, m.len()));
+                    out.push((
+                        Path::new(&drop).join(&patient).join(&name),
+                        (m.ino(), modified, m.len()),
+                    ));
                 }
             }
         }
@@ -184,16 +219,32 @@ fn dirs(dir: &Path) -> Vec<std::ffi::OsString> {
 /// Results larger than this are not read (a result of a 2,000-slice series is ~3 MB).
 const MAX_RESULT_BYTES: u64 = 64 << 20;
 
-fn read(path: &Path) -> Result<ServiceResult, String> {
-    let m = std::fs::symlink_metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+/// The bytes of the regular file `path`, opened without following a link, at most `max`.
+fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let m = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
     if !m.is_file() {
         return Err("not a regular file".into());
     }
-    if m.len() > MAX_RESULT_BYTES {
+    if m.len() > max {
         return Err(format!("{} bytes: larger than any result", m.len()));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    serde_json::from_str(&text).map_err(|e| format!("not a result: {e}"))
+    let mut bytes = Vec::with_capacity(m.len() as usize);
+    f.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    Ok(bytes)
+}
+
+fn read(path: &Path) -> Result<ServiceResult, String> {
+    let bytes = read_regular(path, MAX_RESULT_BYTES)?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("not a result: {e}"))
 }
 
 #[cfg(test)]
@@ -202,8 +253,13 @@ mod tests {
 
     #[test]
     fn ids_are_twenty_lowercase_hex_digits_and_nothing_else_is_looked_up() {
-        let id = id_of(Path::new("d-1/p/SR_1.json"));
+        let id = id_of(&[7; 32], Path::new("d-1/p/SR_1.json"));
         assert!(is_id(&id), "{id}");
+        assert_ne!(
+            id,
+            id_of(&[8; 32], Path::new("d-1/p/SR_1.json")),
+            "the id depends on the box's key"
+        );
         for bad in [
             "../../etc/passwd",
             "",
@@ -225,7 +281,21 @@ mod tests {
         std::fs::write(p.join(".SR_1.json.tmp-1-0"), "{}").unwrap();
         std::fs::write(root.join("d-1/top.json"), "{}").unwrap();
         std::os::unix::fs::symlink("/etc/hostname", p.join("link.json")).unwrap();
-        let listed = Index::new(root).list();
+        // A linked patient folder holding a readable "result" is not descended into.
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("x.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("d-1/linked")).unwrap();
+        let index = Index::new(root, [1; 32]);
+        let listed = index.list();
+        for rel in [
+            "d-1/linked/x.json",
+            "../outside/x.json",
+            "d-1/p/link.json",
+            "d-1/top.json",
+        ] {
+            assert!(index.find(&id_of(&[1; 32], Path::new(rel))).is_none(), "{rel}");
+        }
         assert_eq!(listed.len(), 1, "{listed:?}");
         match &listed[0] {
             Listed::Unreadable(u) => assert!(u.problem.starts_with("not a result"), "{}", u.problem),

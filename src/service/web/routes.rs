@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -90,6 +90,31 @@ async fn access_log(req: Request, next: Next) -> Response {
     r
 }
 
+/// Refused sign-ins are logged, at most [`REFUSALS_LOGGED`] a minute (a flood cannot fill the
+/// journal); the next line logged says how many were left out.
+const REFUSALS_LOGGED: usize = 20;
+
+fn log_refusal(app: &App, addr: IpAddr, why: &str) {
+    let now = app.clock.now();
+    let mut l = app.refusals.lock().unwrap_or_else(|p| p.into_inner());
+    if now.duration_since(l.since) >= std::time::Duration::from_secs(60) {
+        l.since = now;
+        l.logged = 0;
+    }
+    if l.logged < REFUSALS_LOGGED {
+        l.logged += 1;
+        let skipped = std::mem::take(&mut l.skipped);
+        let more = if skipped > 0 {
+            format!(" ({skipped} earlier refusals not logged)")
+        } else {
+            String::new()
+        };
+        log::warn!("web: sign-in from {addr} refused: {why}{more}");
+    } else {
+        l.skipped += 1;
+    }
+}
+
 fn token(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -157,12 +182,22 @@ fn refused(status: StatusCode, message: &str, password_set: bool) -> Response {
 async fn signin(
     State(app): State<Arc<App>>,
     Extension(ClientAddr(addr)): Extension<ClientAddr>,
-    headers: HeaderMap,
-    Form(form): Form<SigninForm>,
+    req: Request,
 ) -> Response {
     let set = app.password.is_set();
+    let headers = req.headers().clone();
+    // The form within BODY_TIMEOUT (the header timeout does not cover a body trickled in).
+    let (parts, body) = req.into_parts();
+    let bytes = match tokio::time::timeout(super::BODY_TIMEOUT, axum::body::to_bytes(body, 4096)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        Err(_) => return StatusCode::REQUEST_TIMEOUT.into_response(),
+    };
+    let Ok(Form(form)) = Form::<SigninForm>::from_request(Request::from_parts(parts, bytes.into()), &()).await else {
+        return refused(StatusCode::BAD_REQUEST, "The sign-in form was not understood.", set);
+    };
     if !same_origin(&headers) {
-        log::warn!("web: sign-in from {addr} refused: cross-site Origin");
+        log_refusal(&app, addr, "cross-site Origin");
         return refused(
             StatusCode::FORBIDDEN,
             "Sign-in refused: the form was sent from another site.",
@@ -170,7 +205,7 @@ async fn signin(
         );
     }
     if let Err(wait) = app.attempts.attempt(addr, app.clock.now()) {
-        log::warn!("web: sign-in from {addr} refused: too many attempts");
+        log_refusal(&app, addr, "too many attempts");
         let secs = wait.as_secs().max(1);
         let mut r = refused(
             StatusCode::TOO_MANY_REQUESTS,
@@ -183,11 +218,14 @@ async fn signin(
         return r;
     }
     let password = app.password.clone();
-    let ok = tokio::task::spawn_blocking(move || password.verify(&form.password))
-        .await
-        .unwrap_or(false);
+    let ok = {
+        let _one = app.argon2.acquire().await;
+        tokio::task::spawn_blocking(move || password.verify(&form.password))
+            .await
+            .unwrap_or(false)
+    };
     if !ok {
-        log::warn!("web: sign-in from {addr} refused: wrong password");
+        log_refusal(&app, addr, "wrong password");
         return refused(StatusCode::UNAUTHORIZED, "Wrong password.", set);
     }
     let token = match app.sessions.open(app.clock.now()) {
@@ -224,47 +262,58 @@ async fn signout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     r
 }
 
+/// Render on the blocking pool (the results folder is read there, never on the runtime).
+async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(r) = require(&app, &headers) {
         return r;
     }
-    let entries = app.index.list();
-    let now = app.site.display.as_ref().and_then(|d| d.current());
-    let b = app.box_state();
-    Html(pages::list(&entries, now.as_ref(), &b, LIST_ROWS).into_string()).into_response()
+    blocking(move || {
+        let entries = app.index.list();
+        let now = app.site.display.as_ref().and_then(|d| d.current());
+        let b = app.box_state();
+        Html(pages::list(&entries, now.as_ref(), &b, LIST_ROWS).into_string()).into_response()
+    })
+    .await
 }
 
 async fn result(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = require(&app, &headers) {
         return r;
     }
-    let Some(s) = app.index.find(&id) else {
-        return not_found().await;
-    };
-    match app.index.load(&s) {
-        Ok(r) => {
-            let b = app.box_state();
-            Html(pages::result(&s, &r, &b, s.sheet().is_some()).into_string()).into_response()
+    blocking(move || {
+        let Some(s) = app.index.find(&id) else {
+            return not_found_page();
+        };
+        match app.index.load(&s) {
+            Ok(r) => {
+                let b = app.box_state();
+                Html(pages::result(&s, &r, &b, s.sheet().is_some()).into_string()).into_response()
+            }
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("this result cannot be read: {e}"),
+            )
+                .into_response(),
         }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("this result cannot be read: {e}"),
-        )
-            .into_response(),
-    }
+    })
+    .await
 }
 
 async fn sheet(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = require(&app, &headers) {
         return r;
     }
-    let Some(path) = app.index.find(&id).and_then(|s| s.sheet()) else {
-        return not_found().await;
-    };
-    match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
-        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "image/png")], bytes).into_response(),
-        _ => not_found().await,
-    }
+    blocking(move || match app.index.find(&id).and_then(|s| s.read_sheet()) {
+        Some(bytes) => ([(header::CONTENT_TYPE, "image/png")], bytes).into_response(),
+        None => not_found_page(),
+    })
+    .await
 }
 
 async fn style() -> Response {
@@ -279,5 +328,9 @@ async fn style() -> Response {
 }
 
 async fn not_found() -> Response {
+    not_found_page()
+}
+
+fn not_found_page() -> Response {
     (StatusCode::NOT_FOUND, Html(pages::not_found().into_string())).into_response()
 }

@@ -100,8 +100,8 @@ fn generate(cert: &Path, key: &Path, names: &[String]) -> Result<(), TlsError> {
         move |source| TlsError::Io { path, source }
     };
     super::auth::create_private_dir(dir).map_err(io(dir))?;
-    crate::fsys::write_atomic(key, made.signing_key.serialize_pem().as_bytes()).map_err(io(key))?;
-    crate::fsys::write_atomic(cert, made.cert.pem().as_bytes()).map_err(io(cert))?;
+    crate::fsys::write_atomic_private(key, made.signing_key.serialize_pem().as_bytes()).map_err(io(key))?;
+    crate::fsys::write_atomic_private(cert, made.cert.pem().as_bytes()).map_err(io(cert))?;
     Ok(())
 }
 
