@@ -7,12 +7,13 @@ no clients and CLIENTS clients that each sign in and then fetch the list once a 
 fifth time the newest result page and its sheet). Each round's figure is the service's own
 `timing_ms.total` of that series (read from its result), so start-up and stability waits do not
 count. The clients run on the same 2 cores as the appliance: pessimistic for a page whose readers
-sit at other computers. Prints medians and the ratio with / without clients, and the RSS of the
-appliance idle after one series with the page on and (in a second run) off, and with the page on
-after serving the rounds.
+sit at other computers. A second run does the same with the page off. Prints the medians, the
+ratio with / without clients, and the appliance's RSS after the first series and after the rounds
+with the page on and off.
 
-Usage: .venv/bin/python bench/web_poll.py [ROUNDS] [CLIENTS] [HISTORY]   (release build first:
-`cargo build --release --bin ctsentinel`)
+Usage: .venv/bin/python bench/web_poll.py [ROUNDS] [CLIENTS] [HISTORY], or
+.venv/bin/python bench/web_poll.py memory (RSS over time with clients polling, see `memory`).
+Build the release binary first: `cargo build --release --bin ctsentinel`.
 """
 
 import json
@@ -84,9 +85,12 @@ def wait_result(state: str, patient: str) -> dict:
 
 
 class Client(threading.Thread):
-    def __init__(self, addr: str, stop: threading.Event):
+    """Signs in once (the page allows 5 sign-ins a minute from one address: all clients here share
+    127.0.0.1), then fetches the list once a second while `polling` is set."""
+
+    def __init__(self, addr: str, polling: threading.Event, stop: threading.Event):
         super().__init__(daemon=True)
-        self.addr, self.stop, self.requests, self.errors = addr, stop, 0, 0
+        self.addr, self.polling, self.stop, self.requests, self.errors = addr, polling, stop, 0, 0
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE  # a bench client on the box itself
@@ -103,6 +107,8 @@ class Client(threading.Thread):
         self.opener.open(urllib.request.Request(f"https://{self.addr}/signin", data=body), timeout=30).read()
         k = 0
         while not self.stop.is_set():
+            if not self.polling.wait(0.2):
+                continue
             t = time.monotonic()
             try:
                 page = self.get("/").decode()
@@ -111,71 +117,113 @@ class Client(threading.Thread):
                     rid = page.split('href="/result/')[1].split('"')[0]
                     self.get(f"/result/{rid}")
                     self.get(f"/result/{rid}/sheet.png")
-            except Exception:
+            except Exception as e:
                 self.errors += 1
+                print(f"  client error: {e}")
             self.stop.wait(max(0.0, 1.0 - (time.monotonic() - t)))
 
 
-def main():
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    clients = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    history = int(sys.argv[3]) if len(sys.argv) > 3 else 200
-    thin = os.path.join(DATA, "dicom", "normal", "ctmd_normal001_thin")
-    print(f"cpu: {open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()}, "
-          f"{os.cpu_count()} cores; {rounds} rounds each, {clients} clients, {history} results listed")
+def run(web: bool, rounds: int, clients: int, history: int, thin: str):
+    """Seed, history, then `rounds` x (no clients, clients): per-mode series times, RSS figures."""
+    times = {"none": [], "clients": []}
     with tempfile.TemporaryDirectory() as tmp:
-        p, drop, state, addr = start(tmp, web=True)
+        p, drop, state, addr = start(tmp, web=web)
         try:
-            # One real result, then HISTORY copies of it (with their sheets) for a long list.
             shutil.copytree(thin, os.path.join(drop, "seed", "thin"))
-            seed = wait_result(state, "seed")
+            wait_result(state, "seed")
             time.sleep(2)
-            idle_web = rss_kib(p.pid)
+            rss_seed = rss_kib(p.pid)
+            # HISTORY copies of the real result (with their sheets) for a long list.
             src_dir = next(d for d, _, fs in os.walk(os.path.join(state, "results")) if os.path.basename(d) == "seed")
             for i in range(history):
                 dst = os.path.join(os.path.dirname(src_dir), f"history{i:04d}")
                 os.makedirs(dst, exist_ok=True)
                 for n in os.listdir(src_dir):
                     shutil.copy(os.path.join(src_dir, n), os.path.join(dst, n))
-            times = {"none": [], "clients": []}
-            served = 0
+            polling, stop = threading.Event(), threading.Event()
+            cs = [Client(addr, polling, stop) for _ in range(clients)] if web else []
+            for c in cs:
+                c.start()
             for r in range(rounds):
                 for mode in ("none", "clients"):
-                    stop = threading.Event()
-                    cs = [Client(addr, stop) for _ in range(clients)] if mode == "clients" else []
-                    for c in cs:
-                        c.start()
-                    time.sleep(2 if cs else 0)
+                    if mode == "clients" and web:
+                        polling.set()
+                        time.sleep(2)
                     patient = f"p{r}{mode}"
                     shutil.copytree(thin, os.path.join(drop, patient, "thin"))
                     res = wait_result(state, patient)
-                    stop.set()
-                    for c in cs:
-                        c.join()
-                        served += c.requests
-                        if c.errors:
-                            print(f"  client errors: {c.errors}")
+                    polling.clear()
                     times[mode].append(res["timing_ms"]["total"])
-                    print(f"  round {r + 1} {mode:8s} {res['timing_ms']['total']} ms ({res['verdict']})")
-            served_rss = rss_kib(p.pid)
+                    print(f"  {'page on ' if web else 'page off'} round {r + 1} {mode:8s} {res['timing_ms']['total']} ms")
+            time.sleep(2)
+            rss_end = rss_kib(p.pid)
+            stop.set()
+            served = sum(c.requests for c in cs)
+            errors = sum(c.errors for c in cs)
         finally:
             p.terminate()
             p.wait()
+    return times, rss_seed, rss_end, served, errors
+
+
+def memory(history: int = 200, clients: int = 5):
+    """`bench/web_poll.py memory`: RSS of the page-on appliance after its first series, after 30 and
+    60 s of CLIENTS clients polling a list of HISTORY results, and after the next series' heap trim."""
+    thin = os.path.join(DATA, "dicom", "normal", "ctmd_normal001_thin")
     with tempfile.TemporaryDirectory() as tmp:
-        q, drop, state, _ = start(tmp, web=False)
-        shutil.copytree(thin, os.path.join(drop, "seed", "thin"))
-        wait_result(state, "seed")
-        time.sleep(2)
-        idle_plain = rss_kib(q.pid)
-        q.terminate()
-        q.wait()
-    a, b = statistics.median(times["none"]), statistics.median(times["clients"])
-    print(f"series processing, median: {a:.0f} ms without clients, {b:.0f} ms with {clients} polling "
-          f"({served} requests served): ratio {b / a:.3f}")
-    print(f"idle RSS after one series: page on {idle_web / 1024:.1f} MiB, page off {idle_plain / 1024:.1f} MiB: "
-          f"{(idle_web - idle_plain) / 1024:+.1f} MiB; page on after serving the rounds ({history} results listed): "
-          f"{served_rss / 1024:.1f} MiB")
-    _ = seed
+        p, drop, state, addr = start(tmp, web=True)
+        try:
+            shutil.copytree(thin, os.path.join(drop, "seed", "thin"))
+            wait_result(state, "seed")
+            time.sleep(2)
+            print(f"after the first series: {rss_kib(p.pid) / 1024:.0f} MiB")
+            src = next(d for d, _, fs in os.walk(os.path.join(state, "results")) if os.path.basename(d) == "seed")
+            for i in range(history):
+                dst = os.path.join(os.path.dirname(src), f"history{i:04d}")
+                os.makedirs(dst)
+                for n in os.listdir(src):
+                    shutil.copy(os.path.join(src, n), os.path.join(dst, n))
+            polling, stop = threading.Event(), threading.Event()
+            cs = [Client(addr, polling, stop) for _ in range(clients)]
+            for c in cs:
+                c.start()
+            for k in (1, 2):
+                polling.set()
+                time.sleep(30)
+                polling.clear()
+                time.sleep(2)
+                print(f"after {30 * k} s of {clients} clients ({sum(c.requests for c in cs)} requests): "
+                      f"{rss_kib(p.pid) / 1024:.0f} MiB")
+            shutil.copytree(thin, os.path.join(drop, "next", "thin"))
+            wait_result(state, "next")
+            time.sleep(2)
+            print(f"after the next series (heap trimmed): {rss_kib(p.pid) / 1024:.0f} MiB")
+            stop.set()
+        finally:
+            p.terminate()
+            p.wait()
+
+
+def main():
+    if sys.argv[1:2] == ["memory"]:
+        memory()
+        return
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    clients = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    history = int(sys.argv[3]) if len(sys.argv) > 3 else 200
+    thin = os.path.join(DATA, "dicom", "normal", "ctmd_normal001_thin")
+    print(f"cpu: {open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()}, "
+          f"{os.cpu_count()} cores; {rounds} rounds each, {clients} clients, {history} results listed")
+    on, on_seed, on_end, served, errors = run(True, rounds, clients, history, thin)
+    off, off_seed, off_end, _, _ = run(False, rounds, 0, history, thin)
+    a, b = statistics.median(on["none"]), statistics.median(on["clients"])
+    print(f"series processing with the page on, median: {a:.0f} ms without clients, {b:.0f} ms with {clients} "
+          f"polling ({served} requests served, {errors} errors): ratio {b / a:.3f}")
+    c = statistics.median(off["none"] + off["clients"])
+    print(f"series processing with the page off, median: {c:.0f} ms; page on, no clients / page off: {a / c:.3f}")
+    print(f"RSS after one series: page on {on_seed / 1024:.1f} MiB, off {off_seed / 1024:.1f} MiB "
+          f"({(on_seed - off_seed) / 1024:+.1f}); after the rounds: on {on_end / 1024:.1f} MiB, off "
+          f"{off_end / 1024:.1f} MiB ({(on_end - off_end) / 1024:+.1f})")
 
 
 if __name__ == "__main__":

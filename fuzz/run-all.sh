@@ -12,6 +12,6 @@ secs=${1:-1800} runs=${2:-1000000}
 lane() { local t; for t in "$@"; do fuzz/run.sh "$t" "$secs" "$runs" || echo "run.sh $t failed" >&2; done; }
 lane slice dicom_header &
 a=$!
-lane image8 journal dicom_peer service_config model_card &
+lane image8 journal dicom_peer service_config model_card web_request &
 b=$!
 wait "$a" "$b"

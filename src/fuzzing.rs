@@ -105,3 +105,93 @@ pub fn labels_csv(bytes: &[u8], dir: &Path) -> bool {
     let as_slices = crate::validate::read_labels(&wrapper).is_ok();
     as_labels || as_slices
 }
+
+/// A request to the results page (`service::web`) from anyone on the LAN, without a session:
+/// the bytes are split at `0xFF` into method, path (with query), `Cookie` header, `Origin`
+/// header and body, and sent through the real router (in memory, no TLS) of a page with a
+/// password set, in `dir`. The property checked: whatever the request, nothing but the sign-in
+/// page and the style sheet is ever served with 200, and no response carries a session. Returns
+/// whether the answer was a 200 (the sign-in page or the style sheet).
+pub fn web_request(bytes: &[u8], dir: &Path) -> bool {
+    use std::sync::{Arc, OnceLock};
+    use tower_service::Service as _;
+    static PAGE: OnceLock<(Arc<service::web::App>, tokio::runtime::Runtime)> = OnceLock::new();
+    let (app, rt) = PAGE.get_or_init(|| {
+        let _ = service::web::set_password(dir, "a fuzzing password");
+        let model = classify::ModelIdentity {
+            name: "fuzz".into(),
+            version: "0".into(),
+            sha256: "0".repeat(64),
+        };
+        let site = service::web::Site {
+            state: dir.to_path_buf(),
+            model: model.clone(),
+            threshold: 0.5,
+            selftest: crate::report::SelfTestReport {
+                passed: true,
+                checks: vec![],
+                model: Some(model),
+                cpu: String::new(),
+                kernels: vec![],
+                notice: crate::NOTICE.into(),
+            },
+            display: None,
+        };
+        let cfg = service::config::WebConfig {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            cert: None,
+            session: std::time::Duration::from_secs(3600),
+            signin_per_minute: 1_000_000,
+        };
+        let app = service::web::App::new(&cfg, site, "00".into(), Arc::new(service::web::SystemClock))
+            .expect("a page in a fresh folder");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        (Arc::new(app), rt)
+    });
+    let mut parts = bytes.splitn(5, |b| *b == 0xFF);
+    let mut next = || parts.next().unwrap_or(&[]);
+    let (method, path, cookie, origin, body) = (next(), next(), next(), next(), next());
+    let Ok(method) = axum::http::Method::from_bytes(if method.is_empty() { b"GET" } else { method }) else {
+        return false;
+    };
+    let path = String::from_utf8_lossy(path);
+    let mut req = axum::http::Request::builder()
+        .method(method.clone())
+        .uri(if path.starts_with('/') { path.as_ref() } else { "/" })
+        .header(axum::http::header::HOST, "box:8443");
+    if let Ok(v) = axum::http::HeaderValue::from_bytes(cookie) {
+        req = req.header(axum::http::header::COOKIE, v);
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_bytes(origin) {
+        if !origin.is_empty() {
+            req = req.header(axum::http::header::ORIGIN, v);
+        }
+    }
+    let Ok(mut req) = req.body(axum::body::Body::from(body.to_vec())) else {
+        return false;
+    };
+    req.extensions_mut().insert(service::web::routes::ClientAddr(
+        "10.0.0.1".parse().expect("an address"),
+    ));
+    let uri = req.uri().path().to_string();
+    let r = rt
+        .block_on(service::web::routes::router(app.clone()).call(req))
+        .expect("the router is infallible");
+    let ok = r.status() == axum::http::StatusCode::OK;
+    if ok {
+        assert!(
+            (uri == "/signin" || uri == "/static/style.css") && method == axum::http::Method::GET,
+            "served {method} {uri} with 200 without a session"
+        );
+    }
+    assert!(
+        r.headers()
+            .get(axum::http::header::SET_COOKIE)
+            .is_none_or(|c| c.as_bytes().ends_with(b"Max-Age=0")),
+        "a session for {method} {uri} without the password"
+    );
+    ok
+}

@@ -20,7 +20,7 @@ use common::dicom_gen;
 use common::TiffSpec;
 use ctsentinel::fuzzing;
 
-const TARGETS: [&str; 8] = [
+const TARGETS: [&str; 9] = [
     "slice",
     "dicom_header",
     "image8",
@@ -29,6 +29,7 @@ const TARGETS: [&str; 8] = [
     "model_card",
     "journal",
     "labels_csv",
+    "web_request",
 ];
 
 /// A 370x340 slice (the smallest the lung ROI allows) with some structure, as u16.
@@ -229,6 +230,17 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>, bool)> {
             ("slices.csv".into(), b"file,infected\nSR_1/IM00001.tif,0\nIM00002.tif,1\n".to_vec(), true),
             ("bad-label.csv".into(), b"path,label\np1,pneumonia\n".to_vec(), false),
         ],
+        "web_request" => vec![
+            ("signin".into(), b"GET\xff/signin\xff\xff\xff".to_vec(), true),
+            ("style".into(), b"GET\xff/static/style.css".to_vec(), true),
+            ("list".into(), b"GET\xff/\xff__Host-ctsentinel=00\xff\xff".to_vec(), false),
+            ("forged".into(), b"GET\xff/result/..%2F..%2Fweb%2Fpassword\xff\xff\xff".to_vec(), false),
+            (
+                "wrong-password".into(),
+                b"POST\xff/signin\xff\xffhttps://box:8443\xffpassword=guess".to_vec(),
+                false,
+            ),
+        ],
         other => panic!("no target {other}"),
     }
 }
@@ -249,6 +261,11 @@ fn run(target: &str, bytes: &[u8]) -> bool {
         "labels_csv" => {
             let dir = tempfile::tempdir().unwrap();
             fuzzing::labels_csv(bytes, dir.path())
+        }
+        "web_request" => {
+            // One page for the whole test binary (the harness keeps it, as the fuzzer does).
+            static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+            fuzzing::web_request(bytes, DIR.get_or_init(|| tempfile::tempdir().unwrap()).path())
         }
         other => panic!("no target {other}"),
     }

@@ -51,6 +51,29 @@ impl Summary {
     }
 }
 
+/// The part of a result (`report::ServiceResult`, same field names) the list shows.
+#[derive(serde::Deserialize)]
+struct Head {
+    verdict: Verdict,
+    #[serde(default)]
+    reason: Option<String>,
+    selected_slices: usize,
+    covid_slices: usize,
+    #[serde(default)]
+    covid_fraction: Option<f64>,
+    model: ModelIdentity,
+    source: HeadSource,
+}
+
+#[derive(serde::Deserialize)]
+struct HeadSource {
+    patient: String,
+    series_folder: String,
+    written_at: u64,
+    #[serde(default)]
+    clock_synchronised: Option<bool>,
+}
+
 /// A result file that could not be read as one: listed with its problem, never hidden.
 #[derive(Debug, Clone)]
 pub struct Unreadable {
@@ -154,20 +177,24 @@ impl Index {
     fn summarise(&self, rel: &Path) -> Listed {
         let id = id_of(&self.key, rel);
         let json = self.root.join(rel);
-        match read(&json) {
-            Ok(r) => Listed::Result(Arc::new(Summary {
+        // Only the fields the list shows are kept (the slices, with their evidence maps, are
+        // skipped while parsing): a long list costs little memory.
+        let head = read_regular(&json, MAX_RESULT_BYTES)
+            .and_then(|b| serde_json::from_slice::<Head>(&b).map_err(|e| format!("not a result: {e}")));
+        match head {
+            Ok(h) => Listed::Result(Arc::new(Summary {
                 id,
                 json,
-                written_at: r.source.written_at,
-                clock_synchronised: r.source.clock_synchronised,
-                patient: r.source.patient.clone(),
-                series: r.source.series_folder.clone(),
-                verdict: r.scan.verdict,
-                reason: r.scan.reason.clone(),
-                selected: r.scan.selected_slices,
-                covid: r.scan.covid_slices,
-                covid_fraction: r.scan.covid_fraction,
-                model: r.scan.model.clone(),
+                written_at: h.source.written_at,
+                clock_synchronised: h.source.clock_synchronised,
+                patient: h.source.patient,
+                series: h.source.series_folder,
+                verdict: h.verdict,
+                reason: h.reason,
+                selected: h.selected_slices,
+                covid: h.covid_slices,
+                covid_fraction: h.covid_fraction,
+                model: h.model,
             })),
             Err(problem) => Listed::Unreadable(Unreadable { id, problem }),
         }
