@@ -123,23 +123,29 @@ class Client(threading.Thread):
             self.stop.wait(max(0.0, 1.0 - (time.monotonic() - t)))
 
 
+def seed_and_history(p, drop: str, state: str, thin: str, history: int) -> int:
+    """Process the thin series once ("seed"), then copy its result (with its sheet) HISTORY times
+    for a long list; returns the RSS after the seed, in KiB."""
+    shutil.copytree(thin, os.path.join(drop, "seed", "thin"))
+    wait_result(state, "seed")
+    time.sleep(2)
+    rss = rss_kib(p.pid)
+    src = next(d for d, _, fs in os.walk(os.path.join(state, "results")) if os.path.basename(d) == "seed")
+    for i in range(history):
+        dst = os.path.join(os.path.dirname(src), f"history{i:04d}")
+        os.makedirs(dst, exist_ok=True)
+        for n in os.listdir(src):
+            shutil.copy(os.path.join(src, n), os.path.join(dst, n))
+    return rss
+
+
 def run(web: bool, rounds: int, clients: int, history: int, thin: str):
     """Seed, history, then `rounds` x (no clients, clients): per-mode series times, RSS figures."""
     times = {"none": [], "clients": []}
     with tempfile.TemporaryDirectory() as tmp:
         p, drop, state, addr = start(tmp, web=web)
         try:
-            shutil.copytree(thin, os.path.join(drop, "seed", "thin"))
-            wait_result(state, "seed")
-            time.sleep(2)
-            rss_seed = rss_kib(p.pid)
-            # HISTORY copies of the real result (with their sheets) for a long list.
-            src_dir = next(d for d, _, fs in os.walk(os.path.join(state, "results")) if os.path.basename(d) == "seed")
-            for i in range(history):
-                dst = os.path.join(os.path.dirname(src_dir), f"history{i:04d}")
-                os.makedirs(dst, exist_ok=True)
-                for n in os.listdir(src_dir):
-                    shutil.copy(os.path.join(src_dir, n), os.path.join(dst, n))
+            rss_seed = seed_and_history(p, drop, state, thin, history)
             polling, stop = threading.Event(), threading.Event()
             cs = [Client(addr, polling, stop) for _ in range(clients)] if web else []
             for c in cs:
@@ -173,16 +179,7 @@ def memory(history: int = 200, clients: int = 5):
     with tempfile.TemporaryDirectory() as tmp:
         p, drop, state, addr = start(tmp, web=True)
         try:
-            shutil.copytree(thin, os.path.join(drop, "seed", "thin"))
-            wait_result(state, "seed")
-            time.sleep(2)
-            print(f"after the first series: {rss_kib(p.pid) / 1024:.0f} MiB")
-            src = next(d for d, _, fs in os.walk(os.path.join(state, "results")) if os.path.basename(d) == "seed")
-            for i in range(history):
-                dst = os.path.join(os.path.dirname(src), f"history{i:04d}")
-                os.makedirs(dst)
-                for n in os.listdir(src):
-                    shutil.copy(os.path.join(src, n), os.path.join(dst, n))
+            print(f"after the first series: {seed_and_history(p, drop, state, thin, history) / 1024:.0f} MiB")
             polling, stop = threading.Event(), threading.Event()
             cs = [Client(addr, polling, stop) for _ in range(clients)]
             for c in cs:

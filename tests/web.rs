@@ -75,15 +75,7 @@ fn page(test: &str) -> Page {
     if let Some(shared) = common::shared_or_skip(test) {
         let src = shared.join("ct16/covid/ctmd_P001/SR_1");
         let dst = drop.join("ctmd_P001/SR_1");
-        std::fs::create_dir_all(&dst).unwrap();
-        let mut names: Vec<_> = std::fs::read_dir(&src)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names.iter().skip(16).take(16) {
-            std::fs::copy(src.join(n), dst.join(n)).unwrap();
-        }
+        common::copy_slices(&src, &dst, 16, 16);
         let mut svc = Service::new(
             config,
             classifier,

@@ -79,17 +79,8 @@ fn a_clinician_signs_in_and_sees_the_verdict_and_the_report_sheet_in_a_real_brow
     let dir = tempfile::tempdir().unwrap();
     let drop = dir.path().join("drop");
     let state = dir.path().join("state");
-    let series = drop.join("ctmd_P001/SR_1");
-    std::fs::create_dir_all(&series).unwrap();
     let src = shared.join("ct16/covid/ctmd_P001/SR_1");
-    let mut names: Vec<_> = std::fs::read_dir(&src)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
-    for n in names.iter().skip(16).take(16) {
-        std::fs::copy(src.join(n), series.join(n)).unwrap();
-    }
+    common::copy_slices(&src, &drop.join("ctmd_P001/SR_1"), 16, 16);
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,

@@ -19,7 +19,8 @@ const BAR: Rgb565 = Rgb565::new(6, 36, 26);
 const GOOD: Rgb565 = Rgb565::new(0, 44, 8);
 const BAD: Rgb565 = Rgb565::new(31, 32, 0);
 
-fn pct(p: &Proportion) -> String {
+/// A proportion as people read it: `83% (5 of 6; 95% CI 44-97%)`.
+pub fn pct(p: &Proportion) -> String {
     match p.value {
         Some(v) => format!(
             "{:.0}% ({} of {}; 95% CI {:.0}-{:.0}%)",

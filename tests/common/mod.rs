@@ -269,3 +269,17 @@ pub fn wait_until(what: &str, timeout: std::time::Duration, mut cond: impl FnMut
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Copy `take` slice files of the series `src`, after skipping the first `skip` in name order,
+/// into `dst` (created): a short real series for tests that need a real result quickly.
+pub fn copy_slices(src: &Path, dst: &Path, skip: usize, take: usize) {
+    std::fs::create_dir_all(dst).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(src)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    for n in names.iter().skip(skip).take(take) {
+        std::fs::copy(src.join(n), dst.join(n)).unwrap();
+    }
+}

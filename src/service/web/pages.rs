@@ -11,6 +11,7 @@ use maud::{html, Markup, DOCTYPE};
 use super::results::{Listed, Summary};
 use crate::decide::Verdict;
 use crate::present::display::Screen;
+use crate::present::validation::pct;
 use crate::report::ServiceResult;
 
 /// What every page shows about the box itself.
@@ -166,27 +167,13 @@ fn box_card(b: &BoxState) -> Markup {
     }
 }
 
-fn proportion(p: &crate::validate::Proportion) -> String {
-    match p.value {
-        Some(v) => format!(
-            "{:.0}% ({} of {}; 95% CI {:.0}-{:.0}%)",
-            v * 100.0,
-            p.k,
-            p.n,
-            p.ci95[0] * 100.0,
-            p.ci95[1] * 100.0
-        ),
-        None => "no patients".into(),
-    }
-}
-
 fn validation_line(r: &crate::validate::ValidationReport) -> String {
     format!(
         "{} patients: sensitivity {}, specificity {}, undetermined {}",
         r.patients.len(),
-        proportion(&r.sensitivity),
-        proportion(&r.specificity),
-        proportion(&r.undetermined)
+        pct(&r.sensitivity),
+        pct(&r.specificity),
+        pct(&r.undetermined)
     )
 }
 
