@@ -315,9 +315,14 @@ pub fn withhold_verdicts(report: &mut ScanReport, reason: &str) {
 /// inside the lung mask). A slice without an evidence map or lung mask cannot show that it is.
 /// What the evidence gate counts, and what site validation reports.
 pub fn covid_calls(s: &SeriesScan, classifier: &Classifier) -> (usize, usize) {
+    covid_calls_at(s, classifier.card().output.threshold)
+}
+
+/// [`covid_calls`] for a model known only by its threshold (a result read back from disk).
+pub fn covid_calls_at(s: &SeriesScan, threshold: f32) -> (usize, usize) {
     s.slices
         .iter()
-        .filter(|x| x.not_classified.is_none() && x.p_covid.is_some_and(|p| classifier.is_covid(p)))
+        .filter(|x| x.not_classified.is_none() && x.p_covid.is_some_and(|p| p >= threshold))
         .fold((0, 0), |(n, l), x| {
             let lung = x.evidence.as_ref().and_then(|e| e.peak_in_lungs) == Some(true);
             (n + 1, l + usize::from(lung))

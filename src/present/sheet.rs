@@ -158,7 +158,12 @@ pub fn tile(
 
 /// The current time as the sheet prints it: `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn now_text() -> String {
-    let (da, tm) = super::sr::now();
+    utc_text(crate::clock::unix_secs())
+}
+
+/// Unix seconds as the sheet (and the results page) print them: `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc_text(secs: u64) -> String {
+    let (da, tm) = super::sr::da_tm(secs);
     format!(
         "{}-{}-{} {}:{}:{} UTC",
         &da[..4],

@@ -71,17 +71,12 @@ button { font-size: 1rem; padding: .45rem 1rem; }
 }
 "#;
 
-/// `YYYY-MM-DD HH:MM:SS UTC` (and a note when the box's clock was not synchronised).
+/// `YYYY-MM-DD HH:MM:SS UTC`, as on the report sheet, and a note when the box's clock was not
+/// synchronised.
 pub fn time_text(secs: u64, synchronised: Option<bool>) -> String {
-    let (da, tm) = crate::present::sr::da_tm(secs);
     format!(
-        "{}-{}-{} {}:{}:{} UTC{}",
-        &da[..4],
-        &da[4..6],
-        &da[6..],
-        &tm[..2],
-        &tm[2..4],
-        &tm[4..6],
+        "{}{}",
+        crate::present::sheet::utc_text(secs),
         crate::clock::note(synchronised)
     )
 }
@@ -310,20 +305,11 @@ pub fn result(s: &Summary, r: &ServiceResult, b: &BoxState, sheet: bool) -> Mark
 }
 
 /// `k of n` slices called COVID (P >= the running model's threshold) whose evidence peak lies
-/// inside the lung mask: what the evidence gate counts.
+/// inside the lung mask: what the evidence gate counts (`pipeline::covid_calls_at`).
 fn lung_driven_text(se: &crate::report::SeriesScan, threshold: f32) -> String {
-    let (n, lung) = se
-        .slices
-        .iter()
-        .filter(|x| x.not_classified.is_none() && x.p_covid.is_some_and(|p| p >= threshold))
-        .fold((0, 0), |(n, l), x| {
-            let lung = x.evidence.as_ref().and_then(|e| e.peak_in_lungs) == Some(true);
-            (n + 1, l + usize::from(lung))
-        });
-    if n == 0 {
-        "no slice called COVID".into()
-    } else {
-        format!("{lung} of {n}")
+    match crate::pipeline::covid_calls_at(se, threshold) {
+        (0, _) => "no slice called COVID".into(),
+        (n, lung) => format!("{lung} of {n}"),
     }
 }
 
