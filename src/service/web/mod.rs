@@ -182,15 +182,11 @@ fn certificate_names(listen: &SocketAddr) -> Vec<String> {
 impl WebServer {
     /// Load (or make) the certificate, bind `cfg.listen` and serve on the `web` thread.
     pub fn start(cfg: &WebConfig, site: Site) -> Result<WebServer, WebError> {
-        Self::start_with_clock(cfg, site, Arc::new(SystemClock))
-    }
-
-    pub fn start_with_clock(cfg: &WebConfig, site: Site, clock: Arc<dyn Clock>) -> Result<WebServer, WebError> {
         let configured = cfg.cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
         let id = tls::identity(configured, &site.state, &certificate_names(&cfg.listen))?;
         let fingerprint = id.fingerprint.clone();
         let tls = tls::server_config(id)?;
-        let app = Arc::new(App::new(cfg, site, fingerprint.clone(), clock)?);
+        let app = Arc::new(App::new(cfg, site, fingerprint.clone(), Arc::new(SystemClock))?);
         if !app.password.is_set() {
             log::warn!("web: no password set: every sign-in is refused until `ctsentinel set-password` sets one");
         }
