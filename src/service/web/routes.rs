@@ -31,6 +31,9 @@ pub const COOKIE: &str = "__Host-ctsentinel";
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
+/// The largest request body read: the sign-in form (the only one).
+const MAX_FORM_BYTES: usize = 4096;
+
 /// The newest results the list shows.
 const LIST_ROWS: usize = 500;
 
@@ -43,7 +46,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/result/{id}/sheet.png", get(sheet))
         .route("/static/style.css", get(style))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(4096))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(access_log))
         .layer(middleware::map_response(secure_headers))
         .with_state(app)
@@ -188,7 +191,7 @@ async fn signin(
     let headers = req.headers().clone();
     // The form within BODY_TIMEOUT (the header timeout does not cover a body trickled in).
     let (parts, body) = req.into_parts();
-    let bytes = match tokio::time::timeout(super::BODY_TIMEOUT, axum::body::to_bytes(body, 4096)).await {
+    let bytes = match tokio::time::timeout(super::BODY_TIMEOUT, axum::body::to_bytes(body, MAX_FORM_BYTES)).await {
         Ok(Ok(b)) => b,
         Ok(Err(_)) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
         Err(_) => return StatusCode::REQUEST_TIMEOUT.into_response(),
@@ -236,11 +239,13 @@ async fn signin(
         }
     };
     log::info!("web: sign-in from {addr}");
-    let cookie = format!(
-        "{COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
-        app.sessions.lifetime().as_secs()
-    );
-    let mut r = Redirect::to("/").into_response();
+    redirect_setting_cookie("/", &token, app.sessions.lifetime().as_secs())
+}
+
+/// A redirect to `to` that sets the session cookie to `value` for `max_age` seconds (0: ends it).
+fn redirect_setting_cookie(to: &str, value: &str, max_age: u64) -> Response {
+    let cookie = format!("{COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+    let mut r = Redirect::to(to).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -254,12 +259,7 @@ async fn signout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Some(t) = token(&headers) {
         app.sessions.close(&t);
     }
-    let mut r = Redirect::to("/signin").into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("__Host-ctsentinel=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
-    r
+    redirect_setting_cookie("/signin", "", 0)
 }
 
 /// Render on the blocking pool (the results folder is read there, never on the runtime).
